@@ -1,0 +1,51 @@
+"""Portable attention on plain torch (CPU and GPU): one SDPA call per sequence.
+
+The reference for every faster backend. Slow for large batches, exact enough for tests.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kvserve.attention.backend import AttentionMetadata, write_kv
+
+
+def gather_context(kv: torch.Tensor, block_table: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Keys or values of one sequence, [seq_len, num_kv_heads, head_dim], from its blocks."""
+    block_size = kv.shape[1]
+    num_blocks = (seq_len + block_size - 1) // block_size
+    return kv[block_table[:num_blocks].long()].flatten(0, 1)[:seq_len]
+
+
+def causal_mask(query_len: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    """[query_len, seq_len] bool: query i (at position seq_len - query_len + i) sees keys <= it."""
+    q_pos = torch.arange(seq_len - query_len, seq_len, device=device)[:, None]
+    return torch.arange(seq_len, device=device)[None, :] <= q_pos
+
+
+class TorchAttentionBackend:
+    name = "torch"
+
+    def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
+        write_kv(k, v, kv_cache, meta.slot_mapping)
+        out = torch.empty_like(q)
+        num_heads, num_kv_heads = q.shape[1], kv_cache.shape[-2]
+        start = 0
+        for i, (q_len, seq_len) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
+            keys = gather_context(kv_cache[0], meta.block_tables[i], seq_len).to(q.dtype)
+            values = gather_context(kv_cache[1], meta.block_tables[i], seq_len).to(q.dtype)
+            if num_heads != num_kv_heads:
+                keys = keys.repeat_interleave(num_heads // num_kv_heads, dim=1)
+                values = values.repeat_interleave(num_heads // num_kv_heads, dim=1)
+            mask = causal_mask(q_len, seq_len, q.device)
+            attn = F.scaled_dot_product_attention(
+                q[start:start + q_len].transpose(0, 1),  # [H, q_len, D]
+                keys.transpose(0, 1),
+                values.transpose(0, 1),
+                attn_mask=mask,
+                scale=scale,
+            )
+            out[start:start + q_len] = attn.transpose(0, 1)
+            start += q_len
+        return out

@@ -1,0 +1,63 @@
+"""Write a step's keys and values into their paged-cache slots."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kvserve.attention.triton_kernels.tile import cache_strides
+
+
+@triton.jit
+def _store_kv_kernel(
+    k_ptr,  # [T, num_kv_heads, HEAD_DIM]
+    v_ptr,  # [T, num_kv_heads, HEAD_DIM]
+    k_cache_ptr,  # [num_blocks, BLOCK_SIZE, num_kv_heads, HEAD_DIM]
+    v_cache_ptr,
+    slot_mapping_ptr,  # [T] int64, -1 = padding token, not stored
+    num_kv_heads,
+    stride_k_tok,
+    stride_k_head,
+    stride_v_tok,
+    stride_v_head,
+    stride_c_block,
+    stride_c_tok,
+    stride_c_head,
+    BLOCK_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEADS_PAD: tl.constexpr,
+):
+    token = tl.program_id(0).to(tl.int64)
+    slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
+    if slot < 0:
+        return
+    heads = tl.arange(0, HEADS_PAD)
+    dims = tl.arange(0, HEAD_DIM)
+    mask = (heads < num_kv_heads)[:, None]
+    dst = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok
+    dst = dst + heads[:, None] * stride_c_head + dims[None, :]
+    k = tl.load(k_ptr + token * stride_k_tok + heads[:, None] * stride_k_head + dims[None, :], mask=mask)
+    v = tl.load(v_ptr + token * stride_v_tok + heads[:, None] * stride_v_head + dims[None, :], mask=mask)
+    tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
+    tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+
+
+def store_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """kv_cache[0/1] at slot_mapping[t] := k[t] / v[t]; tokens whose slot is -1 are skipped.
+
+    k, v: [T, num_kv_heads, head_dim] (any token/head strides, contiguous head_dim);
+    kv_cache: [2, num_blocks, block_size, num_kv_heads, head_dim]; slot_mapping: [T] int.
+    """
+    num_tokens, num_kv_heads, head_dim = k.shape
+    if num_tokens == 0:
+        return
+    if k.stride(-1) != 1 or v.stride(-1) != 1:
+        raise ValueError("store_kv needs a contiguous head_dim axis in k and v")
+    block_size = kv_cache.shape[2]
+    _store_kv_kernel[(num_tokens,)](
+        k, v, kv_cache[0], kv_cache[1], slot_mapping, num_kv_heads,
+        k.stride(0), k.stride(1), v.stride(0), v.stride(1), *cache_strides(kv_cache),
+        BLOCK_SIZE=block_size, HEAD_DIM=head_dim, HEADS_PAD=triton.next_power_of_2(num_kv_heads),
+        num_warps=4 if num_kv_heads * head_dim >= 1024 else 1,
+    )

@@ -1,0 +1,72 @@
+"""Pieces shared by the attention kernels: paged K/V tile loads and the online softmax step.
+
+Scores are kept in the log2 domain (scaled by softmax_scale * log2(e)) so that the kernels
+use exp2, which is one instruction on NVIDIA GPUs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.0 / math.log(2.0)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision: exact float32 for float32 inputs (tests, greedy checks), else tensor cores."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def check_head_dim(head_dim: int) -> None:
+    if head_dim < 16 or head_dim & (head_dim - 1):
+        raise ValueError(f"triton attention needs a power-of-two head_dim >= 16, got {head_dim}")
+
+
+def cache_strides(kv_cache: torch.Tensor) -> tuple[int, int, int]:
+    """(block, token, head) strides of one half of a [2, num_blocks, block_size, num_kv_heads, head_dim] cache."""
+    if kv_cache.stride(-1) != 1:
+        raise ValueError("the KV cache's head_dim axis must be contiguous")
+    return kv_cache.stride(1), kv_cache.stride(2), kv_cache.stride(3)
+
+
+@triton.jit
+def load_kv_tile(
+    cache_ptr,  # keys or values of one layer: [num_blocks, block_size, num_kv_heads, HEAD_DIM]
+    block_table_ptr,  # this sequence's row of the block table
+    kv_head,
+    start,  # first position of the tile
+    end,  # positions >= end read as zeros
+    stride_block,
+    stride_token,
+    stride_head,
+    BLOCK_SIZE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+):
+    """[BLOCK_N, HEAD_DIM] keys or values at context positions start .. start + BLOCK_N - 1."""
+    pos = start + tl.arange(0, BLOCK_N)
+    valid = pos < end
+    block_ids = tl.load(block_table_ptr + pos // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+    rows = block_ids * stride_block + (pos % BLOCK_SIZE) * stride_token + kv_head * stride_head
+    dims = tl.arange(0, HEAD_DIM)
+    return tl.load(cache_ptr + rows[:, None] + dims[None, :], mask=valid[:, None], other=0.0)
+
+
+@triton.jit
+def online_softmax_step(scores, values, m, l, acc, DOT_PRECISION: tl.constexpr):
+    """Fold one tile into the running softmax.
+
+    scores [M, N] (log2 domain, -inf where masked), values [N, D]; running max m [M],
+    running sum l [M], unnormalised output acc [M, D] (all float32). A row that has seen
+    only masked keys keeps m = -inf and l = 0 without producing NaN.
+    """
+    m_new = tl.maximum(m, tl.max(scores, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m - m_safe)
+    p = tl.exp2(scores - m_safe[:, None])
+    l = l * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(values.dtype), values, input_precision=DOT_PRECISION)
+    return m_new, l, acc

@@ -1,0 +1,433 @@
+"""An OpenAI-compatible fake upstream that streams canned tokens at a fixed pace.
+
+It is the fixture for gateway tests and for the gateway-overhead benchmark: it speaks
+`/v1/chat/completions`, `/v1/completions` (SSE streaming and plain JSON, with usage),
+`/v1/models`, `/health`, `/ready` and `/metrics` (vLLM metric names, real in-flight
+counts), and it can be told to fail, answer an error status or hang, at start or at
+runtime through `POST /admin/config` (a JSON object of `FakeUpstreamConfig` fields).
+
+    python -m kvserve.bench.fake_upstream --port 8001 --tokens-per-second 100 --num-tokens 32
+
+A simulated prefix cache (chained hashes of 64-character chunks) makes time to first
+token depend on how much of the prompt it has seen before, when
+`--prefill-chars-per-second` is set; hits are exported as vLLM's prefix-cache counters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import hashlib
+import json
+import random
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+CHUNK_CHARS = 64  # granularity of the simulated prefix cache
+JSON_HEADERS = [(b"content-type", b"application/json")]
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+@dataclass
+class FakeUpstreamConfig:
+    """How the fake upstream behaves; every field can be changed at runtime."""
+
+    model: str = "fake-model"  # the model id it serves (any requested name is accepted)
+    name: str = ""  # reported in the x-upstream-name response header (tells replicas apart)
+    tokens_per_second: float = 100.0  # pace of streamed tokens per request; 0 = no delay
+    num_tokens: int = 16  # tokens per answer (capped by the request's max_tokens)
+    ttft: float = 0.0  # seconds before the first token
+    fail_rate: float = 0.0  # fraction of requests answered with status_code
+    status_code: int = 503  # status of injected failures
+    hang: bool = False  # accept requests and never answer (until the client goes away)
+    max_running: int = 0  # concurrent requests served; the rest wait (0 = unlimited)
+    kv_capacity_tokens: int = 65536  # simulated KV cache size behind vllm:kv_cache_usage_perc
+    prefill_chars_per_second: float = 0.0  # uncached prompt chars add to ttft (0 = off)
+    prefix_cache_chunks: int = 4096  # LRU capacity of the simulated prefix cache
+
+
+@dataclass
+class Counters:
+    """Live counts exported on /metrics."""
+
+    running: int = 0
+    waiting: int = 0
+    kv_tokens: int = 0
+    requests: int = 0
+    prefix_queries: int = 0
+    prefix_hits: int = 0
+
+
+def error_body(message: str, code: int) -> bytes:
+    kind = "invalid_request_error" if code < 500 else "server_error"
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        return "".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
+    prompt = body.get("prompt", "")
+    return prompt if isinstance(prompt, str) else json.dumps(prompt)
+
+
+class PrefixCache:
+    """LRU of chained chunk hashes: how many leading characters of a prompt were seen before."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[bytes, None] = OrderedDict()
+
+    def lookup_and_insert(self, text: str) -> int:
+        cached, parent, hit_run = 0, b"", True
+        for start in range(0, len(text) - CHUNK_CHARS + 1, CHUNK_CHARS):
+            parent = hashlib.blake2b(parent + text[start : start + CHUNK_CHARS].encode(), digest_size=16).digest()
+            if hit_run and parent in self.entries:
+                cached += CHUNK_CHARS
+                self.entries.move_to_end(parent)
+            else:
+                hit_run = False
+                self.entries[parent] = None
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return cached
+
+
+class Completion:
+    """Builds the JSON and SSE bytes of one answer (chat or text completion)."""
+
+    def __init__(self, chat: bool, model: str, prompt_tokens: int, n_tokens: int) -> None:
+        self.chat, self.model, self.n = chat, model, n_tokens
+        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+        self.usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
+                      "total_tokens": prompt_tokens + n_tokens}
+        self.finish = "length"
+
+    def token(self, i: int) -> str:
+        return f"tok{i} "
+
+    def _choice(self, text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+        if not self.chat:
+            return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        delta: dict[str, Any] = {} if text is None else {"content": text}
+        if first:
+            delta["role"] = "assistant"
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        body: dict[str, Any] = {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                                "choices": choices}
+        if usage is not None:
+            body["usage"] = usage
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    def token_chunk(self, i: int) -> bytes:
+        return self._chunk([self._choice(self.token(i), None, first=i == 0)])
+
+    def final_chunks(self, include_usage: bool) -> bytes:
+        out = self._chunk([self._choice(None if self.chat else "", self.finish)])
+        if include_usage:
+            out += self._chunk([], self.usage)
+        return out + b"data: [DONE]\n\n"
+
+    def full(self) -> bytes:
+        text = "".join(self.token(i) for i in range(self.n))
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                      "logprobs": None, "finish_reason": self.finish}
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.finish}
+        obj = "chat.completion" if self.chat else "text_completion"
+        return json.dumps({"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                           "choices": [choice], "usage": self.usage}).encode()
+
+
+class FakeUpstream:
+    """The ASGI app. `config` may be replaced or mutated while it serves."""
+
+    def __init__(self, config: FakeUpstreamConfig | None = None) -> None:
+        self.config = config or FakeUpstreamConfig()
+        self.counters = Counters()
+        self.prefix_cache = PrefixCache(self.config.prefix_cache_chunks)
+        self.last_request: dict[str, Any] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._slots_size = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        route = (scope["method"], scope["path"])
+        if route in (("POST", "/v1/chat/completions"), ("POST", "/v1/completions")):
+            await self.complete(scope, receive, send, chat=route[1].endswith("chat/completions"))
+        elif route in (("GET", "/health"), ("GET", "/ready")):
+            await self.probe(send)
+        elif route == ("GET", "/metrics"):
+            await respond(send, 200, self.metrics_text().encode(), [(b"content-type", b"text/plain")])
+        elif route == ("GET", "/v1/models"):
+            models = {"object": "list", "data": [{"id": self.config.model, "object": "model", "owned_by": "fake"}]}
+            await respond(send, 200, json.dumps(models).encode())
+        elif route == ("POST", "/admin/config"):
+            await self.update_config(receive, send)
+        elif route == ("GET", "/admin/last_request"):
+            await respond(send, 200, json.dumps(self.last_request).encode())
+        else:
+            await respond(send, 404, error_body(f"no route {scope['path']}", 404))
+
+    async def probe(self, send: Send) -> None:
+        if self.config.fail_rate >= 1.0:
+            await respond(send, self.config.status_code, error_body("injected failure", self.config.status_code))
+        else:
+            await respond(send, 200, b'{"status":"ok"}')
+
+    async def update_config(self, receive: Receive, send: Send) -> None:
+        try:
+            changes = json.loads(await read_body(receive))
+            self.config = dataclasses.replace(self.config, **changes)
+        except (ValueError, TypeError) as exc:
+            await respond(send, 400, error_body(f"bad config: {exc}", 400))
+            return
+        await respond(send, 200, json.dumps(dataclasses.asdict(self.config)).encode())
+
+    def metrics_text(self) -> str:
+        c, label = self.counters, f'{{model_name="{self.config.model}"}}'
+        usage = min(1.0, c.kv_tokens / max(1, self.config.kv_capacity_tokens))
+        return (
+            "# TYPE vllm:num_requests_running gauge\n"
+            f"vllm:num_requests_running{label} {c.running}\n"
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            f"vllm:num_requests_waiting{label} {c.waiting}\n"
+            "# TYPE vllm:kv_cache_usage_perc gauge\n"
+            f"vllm:kv_cache_usage_perc{label} {usage}\n"
+            "# TYPE vllm:prefix_cache_queries counter\n"
+            f"vllm:prefix_cache_queries_total{label} {c.prefix_queries}\n"
+            "# TYPE vllm:prefix_cache_hits counter\n"
+            f"vllm:prefix_cache_hits_total{label} {c.prefix_hits}\n"
+            "# TYPE vllm:request_success counter\n"
+            f"vllm:request_success_total{label} {c.requests}\n"
+        )
+
+    async def complete(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:
+        try:
+            body = json.loads(await read_body(receive))
+            assert isinstance(body, dict)
+        except (ValueError, AssertionError):
+            await respond(send, 400, error_body("body is not a JSON object", 400))
+            return
+        self.remember(scope, body)
+        cfg = self.config
+        if cfg.hang:
+            await self.hang(receive)
+            return
+        if cfg.fail_rate > 0 and random.random() < cfg.fail_rate:
+            await respond(send, cfg.status_code, error_body("injected failure", cfg.status_code))
+            return
+        await self.serve(body, chat, receive, send)
+
+    async def hang(self, receive: Receive) -> None:
+        self.counters.running += 1  # a hung engine still reports the request as running
+        try:
+            await wait_disconnect(receive)
+        finally:
+            self.counters.running -= 1
+
+    def remember(self, scope: Scope, body: dict[str, Any]) -> None:
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]
+                   if k in (b"x-request-id", b"traceparent", b"x-priority", b"authorization")}
+        self.last_request = {"path": scope["path"], "model": body.get("model"), "stream": body.get("stream", False),
+                             "priority": body.get("priority"), "headers": headers}
+
+    async def serve(self, body: dict[str, Any], chat: bool, receive: Receive, send: Send) -> None:
+        cfg, c = self.config, self.counters
+        text = prompt_text(body)
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or cfg.num_tokens
+        n = max(1, min(cfg.num_tokens, int(max_tokens)))
+        answer = Completion(chat, str(body.get("model") or cfg.model), max(1, len(text) // 4), n)
+        kv = answer.usage["total_tokens"]
+        c.waiting += 1
+        async with self._admission():
+            c.waiting -= 1
+            c.running += 1
+            c.kv_tokens += kv
+            try:
+                await asyncio.sleep(cfg.ttft + self._prefill_seconds(text))
+                if body.get("stream"):
+                    options = body.get("stream_options") or {}
+                    await self.stream(answer, bool(options.get("include_usage")), receive, send)
+                else:
+                    await asyncio.sleep(n / cfg.tokens_per_second if cfg.tokens_per_second > 0 else 0)
+                    await respond(send, 200, answer.full(), self._headers(JSON_HEADERS))
+                c.requests += 1
+            finally:
+                c.running -= 1
+                c.kv_tokens -= kv
+
+    def _admission(self) -> asyncio.Semaphore | _NoLimit:
+        size = self.config.max_running
+        if size <= 0:
+            return _NoLimit()
+        if self._slots is None or self._slots_size != size:
+            self._slots, self._slots_size = asyncio.Semaphore(size), size
+        return self._slots
+
+    def _prefill_seconds(self, text: str) -> float:
+        rate = self.config.prefill_chars_per_second
+        if rate <= 0:
+            return 0.0
+        cached = self.prefix_cache.lookup_and_insert(text)
+        self.counters.prefix_queries += len(text)
+        self.counters.prefix_hits += cached
+        return (len(text) - cached) / rate
+
+    def _headers(self, base: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        return base + [(b"x-upstream-name", self.config.name.encode())] if self.config.name else base
+
+    async def stream(self, answer: Completion, include_usage: bool, receive: Receive, send: Send) -> None:
+        gone = asyncio.Event()
+        watcher = asyncio.ensure_future(_set_on_disconnect(receive, gone))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self._headers(SSE_HEADERS)})
+            for i in range(answer.n):
+                if gone.is_set():
+                    return
+                if i and self.config.tokens_per_second > 0:
+                    await asyncio.sleep(1.0 / self.config.tokens_per_second)
+                await send({"type": "http.response.body", "body": answer.token_chunk(i), "more_body": True})
+            await send({"type": "http.response.body", "body": answer.final_chunks(include_usage)})
+        finally:
+            watcher.cancel()
+
+
+class _NoLimit:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ValueError("client went away")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _set_on_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    await wait_disconnect(receive)
+    gone.set()
+
+
+async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON_HEADERS) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class FakeUpstreamServer:
+    """Runs a FakeUpstream with uvicorn on a loopback port in a background thread."""
+
+    def __init__(self, config: FakeUpstreamConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = FakeUpstream(config)
+        self.host, self.port = host, port
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> FakeUpstreamServer:
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
+                                timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.005)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._server = self._thread = None
+
+    def __enter__(self) -> FakeUpstreamServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kvserve.bench.fake_upstream", description=__doc__.split("\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--model", default="fake-model")
+    p.add_argument("--name", default="", help="sent back in the x-upstream-name header")
+    p.add_argument("--tokens-per-second", type=float, default=100.0, help="per request; 0 = no delay")
+    p.add_argument("--num-tokens", type=int, default=16)
+    p.add_argument("--ttft", type=float, default=0.0, help="seconds before the first token")
+    p.add_argument("--fail-rate", type=float, default=0.0)
+    p.add_argument("--status-code", type=int, default=503)
+    p.add_argument("--hang", action="store_true")
+    p.add_argument("--max-running", type=int, default=0, help="concurrent requests; the rest wait (0 = unlimited)")
+    p.add_argument("--prefill-chars-per-second", type=float, default=0.0)
+    p.add_argument("--log-level", default="warning")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    args = build_parser().parse_args(argv)
+    config = FakeUpstreamConfig(
+        model=args.model, name=args.name, tokens_per_second=args.tokens_per_second, num_tokens=args.num_tokens,
+        ttft=args.ttft, fail_rate=args.fail_rate, status_code=args.status_code, hang=args.hang,
+        max_running=args.max_running, prefill_chars_per_second=args.prefill_chars_per_second,
+    )
+    uvicorn.run(FakeUpstream(config), host=args.host, port=args.port, log_level=args.log_level,
+                access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""`kvserve bench serve | sweep | offline`: the benchmark commands.
+
+Only argparse lives here; the benchmark modules are imported when a command runs, so
+that `kvserve --help` stays fast and the serving client never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import sys
+
+
+def _rate(text: str) -> float:
+    return math.inf if text.strip().lower() in ("inf", "infinity") else float(text)
+
+
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("target")
+    g.add_argument("--base-url", default="http://127.0.0.1:8000", help="server root (loopback unless --allow-host)")
+    g.add_argument("--model", required=True, help="the `model` field of every request")
+    g.add_argument("--endpoint", default="/v1/completions", choices=["/v1/completions", "/v1/chat/completions"])
+    g.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token (default: $OPENAI_API_KEY)")
+    g.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                   help="a non-loopback host this run may load (repeatable)")
+    g.add_argument("--ignore-eos", action="store_true", help="ask for exactly max_tokens (vLLM/kvserve extension)")
+    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--request-timeout", type=float, default=300.0, help="seconds one request may take")
+    g.add_argument("--tokenizer", default=None, help="local tokenizer directory that sizes prompts "
+                   "(default: the server's /tokenize, else one token per word)")
+
+
+def _add_dataset_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("workload")
+    g.add_argument("--dataset", default="random", choices=["random", "sharegpt", "prefix"])
+    g.add_argument("--dataset-path", default=None, help="ShareGPT-format JSON file (--dataset sharegpt)")
+    g.add_argument("--num-prompts", type=int, default=100, help="requests to send at most (per rate in a sweep)")
+    g.add_argument("--input-len", type=int, default=256, help="random: prompt tokens")
+    g.add_argument("--output-len", type=int, default=128, help="random, prefix: max_tokens per request")
+    g.add_argument("--range-ratio", type=float, default=0.0, help="random: lengths vary by +-this fraction")
+    g.add_argument("--sharegpt-output-len", type=int, default=0, help="sharegpt: fixed max_tokens (0 = the answer's)")
+    g.add_argument("--num-tenants", type=int, default=4, help="prefix: tenants with their own system prompt")
+    g.add_argument("--prefix-len", type=int, default=512, help="prefix: tokens of each system prompt")
+    g.add_argument("--question-len", type=int, default=64, help="prefix: tokens of each question")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _add_load_args(p: argparse.ArgumentParser, sweep: bool) -> None:
+    g = p.add_argument_group("load")
+    if sweep:
+        g.add_argument("--request-rates", required=True, help="comma-separated requests/s, e.g. 1,2,4,inf")
+    else:
+        g.add_argument("--request-rate", type=_rate, default=math.inf, help="requests/s (Poisson-like) or inf")
+    g.add_argument("--burstiness", type=float, default=1.0, help="gamma shape of the gaps: 1 = Poisson, <1 burstier")
+    g.add_argument("--max-concurrency", type=int, default=None, help="requests in flight at most")
+    g.add_argument("--duration", type=float, default=None, help="seconds after which nothing more is sent")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--slo", default="", help="goodput thresholds in seconds, e.g. ttft=0.5,tpot=0.05")
+    g.add_argument("--result-file", default=None, help="JSON result (default: bench-results/<command>-<time>.json)")
+    g.add_argument("--plot", action="store_true", help="also write PNG figures beside the result file")
+
+
+def spec_from_args(args: argparse.Namespace, rate: float | None = None):
+    """The BenchSpec the parsed flags describe (`rate` overrides --request-rate, for sweeps)."""
+    from kvserve.bench.client import Target
+    from kvserve.bench.datasets import DatasetConfig
+    from kvserve.bench.metrics import parse_slo
+    from kvserve.bench.serve import BenchSpec, LoadConfig, OutputConfig
+
+    target = Target(args.base_url, args.model, args.endpoint, args.api_key, tuple(args.allow_host),
+                    args.ignore_eos, args.temperature, args.request_timeout)
+    dataset = DatasetConfig(args.dataset, args.num_prompts, args.input_len, args.output_len, args.range_ratio,
+                            args.seed, args.dataset_path, args.num_tenants, args.prefix_len, args.question_len,
+                            args.sharegpt_output_len)
+    load = LoadConfig(args.request_rate if rate is None else rate, args.burstiness, args.max_concurrency,
+                      args.duration, args.seed, not args.no_progress)
+    return BenchSpec(target, dataset, load, OutputConfig(args.result_file, args.plot, parse_slo(args.slo)), args.tokenizer)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from kvserve.bench.serve import serve_command
+
+    try:
+        spec = spec_from_args(args)
+    except ValueError as exc:
+        return _usage_error(exc)
+    return serve_command(spec)
+
+
+def _run_sweep(args: argparse.Namespace) -> int:
+    from kvserve.bench.sweep import sweep_command
+
+    try:
+        rates = [_rate(r) for r in args.request_rates.split(",") if r.strip()]
+        if not rates:
+            raise ValueError("--request-rates needs at least one rate")
+        spec = spec_from_args(args, rates[0])
+    except ValueError as exc:
+        return _usage_error(exc)
+    return sweep_command(spec, rates)
+
+
+def _usage_error(exc: Exception) -> int:
+    print(f"kvserve bench: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _add_offline(bench_sub) -> None:
+    """`kvserve bench offline`, when the offline benchmark module is part of this version."""
+    try:
+        offline = importlib.import_module("kvserve.bench.offline")
+    except ModuleNotFoundError as exc:
+        if exc.name == "kvserve.bench.offline":
+            return
+        raise
+    offline.register(bench_sub)
+
+
+def register(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="serving and offline benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    bench.set_defaults(func=lambda args: bench.print_help() or 2)
+    serve = bench_sub.add_parser("serve", help="load an OpenAI-compatible endpoint and measure it")
+    sweep = bench_sub.add_parser("sweep", help="`bench serve` at several request rates, one line per rate")
+    for parser, is_sweep in ((serve, False), (sweep, True)):
+        _add_target_args(parser)
+        _add_dataset_args(parser)
+        _add_load_args(parser, is_sweep)
+        _add_output_args(parser)
+    serve.set_defaults(func=_run_serve)
+    sweep.set_defaults(func=_run_sweep)
+    _add_offline(bench_sub)

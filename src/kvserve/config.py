@@ -1,0 +1,115 @@
+"""Typed engine configuration: one dataclass per concern, validated when built.
+
+CLI flags and YAML files map onto these fields by name (see kvserve.cli.engine_args).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+POLICIES = ("fcfs", "priority")
+
+
+class ConfigError(ValueError):
+    """A setting is out of range or inconsistent; the message names the setting."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+@dataclass
+class ModelConfig:
+    model: str | None = None  # HF directory; None = the embedded SmolLM2-135M-Instruct
+    tokenizer: str | None = None  # tokenizer directory when it differs from model
+    dtype: str = "auto"  # auto = the checkpoint's dtype on GPU, float32 on CPU
+    max_model_len: int | None = None  # context length; None = the model's own
+    seed: int = 0  # seed of the engine-wide generator (unseeded requests)
+    served_model_name: str | None = None  # name the API answers to; default from model
+
+    def __post_init__(self) -> None:
+        _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        _require(
+            self.max_model_len is None or self.max_model_len > 0,
+            f"max_model_len must be positive, got {self.max_model_len}",
+        )
+
+
+@dataclass
+class CacheConfig:
+    block_size: int = 16  # tokens per KV block
+    gpu_memory_utilization: float = 0.9  # fraction of GPU memory kvserve may use in all
+    kv_cache_gib: float = 1.0  # KV pool size on CPU (GiB); on GPU, if set > 0, overrides
+    num_gpu_blocks_override: int | None = None  # exact pool size (tests, benchmarks)
+    enable_prefix_caching: bool = True  # reuse computed blocks across requests
+
+    def __post_init__(self) -> None:
+        _require(self.block_size in (8, 16, 32, 64, 128), f"block_size must be 8..128 (power of two), got {self.block_size}")
+        _require(
+            0.0 < self.gpu_memory_utilization <= 1.0,
+            f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}",
+        )
+        _require(self.kv_cache_gib > 0, f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
+        _require(
+            self.num_gpu_blocks_override is None or self.num_gpu_blocks_override > 0,
+            f"num_gpu_blocks_override must be positive, got {self.num_gpu_blocks_override}",
+        )
+
+
+@dataclass
+class SchedulerConfig:
+    max_num_seqs: int = 256  # requests in one step at most
+    max_num_batched_tokens: int = 8192  # tokens (prefill + decode) in one step at most
+    max_waiting: int = 1024  # waiting queue bound; beyond it add_request raises QueueFullError
+    policy: str = "fcfs"  # fcfs | priority (lower priority value runs first)
+
+    def __post_init__(self) -> None:
+        _require(self.max_num_seqs >= 1, f"max_num_seqs must be at least 1, got {self.max_num_seqs}")
+        _require(
+            self.max_num_batched_tokens >= 1,
+            f"max_num_batched_tokens must be at least 1, got {self.max_num_batched_tokens}",
+        )
+        _require(self.max_waiting >= 1, f"max_waiting must be at least 1, got {self.max_waiting}")
+        _require(self.policy in POLICIES, f"policy must be one of {POLICIES}, got {self.policy!r}")
+
+
+@dataclass
+class DeviceConfig:
+    device: str = "auto"  # auto = cuda when available, else cpu
+    attention_backend: str = "auto"  # a name from kvserve.attention.BACKENDS; auto picks
+    enforce_eager: bool = False  # no CUDA graphs
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class EngineConfig:
+    """Everything an engine needs, grouped by concern."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    device: DeviceConfig = field(default_factory=DeviceConfig)
+
+    @classmethod
+    def from_flat(cls, **kwargs) -> "EngineConfig":
+        """Build from flat keyword arguments (vLLM's LLM(...) style, CLI flags, YAML keys)."""
+        groups = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig, "device": DeviceConfig}
+        values: dict[str, dict] = {name: {} for name in groups}
+        owner = {f.name: name for name, kind in groups.items() for f in fields(kind)}
+        for key, value in kwargs.items():
+            if key not in owner:
+                raise ConfigError(f"unknown engine setting {key!r}")
+            values[owner[key]][key] = value
+        return cls(**{name: kind(**values[name]) for name, kind in groups.items()})
+
+    @staticmethod
+    def setting_names() -> list[str]:
+        return [f.name for kind in (ModelConfig, CacheConfig, SchedulerConfig, DeviceConfig) for f in fields(kind)]

@@ -1,0 +1,121 @@
+"""EngineCore: the loop `schedule → run model → sample → update`, one step at a time.
+
+It works on token ids only; tokenizing, detokenizing and stop strings happen in the
+frontend (LLMEngine for the offline API, AsyncLLM for the server).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from kvserve.attention import get_backend
+from kvserve.config import ConfigError, EngineConfig
+from kvserve.engine.kv_cache_manager import KVCacheManager
+from kvserve.engine.outputs import EngineOutput, EngineStats
+from kvserve.engine.request import EngineRequest
+from kvserve.engine.scheduler import Scheduler
+from kvserve.models.loader import load_hf_config, load_model, model_info, resolve_dtype
+from kvserve.worker.kv_cache_budget import check_fits
+from kvserve.worker.model_runner import ModelRunner
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model_dir(config: EngineConfig) -> Path:
+    if config.model.model:
+        return Path(config.model.model)
+    from kvserve.default_model import default_model_dir
+
+    return default_model_dir()
+
+
+class EngineCore:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model_dir = resolve_model_dir(config)
+        self.tokenizer_path = Path(config.model.tokenizer or self.model_dir)
+        device = torch.device(config.device.resolved_device())
+        hf_config = load_hf_config(self.model_dir)
+        self.info = model_info(hf_config, self.model_dir)
+        self.max_model_len = self._max_model_len(config, self.info)
+        dtype = resolve_dtype(config.model.dtype, hf_config, device)
+        backend = get_backend(config.device.attention_backend, device.type)
+        model = load_model(self.model_dir, backend, dtype, device)
+        self.runner = ModelRunner(config, model, self.info, device, dtype)
+        num_blocks = self.runner.init_kv_cache()
+        check_fits(num_blocks, config.cache.block_size, self.max_model_len)
+        self.kv_cache = KVCacheManager(num_blocks, config.cache.block_size, config.cache.enable_prefix_caching)
+        self.scheduler = Scheduler(config.scheduler, self.kv_cache, self.max_model_len)
+        self.eos_token_id = self.info.eos_token_ids[0] if self.info.eos_token_ids else None
+        self._last_step_tokens = 0
+        logger.info(
+            "engine ready: %s on %s (%s), %d KV blocks of %d tokens, max_model_len %d",
+            self.model_dir, device, dtype, num_blocks, config.cache.block_size, self.max_model_len,
+        )
+
+    @staticmethod
+    def _max_model_len(config: EngineConfig, info) -> int:
+        wanted = config.model.max_model_len
+        if wanted is None:
+            return info.max_position_embeddings
+        if wanted > info.max_position_embeddings:
+            raise ConfigError(
+                f"max_model_len={wanted} is longer than the model's context "
+                f"({info.max_position_embeddings} positions)"
+            )
+        return wanted
+
+    def add_request(self, req: EngineRequest) -> None:
+        """Queue a request. Raises ValueError for a request that can never run and
+        QueueFullError when the waiting queue is at its bound."""
+        self._validate(req)
+        if req.eos_token_id is None:
+            req.eos_token_id = self.eos_token_id
+        extra_eos = [t for t in self.info.eos_token_ids if t != req.eos_token_id]
+        params = req.sampling_params
+        if extra_eos and not params.ignore_eos:
+            req.sampling_params = params.clone(stop_token_ids=params.stop_token_ids + extra_eos)
+        self.scheduler.add_request(req)
+
+    def _validate(self, req: EngineRequest) -> None:
+        n = len(req.prompt_token_ids)
+        if n == 0:
+            raise ValueError("the prompt is empty")
+        if n >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {n} tokens, but the model's context is {self.max_model_len} "
+                "tokens and at least one must be left to generate"
+            )
+        vocab = self.info.vocab_size
+        bad = next((t for t in req.prompt_token_ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise ValueError(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
+
+    def abort_requests(self, request_ids: list[str]) -> None:
+        self.scheduler.abort_requests(request_ids)
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished_requests()
+
+    def step(self) -> list[EngineOutput]:
+        sched = self.scheduler.schedule()
+        result = self.runner.execute(sched)
+        outputs = self.scheduler.update_from_output(sched, result)
+        self._last_step_tokens = sched.total_num_scheduled_tokens
+        return outputs
+
+    def stats(self) -> EngineStats:
+        prefix = self.kv_cache.stats
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            kv_cache_usage=self.kv_cache.usage(),
+            num_blocks=self.kv_cache.num_blocks,
+            prefix_cache_queries=prefix.queries,
+            prefix_cache_hits=prefix.hits,
+            num_preemptions=self.scheduler.num_preemptions,
+            step_num_tokens=self._last_step_tokens,
+        )

@@ -1,0 +1,259 @@
+"""Continuous batching: which requests compute how many tokens in the next step.
+
+Each step serves running requests first (decodes and unfinished prefill chunks), then
+admits waiting ones, within `max_num_batched_tokens` and `max_num_seqs`. Prefill and
+decode tokens share a step; a prompt longer than the remaining budget is prefilled in
+chunks. When the KV pool runs dry, the worst running request (lowest priority, latest
+arrival) is preempted: its blocks are freed and it is recomputed later. Plain Python.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Callable, Iterable
+
+from kvserve.config import SchedulerConfig
+from kvserve.engine.kv_cache_manager import KVCacheManager
+from kvserve.engine.outputs import EngineOutput
+from kvserve.engine.request import EngineRequest, FinishReason, Request, RequestStatus
+from kvserve.engine.scheduler_output import (
+    CachedRequestData,
+    ModelRunnerOutput,
+    NewRequestData,
+    SchedulerOutput,
+)
+
+
+class QueueFullError(RuntimeError):
+    """The waiting queue is at its bound; the caller should retry later (HTTP 503)."""
+
+
+# policy name -> sort key of a request; smaller runs first and is preempted last
+POLICY_KEYS: dict[str, Callable[[Request], tuple]] = {
+    "fcfs": lambda r: (r.arrival_time, r.seq),
+    "priority": lambda r: (r.priority, r.arrival_time, r.seq),
+}
+
+
+class RequestQueue:
+    """Waiting requests ordered by a policy key; removal is lazy (aborted entries are skipped)."""
+
+    def __init__(self, key: Callable[[Request], tuple]) -> None:
+        self._key = key
+        self._heap: list[tuple[tuple, Request]] = []
+        self._members: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def push(self, req: Request) -> None:
+        heapq.heappush(self._heap, (self._key(req), req))
+        self._members.add(req.request_id)
+
+    def peek(self) -> Request | None:
+        while self._heap and self._heap[0][1].request_id not in self._members:
+            heapq.heappop(self._heap)
+        return self._heap[0][1] if self._heap else None
+
+    def pop(self) -> Request:
+        req = self.peek()
+        assert req is not None, "pop from an empty queue"
+        heapq.heappop(self._heap)
+        self._members.discard(req.request_id)
+        return req
+
+    def remove(self, req: Request) -> None:
+        self._members.discard(req.request_id)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        kv_cache: KVCacheManager,
+        max_model_len: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.kv_cache = kv_cache
+        self.max_model_len = max_model_len
+        self.clock = clock
+        self.key = POLICY_KEYS[config.policy]
+        self.requests: dict[str, Request] = {}
+        self.waiting = RequestQueue(self.key)
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+        self._seq = itertools.count()
+        self._drop_ids: set[str] = set()  # finished/aborted since the last step: runner forgets them
+        self._preempted_ids: set[str] = set()
+
+    # ---- requests in and out ----
+
+    def add_request(self, engine_req: EngineRequest) -> None:
+        if engine_req.request_id in self.requests:
+            raise ValueError(f"request id {engine_req.request_id!r} is already in use")
+        if len(self.waiting) >= self.config.max_waiting:
+            raise QueueFullError(f"the waiting queue is full ({self.config.max_waiting} requests)")
+        req = Request(engine_req, self.max_model_len)
+        req.seq = next(self._seq)
+        self.requests[req.request_id] = req
+        self.waiting.push(req)
+
+    def abort_requests(self, request_ids: Iterable[str]) -> list[Request]:
+        """Finish these requests now and free their blocks; unknown ids are ignored."""
+        aborted = []
+        for rid in request_ids:
+            req = self.requests.get(rid)
+            if req is not None:
+                self._finish(req, FinishReason.ABORT)
+                aborted.append(req)
+        return aborted
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    # ---- one step ----
+
+    def schedule(self) -> SchedulerOutput:
+        budget = [self.config.max_num_batched_tokens]
+        out = SchedulerOutput([], [], {}, 0, self._drop_ids, self._preempted_ids)
+        self._drop_ids, self._preempted_ids = set(), set()
+        preempted = self._schedule_running(budget, out)
+        if not preempted:
+            self._schedule_waiting(budget, out)
+        out.total_num_scheduled_tokens = sum(out.num_scheduled_tokens.values())
+        out.preempted_req_ids |= self._preempted_ids
+        self._preempted_ids = set()
+        return out
+
+    def _schedule_running(self, budget: list[int], out: SchedulerOutput) -> bool:
+        self.running.sort(key=self.key)
+        preempted_any = False
+        i = 0
+        while i < len(self.running) and budget[0] > 0:
+            req = self.running[i]
+            num_new = min(req.num_tokens - req.num_computed_tokens, budget[0])
+            new_ids = self.kv_cache.allocate_slots(req, num_new)
+            while new_ids is None:
+                victim = self.running[-1]  # the worst; never one already scheduled this step
+                self._preempt(victim)
+                preempted_any = True
+                if victim is req:
+                    break
+                new_ids = self.kv_cache.allocate_slots(req, num_new)
+            if new_ids is None:
+                break
+            out.scheduled_cached_reqs.append(CachedRequestData(req.request_id, new_ids, req.num_computed_tokens))
+            out.num_scheduled_tokens[req.request_id] = num_new
+            budget[0] -= num_new
+            i += 1
+        return preempted_any
+
+    def _schedule_waiting(self, budget: list[int], out: SchedulerOutput) -> None:
+        while budget[0] > 0 and len(self.running) < self.config.max_num_seqs:
+            req = self.waiting.peek()
+            if req is None:
+                return
+            hits, num_hit = self.kv_cache.get_computed_blocks(req)
+            num_new = min(req.num_tokens - num_hit, budget[0])
+            if self.kv_cache.allocate_slots(req, num_new, hits) is None:
+                return
+            self.waiting.pop()
+            self._admit(req, num_hit)
+            out.scheduled_new_reqs.append(self._new_request_data(req))
+            out.num_scheduled_tokens[req.request_id] = num_new
+            budget[0] -= num_new
+
+    def _admit(self, req: Request, num_hit: int) -> None:
+        self.kv_cache.record_lookup(req.num_tokens, num_hit)
+        if req.num_preemptions == 0:
+            req.num_cached_tokens = num_hit
+        req.num_computed_tokens = num_hit
+        req.status = RequestStatus.RUNNING
+        if req.first_scheduled_time is None:
+            req.first_scheduled_time = self.clock()
+        self.running.append(req)
+
+    def _new_request_data(self, req: Request) -> NewRequestData:
+        return NewRequestData(
+            req_id=req.request_id,
+            token_ids=list(req.all_token_ids),
+            num_prompt_tokens=req.num_prompt_tokens,
+            sampling_params=req.sampling_params,
+            block_ids=self.kv_cache.block_ids(req.request_id),
+            num_computed_tokens=req.num_computed_tokens,
+            eos_token_id=req.eos_token_id,
+        )
+
+    def _preempt(self, req: Request) -> None:
+        """Recompute later: free the blocks, keep the tokens (the prefix cache may revive them)."""
+        self.running.remove(req)
+        self.kv_cache.free(req)
+        req.status = RequestStatus.PREEMPTED
+        req.num_computed_tokens = 0
+        req.num_preemptions += 1
+        self.num_preemptions += 1
+        self._preempted_ids.add(req.request_id)
+        self.waiting.push(req)
+
+    # ---- results of a step ----
+
+    def update_from_output(self, sched: SchedulerOutput, result: ModelRunnerOutput) -> list[EngineOutput]:
+        outputs = []
+        now = self.clock()
+        for req_id, num_tokens in sched.num_scheduled_tokens.items():
+            req = self.requests.get(req_id)
+            if req is None:
+                continue
+            req.num_computed_tokens += num_tokens
+            token = result.sampled_token_ids.get(req_id)
+            if token is None:
+                continue  # a prefill chunk that has not reached the end of the prompt
+            req.append_token(token)
+            finish, stop_reason = self._check_stop(req, token)
+            out = self._engine_output(req, token, result, now)
+            if finish is not None:
+                out.finish_reason, out.stop_reason = finish, stop_reason
+                self._finish(req, finish)
+            outputs.append(out)
+        return outputs
+
+    def _check_stop(self, req: Request, token: int) -> tuple[FinishReason | None, int | None]:
+        params = req.sampling_params
+        if req.num_output_tokens > params.min_tokens:  # the sampler masked stops before
+            if token == req.eos_token_id and not params.ignore_eos:
+                return FinishReason.STOP, None
+            if token in params.stop_token_ids:
+                return FinishReason.STOP, token
+        if req.num_output_tokens >= req.max_tokens or req.num_tokens >= self.max_model_len:
+            return FinishReason.LENGTH, None
+        return None, None
+
+    def _engine_output(self, req: Request, token: int, result: ModelRunnerOutput, now: float) -> EngineOutput:
+        if req.metrics.first_token_time is None:
+            req.metrics.first_token_time = now
+        req.metrics.last_token_time = now
+        req.metrics.first_scheduled_time = req.first_scheduled_time
+        req.metrics.num_preemptions = req.num_preemptions
+        logprobs = result.logprobs.get(req.request_id)
+        return EngineOutput(
+            request_id=req.request_id,
+            new_token_ids=[token],
+            new_logprobs=[logprobs] if logprobs else [],
+            num_prompt_tokens=req.num_prompt_tokens,
+            num_cached_tokens=req.num_cached_tokens,
+            metrics=req.metrics,
+        )
+
+    def _finish(self, req: Request, reason: FinishReason) -> None:
+        if req.status == RequestStatus.RUNNING:
+            self.running.remove(req)
+        else:
+            self.waiting.remove(req)
+        self.kv_cache.free(req)
+        req.status = RequestStatus.FINISHED
+        req.finish_reason = reason
+        del self.requests[req.request_id]
+        self._drop_ids.add(req.request_id)

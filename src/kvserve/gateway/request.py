@@ -1,0 +1,134 @@
+"""An incoming completion request, parsed once into what routing and the proxy need."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from kvserve.gateway.config import GatewayConfig
+from kvserve.gateway.errors import bad_request
+from kvserve.gateway.policies import RouteRequest
+from kvserve.gateway.versions import VersionRoute, split_model_name
+
+VERSION_HEADER = b"x-model-version"
+REQUEST_ID_HEADER = b"x-request-id"
+TRACE_HEADERS = (b"traceparent", b"tracestate")  # W3C trace context, forwarded as is
+
+
+@dataclass
+class ClientRequest:
+    """A parsed /v1/chat/completions or /v1/completions request."""
+
+    path: str
+    body: bytes  # as received
+    payload: dict[str, Any]  # the parsed body
+    model: str  # client-facing model name, without any @version
+    pinned_version: str | None  # from model@version or the X-Model-Version header
+    stream: bool
+    priority: int  # lower runs first (vLLM's convention)
+    request_id: str  # kept from X-Request-ID or generated
+    trace: list[tuple[str, str]] = field(default_factory=list)  # W3C trace headers to forward
+    route: RouteRequest = field(default_factory=RouteRequest)
+
+    def upstream_body(self, version: VersionRoute, forward_priority: bool) -> bytes:
+        """The body to send upstream: the original bytes unless the model name or the
+        priority must change."""
+        changes: dict[str, Any] = {}
+        if self.payload.get("model") != version.upstream_model:
+            changes["model"] = version.upstream_model
+        if forward_priority and self.payload.get("priority", 0) != self.priority:
+            changes["priority"] = self.priority
+        if not changes:
+            return self.body
+        return json.dumps({**self.payload, **changes}).encode()
+
+
+def prompt_text(payload: dict[str, Any]) -> str:
+    """The prompt as one string (roles included for chat), for hashing and length estimates."""
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        return "".join(f"{m.get('role', '')}:{_content_text(m.get('content'))}\n" for m in messages
+                       if isinstance(m, dict))
+    prompt = payload.get("prompt", "")
+    return prompt if isinstance(prompt, str) else json.dumps(prompt)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: keep the text ones
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
+
+
+def parse_payload(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise bad_request("the request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise bad_request("the request body must be a JSON object")
+    if not isinstance(payload.get("model"), str) or not payload["model"]:
+        raise bad_request("'model' is required and must be a string", "model")
+    return payload
+
+
+def pinned(model_field: str, header: bytes | None) -> tuple[str, str | None]:
+    model, version = split_model_name(model_field)
+    if header is not None:
+        from_header = header.decode("latin-1").strip()
+        if version is not None and version != from_header:
+            raise bad_request(f"'{model_field}' conflicts with X-Model-Version: {from_header}", "model")
+        version = from_header
+    return model, version
+
+
+class RequestParser:
+    """Parses requests under one config (header names are encoded once, not per request)."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.priority_header = config.priority.header.lower().encode()
+        self.session_header = config.server.session_header.lower().encode()
+        self.levels = config.priority.levels
+        self.default_priority = config.priority.default
+        self.chars_per_token = config.server.chars_per_token
+        self.wanted = {REQUEST_ID_HEADER, VERSION_HEADER, self.priority_header, self.session_header, *TRACE_HEADERS}
+
+    def parse(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> ClientRequest:
+        """Parse and validate; raises GatewayError (400) on a malformed request."""
+        payload = parse_payload(body)
+        found = {k: v for k, v in headers if k in self.wanted}
+        model, version = pinned(payload["model"], found.get(VERSION_HEADER))
+        text = prompt_text(payload)
+        request_id = found.get(REQUEST_ID_HEADER)
+        return ClientRequest(
+            path=path, body=body, payload=payload, model=model, pinned_version=version,
+            stream=bool(payload.get("stream")),
+            priority=self.priority(found.get(self.priority_header)),
+            request_id=request_id.decode("latin-1") if request_id else uuid.uuid4().hex,
+            trace=[(k.decode(), found[k].decode("latin-1")) for k in TRACE_HEADERS if k in found],
+            route=RouteRequest(text, self.session_key(found.get(self.session_header), payload),
+                               int(len(text) / self.chars_per_token)),
+        )
+
+    def priority(self, raw: bytes | None) -> int:
+        if raw is None:
+            return self.default_priority
+        text = raw.decode("latin-1").strip()
+        level = self.levels.get(text.lower())
+        if level is not None:
+            return level
+        try:
+            return int(text)
+        except ValueError:
+            names = ", ".join(self.levels)
+            raise bad_request(f"header {self.priority_header.decode()}: expected an integer or one of {names}") from None
+
+    @staticmethod
+    def session_key(header: bytes | None, payload: dict[str, Any]) -> str | None:
+        if header is not None:
+            return header.decode("latin-1")
+        user = payload.get("user")
+        return user if isinstance(user, str) and user else None

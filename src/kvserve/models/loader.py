@@ -1,0 +1,199 @@
+"""Load a Hugging Face checkpoint directory into one of our architectures.
+
+The model is built on the meta device (no memory, no random init) and each safetensors
+tensor is read straight onto the target device, cast to the target dtype and put in
+place of its parameter, so that peak memory is the weights plus one tensor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from kvserve.attention.backend import AttentionBackend
+from kvserve.models import ARCHITECTURES
+from kvserve.models.llama import head_dim_of
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INDEX_FILE = "model.safetensors.index.json"
+# Checkpoint keys that hold no parameter of ours: old Llama exports saved the rotary
+# frequencies, which we recompute.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+class ModelLoadError(ValueError):
+    """The checkpoint cannot be loaded; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the engine needs to know about a model to size and stop its work."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    max_position_embeddings: int  # longest context the model supports here
+    eos_token_ids: tuple[int, ...]  # any of these ends a sequence
+
+
+def load_hf_config(model_dir: str | Path) -> Any:
+    """The checkpoint's transformers config, after checking that we support its architecture."""
+    model_dir = _check_dir(model_dir)
+    raw = json.loads((model_dir / "config.json").read_text())
+    architecture_of(raw, model_dir)
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_dir, local_files_only=True)
+
+
+def architecture_of(config: Any, model_dir: Path | str = "") -> str:
+    """The first of the config's `architectures` that we implement."""
+    names = config.get("architectures") if isinstance(config, dict) else getattr(config, "architectures", None)
+    for name in names or []:
+        if name in ARCHITECTURES:
+            return name
+    raise ModelLoadError(
+        f"unsupported architecture {names} in {model_dir}/config.json; "
+        f"supported: {', '.join(sorted(ARCHITECTURES))}"
+    )
+
+
+def resolve_dtype(config_dtype_str: str, hf_config: Any, device: str | torch.device) -> torch.dtype:
+    """The dtype to run in: an explicit name, or for "auto" the checkpoint's dtype on a GPU
+    and float32 on the CPU (CPU kernels for half types are slow and less exact)."""
+    if config_dtype_str != "auto":
+        if config_dtype_str not in DTYPES:
+            raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, got {config_dtype_str!r}")
+        return DTYPES[config_dtype_str]
+    if torch.device(device).type == "cpu":
+        return torch.float32
+    stored = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    if isinstance(stored, torch.dtype):
+        return stored
+    return DTYPES.get(str(stored).removeprefix("torch."), torch.bfloat16)
+
+
+def load_model(
+    model_dir: str | Path, attn_backend: AttentionBackend, dtype: torch.dtype, device: str | torch.device
+) -> nn.Module:
+    """Build the checkpoint's architecture and fill it with its weights on `device`."""
+    model_dir = _check_dir(model_dir)
+    hf_config = load_hf_config(model_dir)
+    arch = ARCHITECTURES[architecture_of(hf_config, model_dir)]
+    files = safetensors_files(model_dir)
+    with torch.device("meta"):
+        model = arch(hf_config, attn_backend)
+    _check_names_and_shapes(model, files)
+    for file in files:
+        with safe_open(file, framework="pt", device=str(device)) as f:
+            for key in _wanted_keys(model, f.keys()):
+                _set_parameter(model, key, f.get_tensor(key).to(dtype))
+    # Buffers (the rotary table) were built on the CPU and follow the weights here.
+    return model.to(device).eval()
+
+
+def safetensors_files(model_dir: Path) -> list[Path]:
+    """The weight files: those of the shard index, else model.safetensors, else every
+    *.safetensors (leaving out Mistral's consolidated.safetensors duplicate)."""
+    index = model_dir / INDEX_FILE
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        missing = [name for name in shards if not (model_dir / name).exists()]
+        if missing:
+            raise ModelLoadError(f"{index} lists shards that are not there: {', '.join(missing[:3])}")
+        return [model_dir / name for name in shards]
+    if (model_dir / "model.safetensors").exists():
+        return [model_dir / "model.safetensors"]
+    files = sorted(p for p in model_dir.glob("*.safetensors") if not p.name.startswith("consolidated"))
+    if not files:
+        raise ModelLoadError(
+            f"no *.safetensors weight files in {model_dir} (only safetensors checkpoints are supported)"
+        )
+    return files
+
+
+def model_info(hf_config: Any, model_dir: str | Path | None = None) -> ModelInfo:
+    """Sizes and stop tokens; eos ids come from config.json and generation_config.json
+    (found in `model_dir`, by default the directory the config was loaded from)."""
+    model_dir = Path(model_dir or getattr(hf_config, "name_or_path", "") or ".")
+    eos = _as_ids(getattr(hf_config, "eos_token_id", None))
+    generation_file = model_dir / "generation_config.json"
+    if generation_file.exists():
+        eos += _as_ids(json.loads(generation_file.read_text()).get("eos_token_id"))
+    max_positions = hf_config.max_position_embeddings
+    # Our attention backends attend to the whole context: a sliding-window model (Mistral
+    # v0.1) is only exact up to its window, so the window bounds the context.
+    window = getattr(hf_config, "sliding_window", None)
+    if window:
+        max_positions = min(max_positions, window)
+    return ModelInfo(
+        num_layers=hf_config.num_hidden_layers,
+        num_kv_heads=getattr(hf_config, "num_key_value_heads", None) or hf_config.num_attention_heads,
+        head_dim=head_dim_of(hf_config),
+        vocab_size=hf_config.vocab_size,
+        max_position_embeddings=max_positions,
+        eos_token_ids=tuple(dict.fromkeys(eos)),
+    )
+
+
+def _check_dir(model_dir: str | Path) -> Path:
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model directory {model_dir} does not exist or is not a directory")
+    if not (model_dir / "config.json").exists():
+        raise ModelLoadError(f"no config.json in {model_dir}: not a Hugging Face model directory")
+    return model_dir
+
+
+def _as_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(value)] if isinstance(value, int) else [int(v) for v in value]
+
+
+def _wanted_keys(model: nn.Module, keys) -> list[str]:
+    skip_lm_head = getattr(model, "tie_word_embeddings", False)
+    return [
+        key
+        for key in keys
+        if not key.endswith(IGNORED_SUFFIXES) and not (skip_lm_head and key == "lm_head.weight")
+    ]
+
+
+def _check_names_and_shapes(model: nn.Module, files: list[Path]) -> None:
+    """Compare the checkpoint's names and shapes with the model's before reading any data."""
+    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    found: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        with safe_open(file, framework="pt") as f:
+            for key in _wanted_keys(model, f.keys()):
+                found[key] = tuple(f.get_slice(key).get_shape())
+    unexpected = sorted(set(found) - set(expected))
+    missing = sorted(set(expected) - set(found))
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"checkpoint weights do not match {type(model).__name__}: "
+            f"{len(missing)} missing {_few(missing)}, {len(unexpected)} unexpected {_few(unexpected)}"
+        )
+    wrong = [f"{k}: checkpoint {found[k]} vs model {expected[k]}" for k in sorted(found) if found[k] != expected[k]]
+    if wrong:
+        raise ModelLoadError(f"{len(wrong)} weights have the wrong shape, e.g. {'; '.join(wrong[:3])}")
+
+
+def _few(names: list[str], count: int = 4) -> str:
+    if not names:
+        return ""
+    more = f", ... (+{len(names) - count})" if len(names) > count else ""
+    return "(" + ", ".join(names[:count]) + more + ")"
+
+
+def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    module_name, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(module_name), leaf, nn.Parameter(tensor, requires_grad=False))

@@ -1,0 +1,34 @@
+"""Optional API key for a server exposed without a gateway (constant-time comparison)."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from kvserve.server.errors import APIError
+
+# paths that need the key; probes, /metrics and /version stay open for orchestrators
+PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
+
+
+class ApiKeyMiddleware:
+    """Rejects protected requests whose `Authorization: Bearer <key>` is not the key (401)."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIXES) and not self._allowed(scope):
+            error = APIError(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key",
+                             headers={"WWW-Authenticate": "Bearer"})
+            response: JSONResponse = error.response()
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+        return hmac.compare_digest(given, self._expected)

@@ -1,0 +1,138 @@
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` for every failure.
+
+Handlers raise `APIError`; `install_error_handlers` turns it, unknown routes, engine
+errors and any unexpected exception into that body (never a traceback for the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from kvserve.engine.async_llm import RequestTimeoutError
+from kvserve.engine.core_client import EngineDeadError
+from kvserve.engine.scheduler import QueueFullError
+from kvserve.server.protocol import ParamError
+
+logger = logging.getLogger("kvserve.server")
+
+RETRY_AFTER_S = 1  # what a 503 for a full queue asks the client to wait
+
+
+class APIError(Exception):
+    """An error answered with an HTTP status and OpenAI's error body."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, "invalid_request_error", param, code)
+
+
+def model_not_found(name: str) -> APIError:
+    return APIError(404, f"The model `{name}` does not exist.", "invalid_request_error", "model", "model_not_found")
+
+
+def from_engine_error(exc: BaseException) -> APIError:
+    """Map what AsyncLLM raises onto HTTP: full queue 503, timeout 408, refused prompt 400."""
+    if isinstance(exc, QueueFullError):
+        return APIError(503, f"The server is overloaded: {exc}. Retry later.", "service_unavailable_error",
+                        code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
+    if isinstance(exc, RequestTimeoutError):
+        return APIError(408, str(exc), "timeout_error", "request_timeout", "request_timeout")
+    if isinstance(exc, EngineDeadError):
+        return APIError(503, "The engine is not running.", "service_unavailable_error", code="engine_dead")
+    if isinstance(exc, ValueError):
+        return bad_request(str(exc))
+    return APIError(500, "Internal server error.", "internal_server_error")
+
+
+def parse_body(model: type[BaseModel], raw: bytes) -> Any:
+    """Validate a JSON body; any problem becomes a 400 that names the field."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def from_validation_error(exc: ValidationError) -> APIError:
+    error = exc.errors(include_url=False)[0]
+    kind, loc = error["type"], _field_path(error["loc"])
+    param = loc or None
+    if kind == "json_invalid":
+        return bad_request("We could not parse the JSON body of your request: " + error["msg"], code="invalid_json")
+    if kind in ("model_type", "model_attributes_type") and not loc:
+        return bad_request("The request body must be a JSON object.", code="invalid_json")
+    if kind == "extra_forbidden":
+        return bad_request(f"Unrecognized request argument supplied: {loc}", param, "unknown_parameter")
+    if kind == "missing":
+        return bad_request(f"Missing required parameter: '{loc}'.", param, "missing_required_parameter")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ParamError):
+        return bad_request(str(cause), cause.param, "invalid_value")
+    message = error["msg"].removeprefix("Value error, ")
+    got = f" (got {error['input']!r})" if _short(error.get("input")) else ""
+    return bad_request(f"Invalid value for '{loc}': {message}{got}", param, "invalid_value")
+
+
+_UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "null"}
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """('messages', 0, 'content', 'str') -> 'messages[0].content' (union tags dropped)."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in _UNION_TAGS and "[" not in part and "-" not in part:
+            path += f".{part}" if path else part
+    return path
+
+
+def _short(value: object) -> bool:
+    return isinstance(value, (int, float, str, bool)) and len(repr(value)) <= 80
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return exc.response()
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    kind = "invalid_request_error" if exc.status_code < 500 else "internal_server_error"
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    error = APIError(exc.status_code, str(exc.detail), kind, code=codes.get(exc.status_code))
+    return JSONResponse(error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return APIError(500, "Internal server error.", "internal_server_error").response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,165 @@
+"""Prometheus metrics of `kvserve serve`, exported twice: under `kvserve:` names and under
+the names vLLM uses (`vllm:`), so that dashboards, the Gateway API Inference Extension and
+the kvserve gateway read a kvserve replica exactly as they read a vLLM one.
+
+Every metric carries the label `model_name`. The engine's gauges and cumulative counters
+are refreshed from the core's latest stats snapshot when /metrics is scraped; request
+latencies are observed by the frontend as tokens reach it. docs/server.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from kvserve.engine.outputs import EngineStats
+
+PREFIXES = ("kvserve:", "vllm:")
+
+# seconds; fine at the low end (ms-scale steps on a GPU) and long-tailed for CPU runs
+LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+                   1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0)
+E2E_BUCKETS = (0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
+               240.0, 480.0, 960.0, 1920.0)
+TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+
+# name (after the prefix) -> extra vLLM-only names for the same series (older dashboards)
+VLLM_ALIASES = {
+    "kv_cache_usage_perc": ["vllm:gpu_cache_usage_perc"],
+    "inter_token_latency_seconds": ["vllm:time_per_output_token_seconds"],
+}
+
+
+class _Fanout:
+    """One logical metric written to all of its names at once."""
+
+    def __init__(self, children: list) -> None:
+        self._children = children
+
+    def set(self, value: float) -> None:
+        for child in self._children:
+            child.set(value)
+
+    def inc(self, amount: float = 1.0) -> None:
+        for child in self._children:
+            child.inc(amount)
+
+    def observe(self, value: float) -> None:
+        for child in self._children:
+            child.observe(value)
+
+
+class _Family:
+    """A metric registered under every prefix (and aliases), bound to one model name."""
+
+    def __init__(self, registry: CollectorRegistry, model_name: str, kind: type, name: str,
+                 doc: str, labels: Iterable[str] = (), prefixes: tuple[str, ...] = PREFIXES,
+                 **kwargs: object) -> None:
+        names = [prefix + name for prefix in prefixes] + (VLLM_ALIASES.get(name, []) if "vllm:" in prefixes else [])
+        label_names = ["model_name", *labels]
+        self._metrics = [kind(n, doc, label_names, registry=registry, **kwargs) for n in names]
+        self._model_name = model_name
+        self._bound: dict[tuple[str, ...], _Fanout] = {}
+
+    def labels(self, *values: str) -> _Fanout:
+        fanout = self._bound.get(values)
+        if fanout is None:
+            fanout = _Fanout([m.labels(self._model_name, *values) for m in self._metrics])
+            self._bound[values] = fanout
+        return fanout
+
+
+@dataclass
+class RequestRecord:
+    """The numbers of one finished (or aborted) API request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reasons: list[str]
+    e2e_s: float
+    queue_s: float | None
+
+
+class ServerMetrics:
+    """The server's registry. Not a singleton: each app builds its own."""
+
+    def __init__(self, model_name: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._last: EngineStats | None = None
+
+        def family(kind: type, name: str, doc: str, labels: Iterable[str] = (), **kw: object) -> _Family:
+            return _Family(self.registry, model_name, kind, name, doc, labels, **kw)
+
+        self.running = family(Gauge, "num_requests_running", "Requests in the engine's running batch.").labels()
+        self.waiting = family(Gauge, "num_requests_waiting", "Requests waiting to be scheduled.").labels()
+        self.kv_usage = family(Gauge, "kv_cache_usage_perc", "KV cache blocks in use, as a fraction (0..1).").labels()
+        self.prefix_queries = family(Counter, "prefix_cache_queries", "Prompt tokens looked up in the prefix cache.").labels()
+        self.prefix_hits = family(Counter, "prefix_cache_hits", "Prompt tokens found in the prefix cache.").labels()
+        self.preemptions = family(Counter, "num_preemptions", "Requests preempted (recomputed later).").labels()
+        self.prompt_tokens = family(Counter, "prompt_tokens", "Prompt tokens of requests admitted.").labels()
+        self.generation_tokens = family(Counter, "generation_tokens", "Tokens generated.").labels()
+        self._success = family(Counter, "request_success", "Requests finished, by finish reason.", ["finished_reason"])
+        self.ttft = family(Histogram, "time_to_first_token_seconds", "Arrival to first token.",
+                           buckets=LATENCY_BUCKETS).labels()
+        self.itl = family(Histogram, "inter_token_latency_seconds", "Time between two tokens of a request.",
+                          buckets=LATENCY_BUCKETS).labels()
+        self.e2e = family(Histogram, "e2e_request_latency_seconds", "Arrival to last token.",
+                          buckets=E2E_BUCKETS).labels()
+        self.queue = family(Histogram, "request_queue_time_seconds", "Arrival to first scheduled.",
+                            buckets=E2E_BUCKETS).labels()
+        self.req_prompt = family(Histogram, "request_prompt_tokens", "Prompt tokens per request.",
+                                 buckets=TOKEN_BUCKETS).labels()
+        self.req_generation = family(Histogram, "request_generation_tokens", "Generated tokens per request.",
+                                     buckets=TOKEN_BUCKETS).labels()
+        self._rejected = family(Counter, "request_rejected", "Requests refused or ended early, by reason.",
+                                ["reason"], prefixes=("kvserve:",))
+
+    def update_engine(self, stats: EngineStats) -> None:
+        """Gauges from the latest snapshot; cumulative engine counters advanced by the difference."""
+        self.running.set(stats.num_running)
+        self.waiting.set(stats.num_waiting)
+        self.kv_usage.set(stats.kv_cache_usage)
+        last = self._last
+        self.prefix_queries.inc(max(0, stats.prefix_cache_queries - (last.prefix_cache_queries if last else 0)))
+        self.prefix_hits.inc(max(0, stats.prefix_cache_hits - (last.prefix_cache_hits if last else 0)))
+        self.preemptions.inc(max(0, stats.num_preemptions - (last.num_preemptions if last else 0)))
+        self._last = stats
+
+    def request_finished(self, record: RequestRecord) -> None:
+        for reason in record.finish_reasons:
+            self._success.labels(reason).inc()
+        self.e2e.observe(record.e2e_s)
+        if record.queue_s is not None:
+            self.queue.observe(max(0.0, record.queue_s))
+        self.req_prompt.observe(record.prompt_tokens)
+        self.req_generation.observe(record.completion_tokens)
+
+    def request_rejected(self, reason: str) -> None:
+        self._rejected.labels(reason).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class RequestTimer:
+    """Per-request latency bookkeeping: TTFT once, inter-token gaps per choice."""
+
+    def __init__(self, metrics: ServerMetrics, arrival: float) -> None:
+        self.metrics = metrics
+        self.arrival = arrival  # time.monotonic() at arrival
+        self.first_token: float | None = None
+        self._last: dict[int, float] = {}
+
+    def on_tokens(self, index: int, num_tokens: int, now: float) -> None:
+        if num_tokens == 0:
+            return
+        self.metrics.generation_tokens.inc(num_tokens)
+        last = self._last.get(index)
+        if self.first_token is None:
+            self.first_token = now
+            self.metrics.ttft.observe(now - self.arrival)
+        elif last is not None:
+            self.metrics.itl.observe((now - last) / num_tokens)
+        self._last[index] = now

@@ -1,0 +1,55 @@
+"""Request body → SamplingParams, and the context-length check (400 that says the numbers)."""
+
+from __future__ import annotations
+
+from kvserve.sampling_params import SamplingParams
+from kvserve.server.errors import APIError, bad_request
+from kvserve.server.protocol import SamplingFields
+
+
+def check_context(prompt_len: int, max_tokens: int | None, max_model_len: int, what: str) -> None:
+    """Refuse a prompt that, with the tokens asked for (at least one), overflows the context."""
+    wanted = max_tokens if max_tokens is not None else 1
+    if prompt_len + wanted <= max_model_len:
+        return
+    raise bad_request(
+        f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+        f"{prompt_len + wanted} tokens ({prompt_len} in the {what}, {wanted} in the completion). "
+        f"Please reduce the length of the {what} or completion.",
+        param="messages" if what == "messages" else "prompt",
+        code="context_length_exceeded",
+    )
+
+
+def to_sampling_params(body: SamplingFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
+    """The engine's parameters for a validated body; a cross-field conflict is a 400."""
+    top_p, top_k = (1.0 if body.top_p is None else body.top_p), body.top_k
+    if top_p == 0.0:  # OpenAI allows 0: only the most likely token survives
+        top_p, top_k = 1.0, 1
+    try:
+        return SamplingParams(
+            n=body.n,
+            max_tokens=max_tokens,
+            min_tokens=body.min_tokens,
+            temperature=1.0 if body.temperature is None else body.temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=body.min_p,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            repetition_penalty=body.repetition_penalty,
+            seed=body.seed,
+            stop=body.stop_list(),
+            stop_token_ids=body.stop_token_ids,
+            ignore_eos=body.ignore_eos,
+            logprobs=logprobs,
+            include_stop_str_in_output=body.include_stop_str_in_output,
+            skip_special_tokens=body.skip_special_tokens,
+        )
+    except ValueError as exc:
+        raise _param_error(exc) from None
+
+
+def _param_error(exc: ValueError) -> APIError:
+    message = str(exc)  # SamplingParams names the field first: "min_tokens must not exceed ..."
+    return bad_request(message, param=message.split(" ", 1)[0], code="invalid_value")

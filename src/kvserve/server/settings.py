@@ -1,0 +1,36 @@
+"""Settings of the HTTP server itself (the engine's live in kvserve.config.EngineConfig)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from kvserve.config import ConfigError
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"  # interface to listen on (0.0.0.0 for all)
+    port: int = 8000  # TCP port
+    api_key: str | None = None  # when set, /v1 and tokenizer endpoints need "Authorization: Bearer <key>"
+    log_requests: bool = False  # put prompt and completion text in the per-request log line
+    request_timeout: float | None = None  # seconds a request may take (408 after); body's request_timeout overrides
+    shutdown_timeout: float = 30.0  # on SIGTERM, seconds in-flight requests get to finish
+    log_level: str = "info"  # one of LOG_LEVELS
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in 0..65535, got {self.port}")
+        if self.request_timeout is not None and self.request_timeout <= 0:
+            raise ConfigError(f"request_timeout must be positive, got {self.request_timeout}")
+        if self.shutdown_timeout < 0:
+            raise ConfigError(f"shutdown_timeout must be non-negative, got {self.shutdown_timeout}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
+        if self.api_key == "":
+            raise ConfigError("api_key must not be empty")
+
+    @staticmethod
+    def setting_names() -> list[str]:
+        return [f.name for f in fields(ServerSettings)]

@@ -1,0 +1,115 @@
+"""Sampling on the device: penalties, temperature, top-k/top-p/min-p, seeded draws, logprobs.
+
+Everything stays on the device until the one copy of sampled ids (and, when asked,
+logprobs) back to the host. A seeded row draws its noise from its own generator, so its
+output does not depend on what else shares the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kvserve.engine.scheduler_output import TokenLogprobs
+
+
+@dataclass
+class SamplingBatch:
+    """Per-row settings for the rows sampled this step (N rows, vocabulary V)."""
+
+    temperature: torch.Tensor  # [N] float32; 0 = greedy
+    top_k: torch.Tensor  # [N] int64; 0 = off
+    top_p: torch.Tensor  # [N] float32
+    min_p: torch.Tensor  # [N] float32
+    presence_penalty: torch.Tensor  # [N] float32
+    frequency_penalty: torch.Tensor  # [N] float32
+    repetition_penalty: torch.Tensor  # [N] float32
+    output_counts: torch.Tensor | None  # [N, V] float32 counts of generated tokens, if penalised
+    seen_mask: torch.Tensor | None  # [N, V] bool: in prompt or output, if repetition-penalised
+    banned: list[tuple[int, list[int]]]  # (row, token ids) masked out (min_tokens not reached)
+    generators: list[torch.Generator | None]  # per row; None = the engine-wide generator
+    num_logprobs: list[int | None]  # per row
+    all_greedy: bool
+    any_filter: bool  # some row uses top_k, top_p or min_p
+
+
+def apply_penalties(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:
+    if batch.seen_mask is not None:
+        rep = batch.repetition_penalty[:, None]
+        penalised = torch.where(logits > 0, logits / rep, logits * rep)
+        logits = torch.where(batch.seen_mask, penalised, logits)
+    if batch.output_counts is not None:
+        counts = batch.output_counts
+        logits = logits - batch.frequency_penalty[:, None] * counts
+        logits = logits - batch.presence_penalty[:, None] * (counts > 0).to(logits.dtype)
+    for row, token_ids in batch.banned:
+        logits[row, token_ids] = float("-inf")
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """Set to -inf every token outside each row's top-k, nucleus top-p and min-p sets."""
+    vocab = logits.shape[-1]
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # [N, V]
+    k = torch.where(top_k > 0, top_k.clamp(max=vocab), vocab)
+    kth = sorted_logits.gather(1, (k - 1)[:, None])
+    remove = sorted_logits < kth
+    probs = sorted_logits.softmax(dim=-1)
+    before = probs.cumsum(dim=-1) - probs  # mass strictly ahead of each token
+    remove |= before > top_p[:, None]
+    remove |= probs < (min_p[:, None] * probs[:, :1])
+    remove[:, 0] = False  # the best token always survives
+    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+    return torch.empty_like(logits).scatter_(1, order, sorted_logits)
+
+
+def draw(probs: torch.Tensor, generators: list[torch.Generator | None], default: torch.Generator | None) -> torch.Tensor:
+    """Sample one id per row by the exponential race (argmax p / Exp(1))."""
+    noise = torch.empty_like(probs).exponential_(generator=default)
+    for row, gen in enumerate(generators):
+        if gen is not None:
+            noise[row].exponential_(generator=gen)
+    return (probs / noise).argmax(dim=-1)
+
+
+class Sampler:
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        self.generator = generator
+
+    def __call__(self, logits: torch.Tensor, batch: SamplingBatch) -> tuple[list[int], list[TokenLogprobs | None]]:
+        logits = logits.float()  # [N, V]
+        raw_logprobs = logits.log_softmax(dim=-1) if any(n is not None for n in batch.num_logprobs) else None
+        logits = apply_penalties(logits, batch)
+        greedy_ids = logits.argmax(dim=-1)
+        if batch.all_greedy:
+            ids = greedy_ids
+        else:
+            temp = batch.temperature.clamp(min=1e-5)[:, None]
+            scaled = logits / temp
+            if batch.any_filter:
+                scaled = filter_logits(scaled, batch.top_k, batch.top_p, batch.min_p)
+            sampled = draw(scaled.softmax(dim=-1), batch.generators, self.generator)
+            ids = torch.where(batch.temperature < 1e-5, greedy_ids, sampled)
+        token_ids = ids.tolist()  # the step's one host sync
+        logprobs = collect_logprobs(raw_logprobs, ids, token_ids, batch.num_logprobs) if raw_logprobs is not None else []
+        return token_ids, logprobs or [None] * len(token_ids)
+
+
+def collect_logprobs(
+    raw: torch.Tensor, ids: torch.Tensor, token_ids: list[int], wanted: list[int | None]
+) -> list[TokenLogprobs | None]:
+    """The sampled token's logprob and rank, and the top-k alternatives, for rows that asked."""
+    k = max(n for n in wanted if n is not None)
+    chosen = raw.gather(1, ids[:, None])  # [N, 1]
+    ranks = (raw > chosen).sum(dim=-1) + 1
+    top_vals, top_ids = raw.topk(max(k, 1), dim=-1)
+    chosen_l, ranks_l, vals_l, ids_l = chosen[:, 0].tolist(), ranks.tolist(), top_vals.tolist(), top_ids.tolist()
+    result: list[TokenLogprobs | None] = []
+    for row, n in enumerate(wanted):
+        if n is None:
+            result.append(None)
+            continue
+        top = list(zip(ids_l[row][:n], vals_l[row][:n]))
+        result.append(TokenLogprobs(token_ids[row], chosen_l[row], ranks_l[row], top))
+    return result

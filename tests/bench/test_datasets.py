@@ -1,0 +1,98 @@
+"""Workloads: sizes, ranges, seeds, ShareGPT parsing and the prefix (tenant) layout."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from kvserve.bench.datasets import DatasetConfig, load_samples, text_of_tokens
+from kvserve.bench.tokens import LocalTokenizer, WordCounter
+
+
+def test_random_prompts_have_the_asked_lengths_with_words():
+    samples = load_samples(DatasetConfig("random", num_prompts=20, input_len=50, output_len=7), WordCounter())
+    assert len(samples) == 20
+    assert all(len(s.prompt.split()) == s.prompt_len == 50 and s.output_len == 7 for s in samples)
+    assert len({s.prompt for s in samples}) == 20  # distinct prompts: no accidental cache sharing
+
+
+def test_range_ratio_spreads_lengths_within_bounds():
+    cfg = DatasetConfig("random", num_prompts=200, input_len=100, output_len=20, range_ratio=0.5)
+    samples = load_samples(cfg, WordCounter())
+    inputs, outputs = [s.prompt_len for s in samples], [s.output_len for s in samples]
+    assert 50 <= min(inputs) < 60 and 140 < max(inputs) <= 150
+    assert 10 <= min(outputs) and max(outputs) <= 30 and len(set(outputs)) > 10
+
+
+def test_same_seed_same_workload_other_seed_other_workload():
+    cfg = DatasetConfig("random", num_prompts=5, input_len=30, range_ratio=0.3, seed=7)
+    assert load_samples(cfg, WordCounter()) == load_samples(cfg, WordCounter())
+    other = DatasetConfig("random", num_prompts=5, input_len=30, range_ratio=0.3, seed=8)
+    assert load_samples(other, WordCounter()) != load_samples(cfg, WordCounter())
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer(tmp_path_factory):
+    from tests.conftest import build_tokenizer
+
+    path = tmp_path_factory.mktemp("tok")
+    build_tokenizer(path)
+    return LocalTokenizer(path)
+
+
+def test_prompts_sized_with_a_real_tokenizer_come_close_without_passing(bpe_tokenizer):
+    rng = random.Random(0)
+    for target in (17, 64, 200):
+        text, measured = text_of_tokens(target, bpe_tokenizer, rng)
+        assert measured == bpe_tokenizer.count(text)
+        # a word is a few tokens with this tiny vocabulary: within one word under the target
+        assert target - 8 <= measured <= target
+
+
+def _write_sharegpt(path, conversations):
+    data = [{"id": str(i), "conversations": c} for i, c in enumerate(conversations)]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return str(path)
+
+
+def test_sharegpt_takes_first_question_and_answer_length(tmp_path):
+    path = _write_sharegpt(tmp_path / "sg.json", [
+        [{"from": "human", "value": "what is a b c"}, {"from": "gpt", "value": "one two three four five"}],
+        [{"from": "human", "value": "only a question"}],  # no answer: skipped
+        [{"from": "human", "value": "x y"}, {"from": "gpt", "value": "z"}, {"from": "human", "value": "more"}],
+    ])
+    samples = load_samples(DatasetConfig("sharegpt", num_prompts=4, path=path, seed=1), WordCounter())
+    assert sorted({(s.prompt, s.prompt_len, s.output_len) for s in samples}) == [("what is a b c", 5, 5), ("x y", 2, 1)]
+    assert len(samples) == 4  # the two usable conversations, cycled
+    fixed = load_samples(DatasetConfig("sharegpt", num_prompts=2, path=path, sharegpt_output_len=9), WordCounter())
+    assert {s.output_len for s in fixed} == {9}
+
+
+def test_sharegpt_without_usable_conversations_is_an_error(tmp_path):
+    path = _write_sharegpt(tmp_path / "sg.json", [[{"from": "human", "value": "alone"}]])
+    with pytest.raises(ValueError, match="no conversation"):
+        load_samples(DatasetConfig("sharegpt", num_prompts=1, path=path), WordCounter())
+
+
+def test_prefix_workload_shares_one_system_prompt_per_tenant():
+    cfg = DatasetConfig("prefix", num_prompts=12, num_tenants=3, prefix_len=40, question_len=6, output_len=5)
+    samples = load_samples(cfg, WordCounter())
+    by_tenant = {}
+    for s in samples:
+        by_tenant.setdefault(s.tenant, []).append(s)
+    assert sorted(by_tenant) == ["tenant-0", "tenant-1", "tenant-2"]
+    assert all(len(group) == 4 and len({s.system for s in group}) == 1 for group in by_tenant.values())
+    assert len({group[0].system for group in by_tenant.values()}) == 3
+    assert len({s.prompt for s in samples}) == 12  # every question distinct
+    assert all(s.prompt_len == 46 and len(s.system.split()) == 40 and s.output_len == 5 for s in samples)
+    assert [s.tenant for s in samples] != sorted(s.tenant for s in samples)  # interleaved, not in blocks
+
+
+@pytest.mark.parametrize("bad", [
+    dict(name="nope"), dict(num_prompts=0), dict(range_ratio=1.0), dict(name="sharegpt"), dict(num_tenants=0),
+])
+def test_bad_settings_are_refused(bad):
+    with pytest.raises(ValueError):
+        DatasetConfig(**bad)

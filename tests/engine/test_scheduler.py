@@ -1,0 +1,178 @@
+import random
+
+import pytest
+from .factories import fake_run, make_request, make_scheduler, run_to_completion, step
+
+from kvserve.engine.request import FinishReason
+from kvserve.engine.scheduler import QueueFullError
+from kvserve.engine.scheduler_output import ModelRunnerOutput
+
+
+def test_prefill_then_decode_in_one_batch():
+    s = make_scheduler(max_num_batched_tokens=100)
+    s.add_request(make_request("a", prompt_len=10, max_tokens=3))
+    out, _ = step(s)
+    assert out.num_scheduled_tokens == {"a": 10}
+    s.add_request(make_request("b", prompt_len=6, arrival=1.0))
+    out, _ = step(s)
+    assert out.num_scheduled_tokens == {"a": 1, "b": 6}  # decode and prefill share the step
+    assert [r.req_id for r in out.scheduled_cached_reqs] == ["a"]
+    assert [r.req_id for r in out.scheduled_new_reqs] == ["b"]
+
+
+def test_long_prompt_is_prefilled_in_chunks_and_decodes_keep_running():
+    s = make_scheduler(max_num_batched_tokens=8)
+    s.add_request(make_request("short", prompt_len=3, max_tokens=10))
+    step(s)
+    s.add_request(make_request("long", prompt_len=20, arrival=1.0))
+    chunks = []
+    for _ in range(3):
+        out, outputs = step(s)
+        assert out.total_num_scheduled_tokens <= 8
+        assert out.num_scheduled_tokens["short"] == 1  # running requests go first
+        chunks.append(out.num_scheduled_tokens["long"])
+        sampled = {o.request_id for o in outputs}
+        assert ("long" in sampled) == (sum(chunks) == 20)  # samples only once the prompt is in
+    assert chunks == [7, 7, 6]
+
+
+def test_max_num_seqs_bounds_the_batch():
+    s = make_scheduler(max_num_seqs=2)
+    for i in range(3):
+        s.add_request(make_request(f"r{i}", arrival=float(i)))
+    out, _ = step(s)
+    assert set(out.num_scheduled_tokens) == {"r0", "r1"}
+    assert len(s.waiting) == 1
+
+
+def test_finish_on_max_tokens_eos_and_stop_token():
+    s = make_scheduler()
+    s.add_request(make_request("len", max_tokens=2))
+    s.add_request(make_request("stop", max_tokens=9, stop_token_ids=[7], arrival=1.0))
+    done = run_to_completion(s)
+    assert done["len"].finish_reason == FinishReason.LENGTH
+    assert done["stop"].finish_reason == FinishReason.STOP and done["stop"].stop_reason == 7
+    s.add_request(make_request("eos", max_tokens=9))
+    out = s.schedule()
+    [o] = s.update_from_output(out, ModelRunnerOutput({"eos": 1}))  # 1 is the request's EOS
+    assert o.finish_reason == FinishReason.STOP and o.stop_reason is None
+
+
+def test_min_tokens_delays_stop_tokens_and_ignore_eos():
+    s = make_scheduler()
+    s.add_request(make_request("m", max_tokens=9, min_tokens=3, stop_token_ids=[7]))
+    s.add_request(make_request("i", max_tokens=4, ignore_eos=True, arrival=1.0))
+    done, counts = {}, {"m": 0, "i": 0}
+    while s.has_unfinished_requests():
+        out = s.schedule()
+        tokens = fake_run(out, s, token=7).sampled_token_ids
+        tokens = {rid: (1 if rid == "i" else t) for rid, t in tokens.items()}  # "i" samples EOS
+        for o in s.update_from_output(out, ModelRunnerOutput(tokens)):
+            counts[o.request_id] += 1
+            if o.finished:
+                done[o.request_id] = o
+    assert done["i"].finish_reason == FinishReason.LENGTH  # EOS ignored, ran to max_tokens
+    assert done["m"].finish_reason == FinishReason.STOP
+    assert counts == {"m": 4, "i": 4}  # "m" stops on the first stop token after min_tokens
+
+
+def test_preemption_picks_latest_arrival_and_resumes():
+    # 6 blocks of 4 tokens; each request needs 2 blocks for its prompt and grows
+    s = make_scheduler(num_blocks=6, block_size=4, prefix=False)
+    for i in range(3):
+        s.add_request(make_request(f"r{i}", prompt_len=8, max_tokens=6, arrival=float(i)))
+    out, _ = step(s)
+    assert len(out.num_scheduled_tokens) == 3
+    out, _ = step(s)  # every request needs a third block; only the latest is preempted
+    assert s.num_preemptions == 1
+    assert out.preempted_req_ids == {"r2"} and "r2" not in out.num_scheduled_tokens
+    done = run_to_completion(s)
+    assert set(done) == {"r0", "r1", "r2"}
+    assert s.kv_cache.pool.num_free == 6
+
+
+def test_priority_policy_orders_admission_and_victims():
+    s = make_scheduler(max_num_seqs=1, policy="priority")
+    s.add_request(make_request("low", priority=5, arrival=0.0))
+    s.add_request(make_request("high", priority=-1, arrival=1.0))
+    s.add_request(make_request("mid", priority=0, arrival=2.0))
+    order = []
+    while s.has_unfinished_requests():
+        out, _ = step(s)
+        for r in out.scheduled_new_reqs:
+            order.append(r.req_id)
+    assert order == ["high", "mid", "low"]
+
+
+def test_priority_victim_is_lowest_priority():
+    s = make_scheduler(num_blocks=6, block_size=4, prefix=False, policy="priority")
+    s.add_request(make_request("vip", prompt_len=8, max_tokens=8, priority=0, arrival=5.0))
+    s.add_request(make_request("batch", prompt_len=8, max_tokens=8, priority=9, arrival=0.0))
+    s.add_request(make_request("normal", prompt_len=8, max_tokens=8, priority=1, arrival=1.0))
+    step(s)
+    out, _ = step(s)
+    assert out.preempted_req_ids == {"batch"}
+
+
+def test_abort_frees_blocks_at_once_and_unknown_ids_are_ignored():
+    s = make_scheduler(num_blocks=10)
+    s.add_request(make_request("a", prompt_len=10))
+    s.add_request(make_request("w", prompt_len=10, arrival=1.0))
+    step(s)
+    assert s.kv_cache.pool.num_free < 10
+    s.abort_requests(["a", "w", "nope"])
+    assert s.kv_cache.pool.num_free == 10 and not s.has_unfinished_requests()
+    assert s.schedule().finished_req_ids == {"a", "w"}
+
+
+def test_waiting_queue_is_bounded():
+    s = make_scheduler(max_waiting=2)
+    s.add_request(make_request("a"))
+    s.add_request(make_request("b"))
+    with pytest.raises(QueueFullError):
+        s.add_request(make_request("c"))
+    s2 = make_scheduler()
+    s2.add_request(make_request("x"))
+    with pytest.raises(ValueError, match="already in use"):
+        s2.add_request(make_request("x"))
+
+
+def test_prefix_hits_skip_computed_blocks():
+    s = make_scheduler(block_size=4)
+    shared = list(range(100, 112))
+    s.add_request(make_request("a", tokens=shared + [1, 2], max_tokens=2))
+    run_to_completion(s)
+    s.add_request(make_request("b", tokens=shared + [3], max_tokens=2))
+    out, _ = step(s)
+    assert out.scheduled_new_reqs[0].num_computed_tokens == 12
+    assert out.num_scheduled_tokens["b"] == 1
+    assert s.kv_cache.stats.hits == 12
+
+
+def test_same_step_copies_share_prompt_blocks():
+    s = make_scheduler(num_blocks=64, block_size=4)
+    prompt = list(range(200, 217))  # 4 full blocks + 1 token
+    for i in range(3):
+        s.add_request(make_request(f"c{i}", tokens=prompt, arrival=float(i)))
+    out, _ = step(s)
+    assert [out.num_scheduled_tokens[f"c{i}"] for i in range(3)] == [17, 1, 1]
+    assert s.kv_cache.pool.num_free == 64 - (5 + 1 + 1)
+
+
+def test_no_block_leaks_under_random_load():
+    rng = random.Random(0)
+    s = make_scheduler(num_blocks=40, block_size=4, max_num_batched_tokens=32, max_num_seqs=8)
+    ids = []
+    for i in range(60):
+        rid = f"r{i}"
+        ids.append(rid)
+        common = [5] * rng.choice([0, 4, 8])
+        s.add_request(make_request(rid, tokens=common + [rng.randrange(10, 900) for _ in range(rng.randint(1, 30))],
+                                   max_tokens=rng.randint(1, 20), arrival=float(i)))
+        if rng.random() < 0.3:
+            step(s)
+        if rng.random() < 0.1:
+            s.abort_requests([rng.choice(ids)])
+    run_to_completion(s)
+    assert s.kv_cache.pool.num_free == 40
+    assert all(b.ref_cnt == 0 for b in s.kv_cache.pool.blocks)

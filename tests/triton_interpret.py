@@ -1,0 +1,69 @@
+"""Run kvserve's Triton kernels on the CPU through Triton's interpreter (tests only).
+
+`setup()` must run before triton is first imported: TRITON_INTERPRET=1 is read then, for
+triton.language's own jit helpers too. Where a GPU is present it does nothing and the
+kernels compile as usual. It also patches two gaps of Triton 3.6's interpreter that our
+kernels hit: loop bounds taken with int() on 1-element arrays (refused by NumPy >= 2.4)
+and tl.dot on bfloat16, which it multiplies as raw uint16 bit patterns.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import pytest
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def setup() -> str:
+    """Skip the calling module without triton; on the CPU, switch triton to its interpreter. Returns the device."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed", allow_module_level=True)
+    if DEVICE == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+        _patch_interpreter()
+    return DEVICE
+
+
+def reload_interpreted(*module_names: str) -> None:
+    """Re-import kernel modules that were imported (compiled mode) before setup() ran; helpers first."""
+    from triton import knobs
+
+    if DEVICE != "cpu" or not knobs.runtime.interpret:
+        return
+    for name in module_names:
+        if name in sys.modules:
+            importlib.reload(sys.modules[name])
+
+
+def _patch_interpreter() -> None:
+    import numpy as np
+    from triton.runtime import interpreter
+
+    if getattr(interpreter, "_kvserve_patched", False):
+        return
+    interpreter._kvserve_patched = True
+    patch_tensor = interpreter._patch_lang_tensor
+
+    def patch_index(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    interpreter._patch_lang_tensor = patch_index
+    create_dot = interpreter.InterpreterBuilder.create_dot
+
+    def as_float32(handle):
+        if handle.dtype.scalar.name != "bf16":
+            return handle
+        bits = handle.data.astype(np.uint32) << 16  # bfloat16 is the top half of a float32
+        return interpreter.TensorHandle(bits.view(np.float32), interpreter.tl.float32)
+
+    def create_dot_bf16(self, a, b, d, input_precision, max_num_imprecise_acc):
+        return create_dot(self, as_float32(a), as_float32(b), d, input_precision, max_num_imprecise_acc)
+
+    interpreter.InterpreterBuilder.create_dot = create_dot_bf16
