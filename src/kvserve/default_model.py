@@ -106,6 +106,10 @@ def _check_complete(skeleton, tensors: dict, config) -> None:
 
 
 def _publish(scratch: Path, target: Path) -> None:
+    # mkdtemp and safetensors create private (0700/0600) entries; the cache is shared.
+    scratch.chmod(0o755)
+    for path in scratch.iterdir():
+        path.chmod(0o644)
     try:
         scratch.rename(target)
     except OSError:

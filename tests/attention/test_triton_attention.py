@@ -87,6 +87,14 @@ def test_mixed_prefill_and_decode_batch():
     check_backend([(20, 1), (0, 37), (60, 1), (16, 9)], num_sms=4, num_heads=6, num_kv_heads=2)
 
 
+@pytest.mark.parametrize("head_dim,num_heads,num_kv_heads,block_size", [
+    (64, 2, 2, 16), (64, 4, 2, 32), (128, 4, 1, 16), (128, 8, 1, 32),  # GQA ratios 1, 2, 4, 8
+])
+def test_shape_grid_mixed_batch(head_dim, num_heads, num_kv_heads, block_size):
+    check_backend([(37, 1), (block_size, block_size + 3)], num_sms=1,
+                  head_dim=head_dim, num_heads=num_heads, num_kv_heads=num_kv_heads, block_size=block_size)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_mixed_batch(dtype):
     check_backend([(33, 1), (10, 30)], dtype=dtype, num_heads=8, num_kv_heads=1, head_dim=64, block_size=32)

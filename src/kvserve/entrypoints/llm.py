@@ -26,7 +26,16 @@ class LLM:
             value = kwargs.pop(name, only)
             if value != only:
                 raise ValueError(f"{name}={value!r} is not supported (only {only!r})")
-        self.engine = LLMEngine(EngineConfig.from_flat(model=model, **kwargs))
+        self._start(EngineConfig.from_flat(model=model, **kwargs))
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "LLM":
+        llm = cls.__new__(cls)
+        llm._start(config)
+        return llm
+
+    def _start(self, config: EngineConfig) -> None:
+        self.engine = LLMEngine(config)
         self._ids = itertools.count()
 
     def get_tokenizer(self):

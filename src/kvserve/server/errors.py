@@ -19,6 +19,7 @@ from kvserve.engine.async_llm import RequestTimeoutError
 from kvserve.engine.core_client import EngineDeadError
 from kvserve.engine.scheduler import QueueFullError
 from kvserve.server.protocol import ParamError
+from kvserve.server.request_log import STATE_KEY
 
 logger = logging.getLogger("kvserve.server")
 
@@ -114,8 +115,12 @@ def _short(value: object) -> bool:
     return isinstance(value, (int, float, str, bool)) and len(repr(value)) <= 80
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, APIError)
+    record = request.scope.get("state", {}).get(STATE_KEY)
+    if record is not None:
+        record.error = exc.message
+        record.outcome = record.outcome or "error"
     return exc.response()
 
 

@@ -12,11 +12,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from kvserve.engine.outputs import EngineStats
 
 PREFIXES = ("kvserve:", "vllm:")
+
+# no `*_created` series: they double the payload and no dashboard of ours or vLLM's reads them
+disable_created_metrics()
 
 # seconds; fine at the low end (ms-scale steps on a GPU) and long-tailed for CPU runs
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,

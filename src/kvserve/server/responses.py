@@ -66,7 +66,7 @@ class ChatCompletion(BaseModel):
 
 
 class DeltaMessage(BaseModel):
-    role: Literal["assistant"] | None = None
+    role: Literal["assistant"] | None = Field(None, exclude_if=lambda v: v is None)  # first chunk only
     content: str | None = None
 
 

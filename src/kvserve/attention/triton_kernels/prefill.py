@@ -94,7 +94,7 @@ def _prefill_kernel(
                          BLOCK_SIZE, BLOCK_N, HEAD_DIM)
         scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION) * scale_log2e
         k_pos = n + tl.arange(0, BLOCK_N)
-        visible = (k_pos[None, :] < q_pos[:, None]) & (k_pos < seq_len)[None, :]
+        visible = (k_pos[None, :] <= q_pos[:, None]) & (k_pos < seq_len)[None, :]
         m, l, acc = online_softmax_step(tl.where(visible, scores, float("-inf")), v.to(q.dtype), m, l, acc,
                                         DOT_PRECISION)
 

@@ -1,0 +1,81 @@
+"""Running the gateway: uvicorn with SIGHUP reload and a graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from kvserve.gateway.app import GatewayApp
+from kvserve.gateway.config import ConfigError, load_config
+from kvserve.gateway.state import GatewayState
+
+log = logging.getLogger("kvserve.gateway")
+
+
+class GatewayServer(uvicorn.Server):
+    """SIGHUP re-reads the config (a bad file is logged and ignored). SIGTERM marks the
+    gateway not ready, waits `drain_delay_s` (so load balancers stop sending), then stops
+    accepting and gives in-flight requests `shutdown_grace_s` to finish."""
+
+    def __init__(self, config: uvicorn.Config, state: GatewayState) -> None:
+        super().__init__(config)
+        self.state = state
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        if hasattr(signal, "SIGHUP"):
+            self._loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await super().startup(sockets)
+
+    def reload(self) -> None:
+        try:
+            self.state.reload()
+        except (ConfigError, RuntimeError) as exc:
+            log.error("config reload failed, keeping the running config: %s", exc)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        delay = self.state.config.server.drain_delay_s
+        if sig == signal.SIGTERM and delay > 0 and not self.state.draining and self._loop is not None:
+            self.state.draining = True
+            log.info("SIGTERM: not ready; closing in %.1fs", delay)
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, super().handle_exit, sig, frame)
+            return
+        self.state.draining = True
+        super().handle_exit(sig, frame)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("kvserve.gateway")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def run(config_path: str | Path, host: str | None = None, port: int | None = None,
+        log_level: str = "info") -> int:
+    """Serve until SIGTERM/SIGINT. Raises ConfigError on a bad config file."""
+    config = load_config(config_path)
+    configure_logging(log_level)
+    state = GatewayState(config, Path(config_path))
+    uv_config = uvicorn.Config(
+        GatewayApp(state),
+        host=host or config.server.host,
+        port=config.server.port if port is None else port,
+        lifespan="on",
+        access_log=False,
+        log_level="warning" if log_level == "info" else log_level,
+        timeout_graceful_shutdown=int(config.server.shutdown_grace_s) or None,
+        server_header=False,
+    )
+    GatewayServer(uv_config, state).run()
+    return 0

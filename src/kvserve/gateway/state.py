@@ -1,0 +1,115 @@
+"""The gateway's runtime state: config, endpoints, routing table, upstream sessions."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import aiohttp
+
+from kvserve.gateway.config import GatewayConfig, load_config
+from kvserve.gateway.endpoints import EndpointRegistry
+from kvserve.gateway.errors import GatewayError
+from kvserve.gateway.metrics import GatewayMetrics
+from kvserve.gateway.monitor import Monitor
+from kvserve.gateway.proxy import Proxy
+from kvserve.gateway.request import ClientRequest, RequestParser
+from kvserve.gateway.routing import RoutingTable
+from kvserve.gateway.shedding import Shedder
+from kvserve.gateway.versions import VersionRoute
+
+log = logging.getLogger("kvserve.gateway")
+
+
+class GatewayState:
+    """One per gateway process. `start` (inside the event loop) opens the upstream
+    sessions and the monitors; `apply` swaps in a new config without touching requests
+    in flight (they hold the objects they resolved)."""
+
+    def __init__(self, config: GatewayConfig, config_path: Path | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock
+        self.rng = random.Random()
+        self.metrics = GatewayMetrics()
+        self.registry = EndpointRegistry(config.breaker, self.metrics.breaker_changed)
+        self.table = RoutingTable.build(config, self.registry)
+        self.parser = RequestParser(config)
+        self.shedder = Shedder(config.shedding)
+        self.admin_key = config.admin.resolved_key()
+        self.draining = False  # set on SIGTERM: /ready answers 503
+        self._proxy: Proxy | None = None
+        self._monitor: Monitor | None = None
+        self._sessions: list[aiohttp.ClientSession] = []
+
+    @property
+    def proxy(self) -> Proxy:
+        if self._proxy is None:
+            raise RuntimeError("GatewayState.start() was not called")
+        return self._proxy
+
+    async def start(self) -> None:
+        limit = self.config.server.max_connections
+        upstream = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0, keepalive_timeout=60),
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+        control = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
+        self._sessions = [upstream, control]
+        self._proxy = Proxy(upstream, self.config, self.metrics, self.clock)
+        self._monitor = Monitor(control, self.config.scrape, self.config.health, self.clock)
+        self._monitor.sync(self.table.endpoints())
+
+    async def close(self) -> None:
+        if self._monitor is not None:
+            await self._monitor.close()
+        for session in self._sessions:
+            await session.close()
+        self._sessions = []
+
+    def apply(self, config: GatewayConfig) -> None:
+        """Switch to `config`; endpoints it still lists keep their breakers and counters."""
+        if (config.server.host, config.server.port) != (self.config.server.host, self.config.server.port):
+            log.warning("server.host/port changes need a restart; keeping the current listener")
+        self.registry.set_breaker_config(config.breaker)
+        self.table = RoutingTable.build(config, self.registry, previous=self.table)
+        self.parser = RequestParser(config)
+        self.shedder = Shedder(config.shedding)
+        self.admin_key = config.admin.resolved_key()
+        self.config = config
+        if self._proxy is not None:
+            self._proxy.configure(config)
+        self.sync_monitors()
+
+    def reload(self) -> None:
+        """Re-read the config file; raises ConfigError (and keeps the old config) if it is bad."""
+        if self.config_path is None:
+            raise RuntimeError("the gateway was not started from a config file")
+        self.apply(load_config(self.config_path))
+        log.info("reloaded %s", self.config_path)
+
+    def sync_monitors(self) -> None:
+        if self._monitor is not None:
+            self._monitor.configure(self.config.scrape, self.config.health)
+            self._monitor.sync(self.table.endpoints())
+
+    def shed_check(self, request: ClientRequest, version: VersionRoute) -> None:
+        """Raise 429 if the request is low priority and its pool is saturated."""
+        if not self.shedder.sheddable(request.priority):
+            return
+        now = self.clock()
+        stale = self.config.scrape.interval_s * self.config.scrape.stale_after
+        pool = version.pools_for(request.route.est_prompt_tokens)[0]
+        try:
+            self.shedder.check(request.priority, pool.snapshot(now, stale))
+        except GatewayError:
+            self.metrics.shed.labels(version.model, version.name).inc()
+            raise
+
+    def ready(self) -> bool:
+        now = self.clock()
+        return not self.draining and any(e.routable(now) for e in self.table.endpoints())

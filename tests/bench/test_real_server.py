@@ -1,0 +1,120 @@
+"""`kvserve bench serve` against a real `kvserve serve` process with a tiny model.
+
+The benchmark's counts must add up (requests sent = succeeded + failed), its token
+totals must equal what the server itself counted (`vllm:prompt_tokens_total` and
+`vllm:generation_tokens_total` on /metrics, read before and after), and its
+percentiles must be ordered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+import kvserve.cli
+from kvserve.cli.main import main
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+SERVE_CLI = Path(kvserve.cli.__file__).with_name("serve.py")
+
+
+@pytest.fixture(scope="module")
+def real_server(tiny_llama, tmp_path_factory):
+    """(base URL, served model id) of `kvserve serve --model <tiny llama>` on a free loopback port."""
+    if not SERVE_CLI.exists():
+        pytest.skip("kvserve serve is not part of this tree yet")
+    port = free_port()
+    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
+    cmd = [sys.executable, "-m", "kvserve.cli.main", "serve", "--model", str(tiny_llama), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield url, _wait_for_model(proc, url, Path(log.name))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def _wait_for_model(proc: subprocess.Popen, url: str, log: Path) -> str:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kvserve serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            return httpx.get(url + "/v1/models", timeout=2.0).json()["data"][0]["id"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            time.sleep(0.25)
+    raise RuntimeError(f"kvserve serve did not answer in 180 s:\n{log.read_text()[-3000:]}")
+
+
+def server_token_counters(url: str) -> tuple[float, float]:
+    """(prompt tokens, generated tokens) the server has counted since it started."""
+    text = httpx.get(url + "/metrics", timeout=5.0).text
+
+    def value(name: str) -> float:
+        match = re.search(rf"^vllm:{name}_total(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
+        assert match, f"the server exports no vllm:{name}_total"
+        return float(match.group(1))
+
+    return value("prompt_tokens"), value("generation_tokens")
+
+
+def bench(url: str, model: str, result_file: Path, *flags: str) -> dict:
+    before = server_token_counters(url)
+    code = main(["bench", "serve", "--base-url", url, "--model", model, "--no-progress", "--ignore-eos",
+                 "--result-file", str(result_file), *flags])
+    after = server_token_counters(url)
+    doc = json.loads(result_file.read_text())
+    doc["server_counted"] = (after[0] - before[0], after[1] - before[1])
+    assert code == 0, doc["summary"]["errors"]
+    return doc
+
+
+def assert_ordered_percentiles(summary: dict) -> None:
+    for name in ("ttft", "tpot", "itl", "e2e"):
+        d = summary[name]
+        assert d["count"] > 0, name
+        assert 0 < d["median"] <= d["p90"] <= d["p99"], (name, d)
+        assert 0 < d["mean"] <= d["p99"] or d["p99"] < d["mean"], name  # mean exists and is positive
+    assert summary["ttft"]["median"] < summary["e2e"]["median"]
+
+
+def test_random_completions_add_up_to_the_servers_own_counts(real_server, tmp_path):
+    url, model = real_server
+    doc = bench(url, model, tmp_path / "random.json", "--num-prompts", "8", "--input-len", "24",
+                "--output-len", "6", "--request-rate", "20", "--max-concurrency", "4")
+    s = doc["summary"]
+    assert s["sent"] == s["succeeded"] + s["failed"] == 8 and s["failed"] == 0
+    assert s["usage_missing"] == 0 and s["completion_tokens"] == 8 * 6  # ignore_eos: exactly max_tokens
+    assert (s["prompt_tokens"], s["completion_tokens"]) == doc["server_counted"]
+    # prompts were sized with the server's own /tokenize, so usage matches the sizes
+    assert doc["settings"]["token_counter"].startswith("server:")
+    assert [r["prompt_tokens"] for r in doc["requests"]] == [r["sized_prompt_len"] for r in doc["requests"]]
+    assert all(20 <= r["prompt_tokens"] <= 24 for r in doc["requests"])
+    assert_ordered_percentiles(s)
+
+
+def test_prefix_workload_over_chat_adds_up(real_server, tiny_llama, tmp_path):
+    url, model = real_server
+    doc = bench(url, model, tmp_path / "prefix.json", "--endpoint", "/v1/chat/completions", "--dataset", "prefix",
+                "--num-prompts", "6", "--num-tenants", "2", "--prefix-len", "40", "--question-len", "8",
+                "--output-len", "4", "--tokenizer", str(tiny_llama))
+    s = doc["summary"]
+    assert s["sent"] == s["succeeded"] == 6 and s["completion_tokens"] == 24
+    assert (s["prompt_tokens"], s["completion_tokens"]) == doc["server_counted"]
+    assert sorted({r["tenant"] for r in doc["requests"]}) == ["tenant-0", "tenant-1"]
+    assert_ordered_percentiles(s)

@@ -1,0 +1,46 @@
+from kvserve.engine.detokenizer import IncrementalDetokenizer
+from kvserve.tokenizer import load_tokenizer
+
+TEXT = "Größe, naïve café, 東京 🙂 and plain words."
+
+
+def stream(detok, ids):
+    pieces = []
+    for i in ids:
+        detok.add_tokens([i])
+        pieces.append(detok.take_new_text(finished=False))
+        if detok.stop_reason:
+            break
+    detok.flush()
+    pieces.append(detok.take_new_text(finished=True))
+    return pieces
+
+
+def test_multibyte_text_streams_without_broken_characters(tiny_llama):
+    tok = load_tokenizer(tiny_llama)
+    ids = tok.encode(TEXT)
+    byte_pieces = [tok.decode([i]) for i in ids]
+    assert any("\ufffd" in p for p in byte_pieces)  # single tokens do split characters
+    pieces = stream(IncrementalDetokenizer(tok, tok.encode("Prompt:"), stop=[]), ids)
+    assert "".join(pieces) == TEXT
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_stop_string_across_tokens_is_cut_and_never_leaks(tiny_llama):
+    tok = load_tokenizer(tiny_llama)
+    ids = tok.encode(TEXT)
+    pieces = stream(IncrementalDetokenizer(tok, [], stop=["café, 東"]), ids)
+    assert "".join(pieces) == "Größe, naïve "
+    detok = IncrementalDetokenizer(tok, [], stop=["東京"], include_stop=True)
+    assert "".join(stream(detok, ids)) == "Größe, naïve café, 東京"
+    assert detok.stop_reason == "東京"
+
+
+def test_unfinished_character_is_flushed_at_the_end(tiny_llama):
+    tok = load_tokenizer(tiny_llama)
+    ids = tok.encode("東")
+    detok = IncrementalDetokenizer(tok, [], stop=[])
+    detok.add_tokens(ids[:-1])
+    assert detok.take_new_text(finished=False) == ""
+    detok.flush()
+    assert detok.take_new_text(finished=True) != ""
