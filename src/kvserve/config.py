@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 POLICIES = ("fcfs", "priority")
+LOAD_FORMATS = ("auto", "dummy")
 
 
 class ConfigError(ValueError):
@@ -28,8 +29,10 @@ class ModelConfig:
     max_model_len: int | None = None  # context length; None = the model's own
     seed: int = 0  # seed of the engine-wide generator (unseeded requests)
     served_model_name: str | None = None  # name the API answers to; default from model
+    load_format: str = "auto"  # auto = the checkpoint's safetensors; dummy = random weights of its shape
 
     def __post_init__(self) -> None:
+        _require(self.load_format in LOAD_FORMATS, f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         _require(
             self.max_model_len is None or self.max_model_len > 0,

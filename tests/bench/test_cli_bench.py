@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+
+import pytest
 
 from kvserve.cli.main import main
 
@@ -67,3 +70,11 @@ def test_bench_help_lists_serve_and_sweep(capsys):
     assert main(["bench"]) == 2
     out = capsys.readouterr().out
     assert "serve" in out and "sweep" in out
+
+
+def test_offline_flags_reach_the_offline_module_untouched(capsys):
+    if importlib.util.find_spec("kvserve.bench.offline") is None:
+        pytest.skip("kvserve.bench.offline is not part of this tree")
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "offline", "--help"])
+    assert exc.value.code == 0 and "usage: kvserve bench offline" in capsys.readouterr().out

@@ -44,11 +44,11 @@ def bpe_tokenizer(tmp_path_factory):
 
 def test_prompts_sized_with_a_real_tokenizer_come_close_without_passing(bpe_tokenizer):
     rng = random.Random(0)
-    for target in (17, 64, 200):
+    for target in (1, 17, 64, 200, 200, 200):
         text, measured = text_of_tokens(target, bpe_tokenizer, rng)
         assert measured == bpe_tokenizer.count(text)
-        # a word is a few tokens with this tiny vocabulary: within one word under the target
-        assert target - 8 <= measured <= target
+        # words are several tokens with this tiny vocabulary; letters fill the gap to within one
+        assert target - 1 <= measured <= target
 
 
 def _write_sharegpt(path, conversations):

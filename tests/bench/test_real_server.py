@@ -89,7 +89,6 @@ def assert_ordered_percentiles(summary: dict) -> None:
         d = summary[name]
         assert d["count"] > 0, name
         assert 0 < d["median"] <= d["p90"] <= d["p99"], (name, d)
-        assert 0 < d["mean"] <= d["p99"] or d["p99"] < d["mean"], name  # mean exists and is positive
     assert summary["ttft"]["median"] < summary["e2e"]["median"]
 
 
@@ -104,7 +103,7 @@ def test_random_completions_add_up_to_the_servers_own_counts(real_server, tmp_pa
     # prompts were sized with the server's own /tokenize, so usage matches the sizes
     assert doc["settings"]["token_counter"].startswith("server:")
     assert [r["prompt_tokens"] for r in doc["requests"]] == [r["sized_prompt_len"] for r in doc["requests"]]
-    assert all(20 <= r["prompt_tokens"] <= 24 for r in doc["requests"])
+    assert all(23 <= r["prompt_tokens"] <= 24 for r in doc["requests"])
     assert_ordered_percentiles(s)
 
 

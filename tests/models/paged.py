@@ -17,11 +17,12 @@ from kvserve.models.loader import load_hf_config, load_model, model_info
 class PagedSession:
     """Our model on a tiny block pool; `step` feeds new tokens of several sequences at once."""
 
-    def __init__(self, model_dir, dtype=torch.float32, block_size=4, num_blocks=96):
-        self.model = load_model(model_dir, TorchAttentionBackend(), dtype, "cpu")
+    def __init__(self, model_dir, dtype=torch.float32, block_size=4, num_blocks=96, device="cpu"):
+        self.model = load_model(model_dir, TorchAttentionBackend(), dtype, device)
+        self.device = torch.device(device)
         info = model_info(load_hf_config(model_dir), model_dir)
         shape = (2, num_blocks, block_size, info.num_kv_heads, info.head_dim)
-        self.kv_caches = [torch.zeros(shape, dtype=dtype) for _ in range(info.num_layers)]  # per layer
+        self.kv_caches = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(info.num_layers)]
         self.block_size = block_size
         generator = torch.Generator().manual_seed(0)
         self.free_blocks = (torch.randperm(num_blocks - 1, generator=generator) + 1).tolist()  # 0 = padding
@@ -63,20 +64,24 @@ class PagedSession:
     def step(self, new_tokens: dict[int, list[int]]) -> list[torch.Tensor]:
         """Logits [len(tokens), vocab] of every new token, one tensor per sequence."""
         input_ids, positions, meta = self.metadata(new_tokens)
+        input_ids, positions = input_ids.to(self.device), positions.to(self.device)
+        for name in ("slot_mapping", "query_start_loc", "seq_lens", "block_tables"):
+            setattr(meta, name, getattr(meta, name).to(self.device))
         logits = self.model.compute_logits(self.model(input_ids, positions, self.kv_caches, meta))
-        return list(logits.split(meta.query_lens_cpu))
+        return [rows.cpu() for rows in logits.split(meta.query_lens_cpu)]
 
 
-def hf_model(model_dir, dtype=torch.float32):
+def hf_model(model_dir, dtype=torch.float32, device="cpu"):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager").eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation="eager")
+    return model.to(device).eval()
 
 
 @torch.inference_mode()
 def hf_logits(model, tokens: list[int]) -> torch.Tensor:
-    """Reference logits [len(tokens), vocab] of one unpadded sequence."""
-    return model(torch.tensor([tokens])).logits[0].float()
+    """Reference logits [len(tokens), vocab] of one unpadded sequence, on the CPU."""
+    return model(torch.tensor([tokens], device=model.device)).logits[0].float().cpu()
 
 
 def hf_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import build_model, free_port
 
 START_TIMEOUT_S = 180.0
 
@@ -89,12 +89,22 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, model: Path, *args: s
         raise
 
 
-MODEL_NAME = "tiny-llama"
+# The shared server answers to the name the embedded default model is served under, so
+# that the quick-start snippets of docs/server.md run against it unchanged.
+MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 @pytest.fixture(scope="session")
 def server(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
-    """The shared server for tests that do not care what else runs on it."""
+    """The shared server (tiny random Llama) for tests that do not care what else runs on it."""
     proc = start_server(tmp_path_factory, tiny_llama, "--served-model-name", MODEL_NAME, "--max-model-len", "256")
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def slower_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random Llama big enough that a long generation takes seconds on the CPU, so that a
+    test can act (disconnect, scrape metrics) while it is still running."""
+    return build_model("llama", tmp_path_factory.mktemp("slower-llama"), hidden_size=256, intermediate_size=1024,
+                       num_hidden_layers=4, max_position_embeddings=2048)

@@ -144,7 +144,7 @@ async def _read_stream(response: httpx.Response, record: RequestRecord) -> None:
 
 # exception class -> error type; the first match in order wins (subclasses first)
 _EXCEPTION_TYPES: tuple[tuple[type[BaseException], str], ...] = (
-    (TimeoutError, "timeout"),
+    (asyncio.TimeoutError, "timeout"),  # TimeoutError itself from Python 3.11 on
     (httpx.TimeoutException, "timeout"),
     (httpx.ConnectError, "connect_error"),
     (httpx.RemoteProtocolError, "connection_lost"),
@@ -159,16 +159,19 @@ async def stream_request(client: httpx.AsyncClient, target: Target, sample: Samp
 
     The caller owns `record` so that it can mark a request cancelled mid-stream.
     """
-    url = target.base_url + target.endpoint
     try:
-        async with asyncio.timeout(target.timeout_s):
-            async with client.stream("POST", url, json=request_body(target, sample), headers=target.headers) as response:
-                await _read_stream(response, record)
+        await asyncio.wait_for(_exchange(client, target, sample, record), target.timeout_s)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a counted error type
         record.error = next((name for cls, name in _EXCEPTION_TYPES if isinstance(exc, cls)), type(exc).__name__)
         record.error_message = str(exc) or type(exc).__name__
     finally:
         record.end = time.perf_counter()
+
+
+async def _exchange(client: httpx.AsyncClient, target: Target, sample: SampleRequest, record: RequestRecord) -> None:
+    url = target.base_url + target.endpoint
+    async with client.stream("POST", url, json=request_body(target, sample), headers=target.headers) as response:
+        await _read_stream(response, record)
 
 
 def new_client(max_connections: int | None) -> httpx.AsyncClient:

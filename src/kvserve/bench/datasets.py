@@ -43,6 +43,8 @@ class SampleRequest:
 
 @dataclass
 class DatasetConfig:
+    """Which workload to build and its sizes; validated when built."""
+
     name: str = "random"  # random | sharegpt | prefix
     num_prompts: int = 100  # requests in the workload (the run sends at most this many)
     input_len: int = 256  # random: prompt tokens (centre of the range)
@@ -75,22 +77,34 @@ class DatasetConfig:
 def text_of_tokens(target: int, counter: TokenCounter, rng: random.Random) -> tuple[str, int]:
     """Random words whose token count is as close to `target` as possible without passing it.
 
-    Binary search on the number of words: every word is at least one token, so `target`
-    words are enough. Returns the text and its measured length.
+    Binary search on the number of words (every word is at least one token, so `target`
+    words are enough), then single letters fill what a whole word would overshoot.
+    Returns the text and its measured length.
     """
     words = rng.choices(WORDS, k=target)
     full = counter.count(" ".join(words))
     if full <= target:
         return " ".join(words), full
-    lo, hi = 1, target  # count(words[:hi]) > target; count(words[:lo]) <= target unless lo == 1
+    lo, hi = 0, target  # count(words[:lo]) <= target < count(words[:hi])
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if counter.count(" ".join(words[:mid])) <= target:
             lo = mid
         else:
             hi = mid
-    text = " ".join(words[:lo])
-    return text, counter.count(text)
+    return _fill(" ".join(words[:lo]), target, counter, rng)
+
+
+def _fill(text: str, target: int, counter: TokenCounter, rng: random.Random) -> tuple[str, int]:
+    """Append single letters while the count stays within `target`."""
+    measured = counter.count(text)
+    while measured < target:
+        longer = f"{text} {rng.choice('abcdefghijklmnopqrstuvwxyz')}".lstrip()
+        longer_count = counter.count(longer)
+        if longer_count > target:
+            break
+        text, measured = longer, longer_count
+    return text, measured
 
 
 def _length(centre: int, ratio: float, rng: random.Random) -> int:

@@ -32,6 +32,8 @@ T = TypeVar("T")
 
 @dataclass
 class LoadConfig:
+    """When requests are sent and how many may be in flight; validated when built."""
+
     request_rate: float = math.inf  # requests/s on average; inf = all at time zero
     burstiness: float = 1.0  # gamma shape of the gaps: 1 = Poisson, < 1 burstier
     max_concurrency: int | None = None  # requests in flight at most; None = no limit
@@ -97,7 +99,7 @@ class _Run:
         """Sleep until perf_counter `when`, the deadline or the stop event, whichever is first."""
         delay = min(when, self.deadline) - time.perf_counter()
         if delay > 0:
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), delay)
 
     async def cancel_on_stop(self) -> None:
@@ -147,6 +149,8 @@ def run_until_interrupted(make: Callable[[asyncio.Event], Awaitable[T]]) -> T:
 
 @dataclass
 class OutputConfig:
+    """Where the figures go and which SLO goodput is judged on."""
+
     result_file: str | None = None  # JSON result path; None = bench-results/<kind>-<time>.json
     plot: bool = False  # also write PNGs beside the result file
     slo: dict[str, float] = field(default_factory=dict)  # goodput thresholds (seconds); empty = none

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import math
 import os
 import sys
@@ -73,14 +74,23 @@ def spec_from_args(args: argparse.Namespace, rate: float | None = None):
     from kvserve.bench.metrics import parse_slo
     from kvserve.bench.serve import BenchSpec, LoadConfig, OutputConfig
 
-    target = Target(args.base_url, args.model, args.endpoint, args.api_key, tuple(args.allow_host),
-                    args.ignore_eos, args.temperature, args.request_timeout)
-    dataset = DatasetConfig(args.dataset, args.num_prompts, args.input_len, args.output_len, args.range_ratio,
-                            args.seed, args.dataset_path, args.num_tenants, args.prefix_len, args.question_len,
-                            args.sharegpt_output_len)
-    load = LoadConfig(args.request_rate if rate is None else rate, args.burstiness, args.max_concurrency,
-                      args.duration, args.seed, not args.no_progress)
-    return BenchSpec(target, dataset, load, OutputConfig(args.result_file, args.plot, parse_slo(args.slo)), args.tokenizer)
+    target = Target(
+        base_url=args.base_url, model=args.model, endpoint=args.endpoint, api_key=args.api_key,
+        allowed_hosts=tuple(args.allow_host), ignore_eos=args.ignore_eos, temperature=args.temperature,
+        timeout_s=args.request_timeout,
+    )
+    dataset = DatasetConfig(
+        name=args.dataset, num_prompts=args.num_prompts, input_len=args.input_len, output_len=args.output_len,
+        range_ratio=args.range_ratio, seed=args.seed, path=args.dataset_path, num_tenants=args.num_tenants,
+        prefix_len=args.prefix_len, question_len=args.question_len, sharegpt_output_len=args.sharegpt_output_len,
+    )
+    load = LoadConfig(
+        request_rate=args.request_rate if rate is None else rate, burstiness=args.burstiness,
+        max_concurrency=args.max_concurrency, duration_s=args.duration, seed=args.seed,
+        progress=not args.no_progress,
+    )
+    output = OutputConfig(result_file=args.result_file, plot=args.plot, slo=parse_slo(args.slo))
+    return BenchSpec(target, dataset, load, output, tokenizer=args.tokenizer)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -112,14 +122,26 @@ def _usage_error(exc: Exception) -> int:
 
 
 def _add_offline(bench_sub) -> None:
-    """`kvserve bench offline`, when the offline benchmark module is part of this version."""
-    try:
-        offline = importlib.import_module("kvserve.bench.offline")
-    except ModuleNotFoundError as exc:
-        if exc.name == "kvserve.bench.offline":
-            return
-        raise
-    offline.register(bench_sub)
+    """`kvserve bench offline`, when this version has kvserve.bench.offline.
+
+    The module (engine, torch) is imported only when the command runs: its flags are
+    parsed then by the parser that `kvserve.bench.offline.register` builds.
+    """
+    if importlib.util.find_spec("kvserve.bench.offline") is None:
+        return
+    # no prefix chars: every flag after `offline` is kept verbatim for the real parser
+    offline = bench_sub.add_parser("offline", add_help=False, prefix_chars="\0",
+                                   help="engine throughput on a named workload, in process")
+    offline.add_argument("offline_args", nargs="*")
+    offline.set_defaults(func=_run_offline)
+
+
+def _run_offline(args: argparse.Namespace) -> int:
+    module = importlib.import_module("kvserve.bench.offline")
+    parser = argparse.ArgumentParser(prog="kvserve bench")
+    module.register(parser.add_subparsers())
+    real = parser.parse_args(["offline", *args.offline_args])
+    return int(real.func(real) or 0)
 
 
 def register(subparsers) -> None:

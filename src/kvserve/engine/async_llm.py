@@ -8,6 +8,9 @@ aborts (client gone, timeout, stop string found). The core process only sees tok
     async for choice in stream:  # ChoiceDelta(index, delta), until every choice ends
         ...
     stream.close()  # aborts whatever has not finished (idempotent; use try/finally)
+
+The core process is started with multiprocessing's "spawn": a script that starts an
+AsyncLLM needs the usual `if __name__ == "__main__":` guard.
 """
 
 from __future__ import annotations
@@ -125,12 +128,16 @@ class AsyncLLM:
 
     @classmethod
     async def start(cls, config: EngineConfig, start_timeout: float = 600.0) -> AsyncLLM:
-        """Start the core process, wait for the model to load, load the tokenizer."""
+        """Start the core process and load the tokenizer (at the same time when its place is known)."""
         from kvserve.tokenizer import load_tokenizer
 
+        known = config.model.tokenizer or config.model.model
+        early = asyncio.ensure_future(asyncio.to_thread(load_tokenizer, known)) if known else None
+        if early is not None:
+            early.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "unretrieved"
         client = await asyncio.to_thread(CoreClient.start, config, start_timeout)
         try:
-            tokenizer = await asyncio.to_thread(load_tokenizer, client.info.tokenizer_path)
+            tokenizer = await (early or asyncio.to_thread(load_tokenizer, client.info.tokenizer_path))
         except BaseException:
             client.close(grace=2.0)
             raise

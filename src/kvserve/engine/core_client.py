@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -140,6 +142,10 @@ def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connecti
         )
     )
     CoreLoop(core, inputs, outputs).run()
+    outputs.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip interpreter teardown (a second or more with torch loaded): nothing left to clean
 
 
 class CoreLoop:

@@ -17,11 +17,15 @@ from kvserve.engine.kv_cache_manager import KVCacheManager
 from kvserve.engine.outputs import EngineOutput, EngineStats
 from kvserve.engine.request import EngineRequest
 from kvserve.engine.scheduler import Scheduler
+from kvserve.models.dummy import load_dummy_model
 from kvserve.models.loader import load_hf_config, load_model, model_info, resolve_dtype
 from kvserve.worker.kv_cache_budget import check_fits
 from kvserve.worker.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
+
+# load_format -> loader(model_dir, attention backend, dtype, device)
+MODEL_LOADERS = {"auto": load_model, "dummy": load_dummy_model}
 
 
 def resolve_model_dir(config: EngineConfig) -> Path:
@@ -43,7 +47,7 @@ class EngineCore:
         self.max_model_len = self._max_model_len(config, self.info)
         dtype = resolve_dtype(config.model.dtype, hf_config, device)
         backend = get_backend(config.device.attention_backend, device.type)
-        model = load_model(self.model_dir, backend, dtype, device)
+        model = MODEL_LOADERS[config.model.load_format](self.model_dir, backend, dtype, device)
         self.runner = ModelRunner(config, model, self.info, device, dtype)
         num_blocks = self.runner.init_kv_cache()
         check_fits(num_blocks, config.cache.block_size, self.max_model_len)

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 from pydantic import ValidationError
 
 from kvserve.gateway.config import ConfigError, EndpointConfig
+from kvserve.gateway.endpoints import Endpoint
 from kvserve.gateway.errors import GatewayError, bad_request, not_found
 from kvserve.gateway.pool import Pool
 from kvserve.gateway.state import GatewayState
@@ -126,7 +127,7 @@ class AdminAPI:
             raise bad_request(str(exc)) from None
         return {"reloaded": str(self.state.config_path)}
 
-    def _endpoint(self, body: dict[str, Any]):  # type: ignore[no-untyped-def]
+    def _endpoint(self, body: dict[str, Any]) -> Endpoint:
         url = str(body.get("url", "")).rstrip("/")
         endpoint = self.state.registry.endpoints.get(url)
         if endpoint is None:

@@ -77,22 +77,22 @@ class VersionConfig(Section):
 
 
 class ModelConfig(Section):
-    versions: dict[str, VersionConfig] = Field(min_length=1)  # version name -> its pool
+    versions: dict[str, VersionConfig] = {}  # version name -> its pool (or use the shorthand below)
     sticky: bool = True  # a user (session header or `user` field) always gets the same version
+    pool: PoolConfig | None = None  # shorthand for one version called "default"
+    upstream_model: str | None = None  # shorthand: that version's upstream_model
+    long_prompt: LongPromptConfig | None = None  # shorthand: that version's long_prompt
 
-    @model_validator(mode="before")
-    @classmethod
-    def _single_pool_shorthand(cls, data: Any) -> Any:
-        # `pool:` directly under a model means one version called "default"
-        if isinstance(data, dict) and "pool" in data and "versions" not in data:
-            data = dict(data)
-            pool = data.pop("pool")
-            version = {"pool": pool}
-            for key in ("upstream_model", "long_prompt"):
-                if key in data:
-                    version[key] = data.pop(key)
-            data["versions"] = {"default": version}
-        return data
+    @model_validator(mode="after")
+    def _one_form(self) -> ModelConfig:
+        if self.pool is not None and self.versions:
+            raise ValueError("give either `pool` (one version) or `versions`, not both")
+        if self.pool is None and not self.versions:
+            raise ValueError("needs `pool` or at least one entry in `versions`")
+        if self.pool is not None:  # frozen: fill `versions` once, while being built
+            default = VersionConfig(pool=self.pool, upstream_model=self.upstream_model, long_prompt=self.long_prompt)
+            object.__setattr__(self, "versions", {"default": default})
+        return self
 
 
 class ServerConfig(Section):
@@ -103,7 +103,6 @@ class ServerConfig(Section):
     log_requests: bool = True  # one structured log line per request (never the prompt)
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)  # larger request bodies get 413
     chars_per_token: float = Field(4.0, gt=0)  # prompt-length estimate for length-aware routing
-    max_connections: int = Field(0, ge=0)  # pooled upstream connections (0 = unlimited)
     session_header: str = "x-session-id"  # session key for affinity and sticky versions (else `user`)
 
 

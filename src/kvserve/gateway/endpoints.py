@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from typing import Callable, Iterable
 
 from kvserve.gateway.breaker import CircuitBreaker
 from kvserve.gateway.config import BreakerConfig, EndpointConfig
+from kvserve.gateway.upstream import Origin
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,8 @@ class Endpoint:
     def __init__(self, config: EndpointConfig, breaker: CircuitBreaker) -> None:
         self.url = config.url
         self.config = config
+        self.origin = Origin.parse(config.url)
+        self.base_path = urlsplit(config.url).path  # a path prefix in the URL, e.g. /serving
         self.breaker = breaker
         self.in_flight = 0
         self.engine: EngineStats | None = None

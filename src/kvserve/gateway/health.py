@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-
-import aiohttp
 
 from kvserve.gateway.config import HealthConfig
 from kvserve.gateway.endpoints import Endpoint
+from kvserve.gateway.stats import get
+from kvserve.gateway.upstream import UpstreamClient
 
 log = logging.getLogger("kvserve.gateway.health")
 
@@ -29,11 +28,10 @@ def record_check(endpoint: Endpoint, ok: bool, config: HealthConfig) -> bool:
     return flip
 
 
-async def check(session: aiohttp.ClientSession, endpoint: Endpoint, config: HealthConfig) -> bool:
+async def check(client: UpstreamClient, endpoint: Endpoint, config: HealthConfig) -> bool:
     """One readiness probe: True on a 2xx answer within the timeout."""
-    timeout = aiohttp.ClientTimeout(total=config.timeout_s)
     try:
-        async with session.get(endpoint.url + config.path, timeout=timeout) as response:
-            return 200 <= response.status < 300
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        status, _ = await get(client, endpoint, config.path, config.timeout_s)
+    except (OSError, TimeoutError, ValueError):
         return False
+    return 200 <= status < 300

@@ -7,11 +7,10 @@ import logging
 import time
 from typing import Callable
 
-import aiohttp
-
 from kvserve.gateway import health, stats
 from kvserve.gateway.config import HealthConfig, ScrapeConfig
 from kvserve.gateway.endpoints import Endpoint
+from kvserve.gateway.upstream import UpstreamClient
 
 log = logging.getLogger("kvserve.gateway.monitor")
 
@@ -20,9 +19,9 @@ class Monitor:
     """Two loops per endpoint: /metrics every scrape interval and /ready every health
     interval. `sync` starts loops for new endpoints and stops those of removed ones."""
 
-    def __init__(self, session: aiohttp.ClientSession, scrape: ScrapeConfig, health_config: HealthConfig,
+    def __init__(self, client: UpstreamClient, scrape: ScrapeConfig, health_config: HealthConfig,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.session = session
+        self.client = client
         self.scrape = scrape
         self.health = health_config
         self.clock = clock
@@ -52,16 +51,16 @@ class Monitor:
         while True:
             started = self.clock()
             try:
-                fresh = await stats.scrape(self.session, endpoint, self.scrape.path, self.scrape.timeout_s, started)
+                fresh = await stats.scrape(self.client, endpoint, self.scrape.path, self.scrape.timeout_s, started)
                 if fresh is not None:
                     endpoint.engine = fresh
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (OSError, asyncio.TimeoutError, ValueError) as exc:
                 log.debug("scrape of %s failed: %r", endpoint.url, exc)
             await asyncio.sleep(max(0.0, self.scrape.interval_s - (self.clock() - started)))
 
     async def _health_loop(self, endpoint: Endpoint) -> None:
         while True:
             started = self.clock()
-            ok = await health.check(self.session, endpoint, self.health)
+            ok = await health.check(self.client, endpoint, self.health)
             health.record_check(endpoint, ok, self.health)
             await asyncio.sleep(max(0.0, self.health.interval_s - (self.clock() - started)))

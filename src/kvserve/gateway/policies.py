@@ -69,15 +69,11 @@ def loads(snapshot: Snapshot) -> list[float]:
 
 
 def argmin_rotating(costs: Sequence[float], state: PolicyState) -> int:
-    """Index of the lowest cost; ties go round-robin so equal endpoints share traffic."""
+    """Index of the lowest cost; ties take turns so equal endpoints share traffic."""
+    low = min(costs)
+    ties = [i for i, cost in enumerate(costs) if cost == low]
     state.counter += 1
-    n = len(costs)
-    best = state.counter % n
-    for step in range(1, n):
-        i = (state.counter + step) % n
-        if costs[i] < costs[best]:
-            best = i
-    return best
+    return ties[state.counter % len(ties)]
 
 
 def round_robin(snapshot: Snapshot, request: RouteRequest, state: PolicyState) -> str:

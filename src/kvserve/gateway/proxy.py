@@ -9,12 +9,9 @@ an upstream that answers headers and then stalls can still be retried.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
-
-import aiohttp
+from typing import Any, Awaitable, Callable, TypeVar
 
 from kvserve.gateway import retry
 from kvserve.gateway.config import GatewayConfig
@@ -23,13 +20,10 @@ from kvserve.gateway.errors import GatewayError, no_endpoint, upstream_timeout
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.retry import RetryPolicy
+from kvserve.gateway.upstream import Response, UpstreamClient
 from kvserve.gateway.versions import VersionRoute
 
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as time_limit
-else:  # pragma: no cover - aiohttp depends on async_timeout before 3.11
-    from async_timeout import timeout as time_limit
-
+T = TypeVar("T")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # not copied from the upstream's answer: connection-level, recomputed, or set by the gateway
@@ -66,11 +60,11 @@ class AttemptFailed(Exception):
 
 
 class Proxy:
-    """Sends requests upstream over one pooled aiohttp session, with retries."""
+    """Sends requests upstream over pooled keep-alive connections, with retries."""
 
-    def __init__(self, session: aiohttp.ClientSession, config: GatewayConfig, metrics: GatewayMetrics,
+    def __init__(self, client: UpstreamClient, config: GatewayConfig, metrics: GatewayMetrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.session = session
+        self.client = client
         self.metrics = metrics
         self.clock = clock
         self.configure(config)
@@ -83,10 +77,10 @@ class Proxy:
         self.stale_after_s = config.scrape.interval_s * config.scrape.stale_after
         self.forward_priority = config.priority.forward_in_body
         self.priority_header = config.priority.header.lower()
+        self.client.connect_timeout = t.connect_s
         # streams may be silent for idle_s; a plain answer comes whole after generation
-        self.stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s, sock_read=t.idle_s)
-        self.plain_timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.connect_s,
-                                                   sock_read=max(t.idle_s, t.first_byte_s))
+        self.stream_read_timeout = t.idle_s
+        self.plain_read_timeout = max(t.idle_s, t.first_byte_s)
 
     def pick(self, request: ClientRequest, version: VersionRoute, tried: set[str]) -> Endpoint | None:
         now = self.clock()
@@ -153,32 +147,36 @@ class Proxy:
                 endpoint.breaker.record(verdict, self.clock(), trial)
 
     async def open(self, endpoint: Endpoint, request: ClientRequest, version: VersionRoute,
-                   deadline: float) -> tuple[aiohttp.ClientResponse, bytes]:
+                   deadline: float) -> tuple[Response, bytes]:
         """Send the request and wait for the first body byte (or raise AttemptFailed)."""
         headers = self.upstream_headers(endpoint, request)
         body = request.upstream_body(version, self.forward_priority)
-        timeout = self.stream_timeout if request.stream else self.plain_timeout
-        budget = min(self.first_byte_s, deadline - self.clock())
-        response: aiohttp.ClientResponse | None = None
+        read_timeout = self.stream_read_timeout if request.stream else self.plain_read_timeout
+        budget = max(0.0, min(self.first_byte_s, deadline - self.clock()))
+        holder: list[Response] = []
+
+        async def first_byte() -> tuple[Response, bytes]:
+            response = await self.client.request(endpoint.origin, "POST", endpoint.base_path + request.path,
+                                                 headers, body, read_timeout)
+            holder.append(response)
+            if self.retry.retryable_status(response.status):
+                kind = response.header(b"content-type") or b"application/json"
+                raise AttemptFailed(Failure(retry.STATUS, response.status, await response.read_all(), kind))
+            return response, await response.read()
+
         try:
-            async with time_limit(max(0.0, budget)):
-                response = await self.session.post(endpoint.url + request.path, data=body, headers=headers,
-                                                   timeout=timeout)
-                if self.retry.retryable_status(response.status):
-                    kind = response.headers.get("content-type", "application/json").encode("latin-1")
-                    raise AttemptFailed(Failure(retry.STATUS, response.status, await response.read(), kind))
-                return response, await response.content.readany()
+            return await within(budget, first_byte())
         except AttemptFailed:
-            _close(response)
+            _close(holder)
             raise
-        except asyncio.TimeoutError:  # before ClientError: aiohttp's read timeout is both
-            _close(response)
+        except TimeoutError:
+            _close(holder)
             raise AttemptFailed(Failure(retry.TIMEOUT)) from None
-        except (aiohttp.ClientError, OSError):
-            _close(response)
+        except (OSError, ValueError):  # refused, reset, closed early, bad HTTP
+            _close(holder)
             raise AttemptFailed(Failure(retry.CONNECT)) from None
         except BaseException:  # cancelled (the client left): drop the upstream request
-            _close(response)
+            _close(holder)
             raise
 
     def upstream_headers(self, endpoint: Endpoint, request: ClientRequest) -> dict[str, str]:
@@ -203,27 +201,27 @@ class Proxy:
         await send_error(send, error)
 
 
-async def relay(response: aiohttp.ClientResponse, first: bytes, send: Send) -> str | None:
+async def relay(response: Response, first: bytes, send: Send) -> str | None:
     """Pass the answer through as it arrives; returns why it broke, or None."""
     await send({"type": "http.response.body", "body": first, "more_body": True})
-    read = response.content.readany
+    read = response.read
     try:
         while chunk := await read():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+    except (OSError, TimeoutError) as exc:
         tail = b""
-        if response.headers.get("content-type", "").encode("latin-1").startswith(SSE_TYPE):
-            tail = b"\n\ndata: " + GatewayError(502, "upstream stream broke", "server_error",
-                                                 "upstream_error").body() + b"\n\n"
+        if (response.header(b"content-type") or b"").startswith(SSE_TYPE):
+            error = GatewayError(502, "upstream stream broke", "server_error", "upstream_error")
+            tail = b"\n\ndata: " + error.body() + b"\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         return type(exc).__name__
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return None
 
 
-def client_headers(response: aiohttp.ClientResponse, request: ClientRequest,
+def client_headers(response: Response, request: ClientRequest,
                    version: VersionRoute) -> list[tuple[bytes, bytes]]:
-    headers = [(k, v) for k, v in response.raw_headers if k.lower() not in DROPPED_HEADERS]
+    headers = [(k, v) for k, v in response.headers if k.lower() not in DROPPED_HEADERS]
     headers.append((b"x-request-id", request.request_id.encode("latin-1")))
     headers.append((b"x-model-version", version.name.encode("latin-1")))
     return headers
@@ -235,6 +233,18 @@ async def send_error(send: Send, error: GatewayError) -> None:
     await send({"type": "http.response.body", "body": error.body()})
 
 
-def _close(response: aiohttp.ClientResponse | None) -> None:
-    if response is not None:
+def _close(holder: list[Response]) -> None:
+    for response in holder:
         response.close()
+
+
+if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per call
+
+    async def within(seconds: float, coro: Awaitable[T]) -> T:
+        async with asyncio.timeout(seconds):
+            return await coro
+
+else:  # pragma: no cover
+
+    async def within(seconds: float, coro: Awaitable[T]) -> T:
+        return await asyncio.wait_for(coro, seconds)

@@ -76,6 +76,7 @@ def run(config_path: str | Path, host: str | None = None, port: int | None = Non
         log_level="warning" if log_level == "info" else log_level,
         timeout_graceful_shutdown=int(config.server.shutdown_grace_s) or None,
         server_header=False,
+        proxy_headers=False,  # the gateway reads no X-Forwarded-*; skip uvicorn's middleware
     )
     GatewayServer(uv_config, state).run()
     return 0

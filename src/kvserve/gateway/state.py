@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import aiohttp
-
 from kvserve.gateway.config import GatewayConfig, load_config
 from kvserve.gateway.endpoints import EndpointRegistry
 from kvserve.gateway.errors import GatewayError
@@ -19,6 +17,7 @@ from kvserve.gateway.proxy import Proxy
 from kvserve.gateway.request import ClientRequest, RequestParser
 from kvserve.gateway.routing import RoutingTable
 from kvserve.gateway.shedding import Shedder
+from kvserve.gateway.upstream import UpstreamClient
 from kvserve.gateway.versions import VersionRoute
 
 log = logging.getLogger("kvserve.gateway")
@@ -36,7 +35,7 @@ class GatewayState:
         self.clock = clock
         self.rng = random.Random()
         self.metrics = GatewayMetrics()
-        self.registry = EndpointRegistry(config.breaker, self.metrics.breaker_changed)
+        self.registry = EndpointRegistry(config.breaker, self._breaker_changed)
         self.table = RoutingTable.build(config, self.registry)
         self.parser = RequestParser(config)
         self.shedder = Shedder(config.shedding)
@@ -44,7 +43,7 @@ class GatewayState:
         self.draining = False  # set on SIGTERM: /ready answers 503
         self._proxy: Proxy | None = None
         self._monitor: Monitor | None = None
-        self._sessions: list[aiohttp.ClientSession] = []
+        self._clients: list[UpstreamClient] = []
 
     @property
     def proxy(self) -> Proxy:
@@ -53,13 +52,9 @@ class GatewayState:
         return self._proxy
 
     async def start(self) -> None:
-        limit = self.config.server.max_connections
-        upstream = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0, keepalive_timeout=60),
-            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        )
-        control = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
-        self._sessions = [upstream, control]
+        upstream = UpstreamClient(self.config.timeouts.connect_s)
+        control = UpstreamClient(self.config.timeouts.connect_s)  # scrapes and probes never queue behind traffic
+        self._clients = [upstream, control]
         self._proxy = Proxy(upstream, self.config, self.metrics, self.clock)
         self._monitor = Monitor(control, self.config.scrape, self.config.health, self.clock)
         self._monitor.sync(self.table.endpoints())
@@ -67,9 +62,9 @@ class GatewayState:
     async def close(self) -> None:
         if self._monitor is not None:
             await self._monitor.close()
-        for session in self._sessions:
-            await session.close()
-        self._sessions = []
+        for client in self._clients:
+            await client.close()
+        self._clients = []
 
     def apply(self, config: GatewayConfig) -> None:
         """Switch to `config`; endpoints it still lists keep their breakers and counters."""
@@ -109,6 +104,10 @@ class GatewayState:
         except GatewayError:
             self.metrics.shed.labels(version.model, version.name).inc()
             raise
+
+    def _breaker_changed(self, url: str, state: str) -> None:
+        log.warning("circuit breaker of %s is now %s", url, state)
+        self.metrics.breaker_changed(url, state)
 
     def ready(self) -> bool:
         now = self.clock()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
-import aiohttp
-
 from kvserve.gateway.endpoints import Endpoint, EngineStats
+from kvserve.gateway.upstream import UpstreamClient
 
 WAITING = b"vllm:num_requests_waiting"
 RUNNING = b"vllm:num_requests_running"
-KV_USAGE = (b"vllm:kv_cache_usage_perc", b"vllm:gpu_cache_usage_perc")  # new name, pre-v1 name
+KV_USAGE = (b"vllm:kv_cache_usage_perc", b"vllm:gpu_cache_usage_perc")  # current name, pre-v1 name
 
-# `name{labels} value` lines of the three gauges; compiled once, scanned in C
+# `name{labels} value` lines of the gauges; compiled once, scanned in C
 _SAMPLE = re.compile(
     rb"^(vllm:num_requests_waiting|vllm:num_requests_running|vllm:kv_cache_usage_perc|vllm:gpu_cache_usage_perc)"
     rb"(?:\{[^}\n]*\})?[ \t]+([^ \t\n]+)",
@@ -40,12 +40,25 @@ def parse_metrics(text: bytes, now: float, in_flight: int) -> EngineStats | None
     return EngineStats(sums.get(WAITING, 0.0), sums.get(RUNNING, 0.0), kv, now, in_flight)
 
 
-async def scrape(session: aiohttp.ClientSession, endpoint: Endpoint, path: str, timeout_s: float,
-                 clock_now: float) -> EngineStats | None:
-    """One scrape; raises aiohttp/OS/timeout errors to the caller, None on a non-200."""
+async def get(client: UpstreamClient, endpoint: Endpoint, path: str, timeout_s: float) -> tuple[int, bytes]:
+    """GET a small resource of an endpoint: (status, body). Raises OSError/TimeoutError."""
+
+    async def exchange() -> tuple[int, bytes]:
+        response = await client.request(endpoint.origin, "GET", endpoint.base_path + path, {}, b"", timeout_s)
+        try:
+            body = await response.read_all()
+        except BaseException:
+            response.close()
+            raise
+        response.release()
+        return response.status, body
+
+    return await asyncio.wait_for(exchange(), timeout_s)
+
+
+async def scrape(client: UpstreamClient, endpoint: Endpoint, path: str, timeout_s: float,
+                 now: float) -> EngineStats | None:
+    """One scrape (stamped `now`); None on a non-200 answer. Raises OSError/TimeoutError."""
     in_flight = endpoint.in_flight
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with session.get(endpoint.url + path, timeout=timeout) as response:
-        if response.status != 200:
-            return None
-        return parse_metrics(await response.read(), clock_now, in_flight)
+    status, body = await get(client, endpoint, path, timeout_s)
+    return parse_metrics(body, now, in_flight) if status == 200 else None

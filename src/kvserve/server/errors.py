@@ -78,7 +78,7 @@ def parse_body(model: type[BaseModel], raw: bytes) -> Any:
 
 
 def from_validation_error(exc: ValidationError) -> APIError:
-    error = exc.errors(include_url=False)[0]
+    error = max(exc.errors(include_url=False), key=_telling)
     kind, loc = error["type"], _field_path(error["loc"])
     param = loc or None
     if kind == "json_invalid":
@@ -95,6 +95,13 @@ def from_validation_error(exc: ValidationError) -> APIError:
     message = error["msg"].removeprefix("Value error, ")
     got = f" (got {error['input']!r})" if _short(error.get("input")) else ""
     return bad_request(f"Invalid value for '{loc}': {message}{got}", param, "invalid_value")
+
+
+def _telling(error: dict[str, Any]) -> tuple[int, bool]:
+    """A union field fails once per member: the deepest failure says the most
+    ("content[0].type: Input should be 'text'"), a wrong value more than a missing key."""
+    path = _field_path(error["loc"])
+    return path.count(".") + path.count("["), error["type"] not in ("extra_forbidden", "missing")
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "null"}

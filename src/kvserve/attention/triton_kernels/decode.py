@@ -85,9 +85,9 @@ def _decode_split_kernel(
                          BLOCK_SIZE, BLOCK_N, HEAD_DIM)
         v = load_kv_tile(v_cache_ptr, table, kv_head, n, end, stride_c_block, stride_c_tok, stride_c_head,
                          BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION) * scale_log2e
+        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION)
         scores = tl.where((n + tl.arange(0, BLOCK_N))[None, :] < end, scores, float("-inf"))
-        m, l, acc = online_softmax_step(scores, v.to(q.dtype), m, l, acc, DOT_PRECISION)
+        m, l, acc = online_softmax_step(scores, v.to(q.dtype), m, l, acc, scale_log2e, DOT_PRECISION)
 
     out = acc / tl.where(l > 0, l, 1.0)[:, None]  # empty range (seq_len 0, trailing split): zeros
     if DIRECT:
@@ -157,7 +157,7 @@ def decode_attention(
     query_start_loc: torch.Tensor | None = None,  # [B + 1] int32: mixed batch, only query_len == 1 rows
     block_n: int = 64,
     num_warps: int = 4,
-    num_stages: int = 2,
+    num_stages: int = 3,
 ) -> torch.Tensor:
     """Attention of each sequence's single new query over its whole cached context.
 

@@ -83,8 +83,8 @@ def _prefill_kernel(
                          BLOCK_SIZE, BLOCK_N, HEAD_DIM)
         v = load_kv_tile(v_cache_ptr, table, kv_head, n, seq_len, stride_c_block, stride_c_tok, stride_c_head,
                          BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION) * scale_log2e
-        m, l, acc = online_softmax_step(scores, v.to(q.dtype), m, l, acc, DOT_PRECISION)
+        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION)
+        m, l, acc = online_softmax_step(scores, v.to(q.dtype), m, l, acc, scale_log2e, DOT_PRECISION)
 
     diag_end = tl.minimum(first_pos + BLOCK_M, seq_len)  # one past the tile's last visible key
     for n in range(full_end, diag_end, BLOCK_N):
@@ -92,11 +92,11 @@ def _prefill_kernel(
                          BLOCK_SIZE, BLOCK_N, HEAD_DIM)
         v = load_kv_tile(v_cache_ptr, table, kv_head, n, seq_len, stride_c_block, stride_c_tok, stride_c_head,
                          BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION) * scale_log2e
+        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION)
         k_pos = n + tl.arange(0, BLOCK_N)
         visible = (k_pos[None, :] <= q_pos[:, None]) & (k_pos < seq_len)[None, :]
         m, l, acc = online_softmax_step(tl.where(visible, scores, float("-inf")), v.to(q.dtype), m, l, acc,
-                                        DOT_PRECISION)
+                                        scale_log2e, DOT_PRECISION)
 
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
     tl.store(out_ptr + tokens[:, None] * stride_o_tok + head * stride_o_head + dims[None, :],
@@ -104,10 +104,19 @@ def _prefill_kernel(
 
 
 def prefill_config(head_dim: int, dtype: torch.dtype) -> dict:
-    """Tile sizes and launch options: 16-bit inputs use 128x64 tiles (tensor cores); float32 halves them."""
+    """Tile sizes and launch options, from the H100 sweep in docs/gpu-kernels.md.
+
+    16-bit: 128x128 tiles for head_dim 128, 128x64 for 64 (128x128 spends 1.4x there),
+    8 warps (with 4, head_dim 64 needs 246 registers a thread). Float32 (exact "ieee"
+    dots, for tests and greedy checks) runs on FMA units and spills at larger tiles.
+    """
     if dtype == torch.float32:
-        return dict(block_m=64, block_n=32, num_warps=4, num_stages=2)
-    return dict(block_m=128, block_n=64, num_warps=8 if head_dim >= 128 else 4, num_stages=3)
+        return dict(block_m=32, block_n=16, num_warps=4, num_stages=2)
+    if head_dim > 128:  # not timed: sized to fit shared memory
+        return dict(block_m=64, block_n=32, num_warps=8, num_stages=2)
+    if head_dim == 128:
+        return dict(block_m=128, block_n=128, num_warps=8, num_stages=2)
+    return dict(block_m=128, block_n=64, num_warps=8, num_stages=3)
 
 
 def prefill_attention(

@@ -56,17 +56,18 @@ def load_kv_tile(
 
 
 @triton.jit
-def online_softmax_step(scores, values, m, l, acc, DOT_PRECISION: tl.constexpr):
+def online_softmax_step(scores, values, m, l, acc, scale_log2e, DOT_PRECISION: tl.constexpr):
     """Fold one tile into the running softmax.
 
-    scores [M, N] (log2 domain, -inf where masked), values [N, D]; running max m [M],
-    running sum l [M], unnormalised output acc [M, D] (all float32). A row that has seen
-    only masked keys keeps m = -inf and l = 0 without producing NaN.
+    scores [M, N] raw q.k (-inf where masked), values [N, D]; running max m [M] (log2
+    domain: already times scale_log2e), running sum l [M], unnormalised output acc [M, D]
+    (all float32). Scaling inside the exponent makes scale-and-subtract one FMA per score.
+    A row that has seen only masked keys keeps m = -inf and l = 0 without producing NaN.
     """
-    m_new = tl.maximum(m, tl.max(scores, 1))
+    m_new = tl.maximum(m, tl.max(scores, 1) * scale_log2e)
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
     alpha = tl.exp2(m - m_safe)
-    p = tl.exp2(scores - m_safe[:, None])
+    p = tl.exp2(scores * scale_log2e - m_safe[:, None])
     l = l * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(values.dtype), values, input_precision=DOT_PRECISION)
     return m_new, l, acc

@@ -1,0 +1,107 @@
+"""The Hugging Face transformers peer for `kvserve bench offline --compare-hf`.
+
+Runs transformers on the very weights the engine used (copied by name: our parameter
+names are HF's) and the same requests, in the same process, after freeing the engine's
+KV cache. Batch-1 workloads use `generate` (eager, then the static-cache compiled path
+after a warm-up); multi-request workloads use continuous batching (`generate_batch`'s
+manager, so that each request keeps its own output length); a 1-token workload times
+one prefill forward (time to first token).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def build_hf_model(core):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(core.model_dir)
+    ours = core.runner.model
+    dtype = next(ours.parameters()).dtype
+    core.runner.kv_caches = []  # the engine's pool would leave no room for a second model
+    torch.cuda.empty_cache()
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").to(ours_device(ours))
+    missing, unexpected = model.load_state_dict(ours.state_dict(), strict=False)
+    real_missing = [m for m in missing if not m.endswith("inv_freq") and m != "lm_head.weight"]
+    if real_missing or unexpected:
+        raise RuntimeError(f"weights do not map onto transformers: missing {real_missing[:3]}, unexpected {unexpected[:3]}")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    model.generation_config.eos_token_id = None  # ignore_eos, as the engine ran
+    model.generation_config.pad_token_id = 0
+    return model.eval()
+
+
+def ours_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def time_generate(model, prompt: list[int], n_out: int, **kwargs) -> float:
+    ids = torch.tensor([prompt], device=model.device)
+    _sync()
+    start = time.perf_counter()
+    model.generate(ids, max_new_tokens=n_out, min_new_tokens=n_out, do_sample=False, **kwargs)
+    _sync()
+    return time.perf_counter() - start
+
+
+@torch.inference_mode()
+def time_prefill(model, prompt: list[int]) -> float:
+    ids = torch.tensor([prompt], device=model.device)
+    model(ids[:, :128])  # warm-up
+    _sync()
+    start = time.perf_counter()
+    model(ids, logits_to_keep=1)
+    _sync()
+    return time.perf_counter() - start
+
+
+def time_continuous_batching(model, requests) -> tuple[float, int]:
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(do_sample=False, max_new_tokens=max(n for _, n in requests), eos_token_id=None,
+                              pad_token_id=0)
+    manager = model.init_continuous_batching(generation_config=config)
+    manager.start()
+    start = time.perf_counter()
+    for i, (prompt, n_out) in enumerate(requests):
+        manager.add_request(prompt, request_id=f"r{i}", max_new_tokens=n_out)
+    produced, done = 0, 0
+    while done < len(requests):
+        result = manager.get_result(timeout=60)
+        if result is None:
+            raise RuntimeError("transformers continuous batching produced nothing for 60 s")
+        if result.is_finished():
+            done += 1
+            produced += len(result.generated_tokens)
+    elapsed = time.perf_counter() - start
+    manager.stop(block=True)
+    return elapsed, produced
+
+
+def run_hf(core, requests, args) -> dict:
+    model = build_hf_model(core)
+    results = {}
+    if len(requests) == 1 and requests[0][1] == 1:
+        elapsed = time_prefill(model, requests[0][0])
+        return {"prefill (sdpa)": {"elapsed_s": elapsed, "output_tok_s": 1 / elapsed, "ttft_s": elapsed}}
+    if len(requests) == 1:
+        prompt, n_out = requests[0]
+        elapsed = time_generate(model, prompt, n_out)
+        results["generate"] = {"elapsed_s": elapsed, "output_tok_s": n_out / elapsed}
+        time_generate(model, prompt, n_out, cache_implementation="static")  # compile + warm-up
+        elapsed = time_generate(model, prompt, n_out, cache_implementation="static")
+        results["generate static"] = {"elapsed_s": elapsed, "output_tok_s": n_out / elapsed}
+        return results
+    elapsed, produced = time_continuous_batching(model, requests)
+    results["generate_batch"] = {"elapsed_s": elapsed, "output_tok_s": produced / elapsed, "output_tokens": produced}
+    return results

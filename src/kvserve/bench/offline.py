@@ -1,0 +1,201 @@
+"""`kvserve bench offline`: engine throughput and latency on a named workload, in process.
+
+Requests are token ids (random, seeded) submitted all at once and driven through
+EngineCore directly: the figures are the engine's (scheduling, model, sampling), with
+no HTTP and no detokenization. `--compare-hf` runs Hugging Face transformers on the same
+weights and workload in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Workload:
+    num_requests: int
+    input_len: tuple[int, int]  # inclusive range, uniform
+    output_len: tuple[int, int]
+    description: str
+
+
+# The issue-7 targets, by name (the first is nano-vllm's published benchmark shape).
+WORKLOADS: dict[str, Workload] = {
+    "throughput": Workload(256, (100, 1024), (100, 1024), "256 requests, in/out uniform in 100..1024"),
+    "batch1": Workload(1, (128, 128), (256, 256), "one request, 128 in, 256 out"),
+    "batch512": Workload(512, (1000, 1000), (1000, 1000), "512 requests, 1000 in, 1000 out"),
+    "prefill8k": Workload(1, (8192, 8192), (1, 1), "one 8,192-token prompt (time to first token)"),
+    "smoke": Workload(8, (16, 64), (8, 32), "a few short requests (CPU check)"),
+}
+
+
+@dataclass
+class Result:
+    workload: str
+    num_requests: int
+    prompt_tokens: int
+    output_tokens: int
+    elapsed_s: float
+    output_tok_s: float
+    total_tok_s: float
+    steps: int
+    step_ms_mean: float
+    step_ms_median: float
+    ttft_s_mean: float
+    ttft_s_max: float
+
+
+def make_requests(workload: Workload, vocab_size: int, seed: int) -> list[tuple[list[int], int]]:
+    """(prompt token ids, output length) per request, reproducible from the seed."""
+    rng = random.Random(seed)
+    requests = []
+    for _ in range(workload.num_requests):
+        n_in = rng.randint(*workload.input_len)
+        n_out = rng.randint(*workload.output_len)
+        requests.append(([rng.randrange(vocab_size) for _ in range(n_in)], n_out))
+    return requests
+
+
+def run_engine(core, requests, name: str, progress: bool) -> Result:
+    from kvserve.engine.request import EngineRequest
+    from kvserve.sampling_params import SamplingParams
+
+    start = time.perf_counter()
+    for i, (prompt, n_out) in enumerate(requests):
+        params = SamplingParams(temperature=0.0, max_tokens=n_out, ignore_eos=True)
+        core.add_request(EngineRequest(f"bench-{i}", prompt, params))
+    total_out = sum(n for _, n in requests)
+    bar = _bar(total_out, progress)
+    step_times, first_token, produced = [], {}, 0
+    while core.has_unfinished_requests():
+        t0 = time.perf_counter()
+        outputs = core.step()
+        now = time.perf_counter()
+        step_times.append(now - t0)
+        for out in outputs:
+            first_token.setdefault(out.request_id, now - start)
+        produced += len(outputs)
+        if bar is not None:
+            bar.update(len(outputs))
+    elapsed = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    prompt_tokens = sum(len(p) for p, _ in requests)
+    ttfts = list(first_token.values())
+    return Result(
+        workload=name, num_requests=len(requests), prompt_tokens=prompt_tokens, output_tokens=produced,
+        elapsed_s=elapsed, output_tok_s=produced / elapsed, total_tok_s=(prompt_tokens + produced) / elapsed,
+        steps=len(step_times), step_ms_mean=1000 * statistics.fmean(step_times),
+        step_ms_median=1000 * statistics.median(step_times),
+        ttft_s_mean=statistics.fmean(ttfts), ttft_s_max=max(ttfts),
+    )
+
+
+def build_engine(args: argparse.Namespace):
+    from kvserve.config import EngineConfig
+    from kvserve.engine.engine_core import EngineCore
+    from kvserve.models.shapes import write_shape_dir
+
+    if args.arch:
+        model_dir = write_shape_dir(args.arch, Path(tempfile.mkdtemp(prefix="kvserve-shape-")))
+        load_format = "dummy"
+    else:
+        model_dir, load_format = Path(args.model), "auto"
+    settings = dict(model=str(model_dir), load_format=load_format, dtype=args.dtype,
+                    max_model_len=args.max_model_len, enforce_eager=args.enforce_eager)
+    if args.max_num_seqs:
+        settings["max_num_seqs"] = args.max_num_seqs
+    if args.max_num_batched_tokens:
+        settings["max_num_batched_tokens"] = args.max_num_batched_tokens
+    if args.kv_cache_gib:
+        settings["kv_cache_gib"] = args.kv_cache_gib
+    return EngineCore(EngineConfig.from_flat(**settings))
+
+
+def run(args: argparse.Namespace) -> int:
+    workload = WORKLOADS[args.workload]
+    core = build_engine(args)
+    requests = make_requests(workload, core.info.vocab_size, args.seed)
+    if args.warmup:
+        run_engine(core, make_requests(WORKLOADS["smoke"], core.info.vocab_size, 1), "warmup", False)
+    result = run_engine(core, requests, args.workload, not args.no_progress)
+    report = {"engine": asdict(result), "device": _device_name(), "workload": asdict(workload)}
+    _print_result("kvserve", result)
+    if args.profile:
+        from kvserve.bench.gpu_profile import profile_steps
+
+        report["profile"] = profile_steps(core, requests[: max(1, len(requests) // 4)])
+        _print_profile(report["profile"])
+    if args.compare_hf:
+        from kvserve.bench.hf_peer import run_hf
+
+        report["hf"] = run_hf(core, requests, args)
+        for name, figures in report["hf"].items():
+            print(f"{'hf ' + name:<24} {figures['output_tok_s']:>12.1f} tok/s   "
+                  f"kvserve is {result.output_tok_s / figures['output_tok_s']:.2f}x")
+    if args.output_json:
+        Path(args.output_json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def _print_result(name: str, r: Result) -> None:
+    print(f"{name:<24} {r.output_tok_s:>12.1f} output tok/s  {r.total_tok_s:>10.1f} total tok/s  "
+          f"{r.elapsed_s:8.2f} s  {r.steps} steps  step {r.step_ms_mean:.2f} ms mean / {r.step_ms_median:.2f} median  "
+          f"TTFT mean {r.ttft_s_mean:.3f} s max {r.ttft_s_max:.3f} s")
+
+
+def _print_profile(profile: dict) -> None:
+    print(f"GPU busy {100 * profile['gpu_busy_fraction']:.1f}% of {profile['wall_ms']:.1f} ms; top kernels:")
+    for k in profile["top_kernels"]:
+        print(f"  {k['share'] * 100:5.1f}%  {k['total_ms']:9.2f} ms  {k['name'][:90]}")
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tok", desc="bench", file=sys.stderr)
+
+
+def register(bench_subparsers) -> None:
+    p = bench_subparsers.add_parser("offline", help="engine throughput on a named workload, in process")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--arch", help=f"random weights of a named shape ({', '.join(sorted(_shape_names()))}) "
+                                    "or of a config.json path")
+    src.add_argument("--model", help="a Hugging Face model directory")
+    p.add_argument("--workload", default="throughput", choices=sorted(WORKLOADS),
+                   help="; ".join(f"{k}: {w.description}" for k, w in WORKLOADS.items()))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--max-num-seqs", type=int, default=None)
+    p.add_argument("--max-num-batched-tokens", type=int, default=None)
+    p.add_argument("--kv-cache-gib", type=float, default=None, help="CPU KV pool size")
+    p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false")
+    p.add_argument("--compare-hf", action="store_true", help="also run transformers on the same weights")
+    p.add_argument("--profile", action="store_true", help="profile a slice of the workload (GPU busy, top kernels)")
+    p.add_argument("--output-json", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def _shape_names():
+    from kvserve.models.shapes import SHAPES
+
+    return SHAPES

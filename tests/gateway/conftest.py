@@ -1,0 +1,201 @@
+"""Fixtures for gateway tests: real fake upstreams and a real gateway on loopback ports.
+
+In-process servers run uvicorn in background threads (fast to start); tests that kill
+or signal a process use subprocesses (`python -m kvserve.bench.fake_upstream`,
+`kvserve gateway`).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+
+from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer
+from kvserve.gateway.app import GatewayApp
+from kvserve.gateway.config import parse_config
+from kvserve.gateway.state import GatewayState
+from tests.conftest import free_port
+
+ADMIN_KEY = "test-admin-key"
+
+
+def fast_config(models: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    """A gateway config dict with test-friendly intervals; `sections` override whole sections."""
+    config: dict[str, Any] = {
+        "server": {"log_requests": False},
+        "admin": {"key": ADMIN_KEY},
+        "scrape": {"interval_s": 0.05, "stale_after": 4},
+        "health": {"interval_s": 0.1, "unhealthy_after": 2, "healthy_after": 1},
+        "breaker": {"consecutive_failures": 3, "cooldown_s": 0.5},
+        "retry": {"backoff_base_s": 0.005, "backoff_max_s": 0.02, "deadline_s": 10},
+        "timeouts": {"connect_s": 1, "first_byte_s": 5, "idle_s": 5},
+        "models": models,
+    }
+    config.update(sections)
+    return config
+
+
+def one_pool(urls: list[str], policy: str = "round_robin", **pool: Any) -> dict[str, Any]:
+    """models: {fake: {pool: ...}}"""
+    return {"fake": {"pool": {"policy": policy, "endpoints": urls, **pool}}}
+
+
+class GatewayThread:
+    """A real gateway (uvicorn) on a free loopback port, in a background thread."""
+
+    def __init__(self, config: dict[str, Any], config_path: Path | None = None) -> None:
+        self.state = GatewayState(parse_config(config), config_path)
+        self.port = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GatewayThread:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(GatewayApp(self.state), lifespan="on", log_level="warning", proxy_headers=False,
+                                timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self._thread.start()
+        wait_until(lambda: self._server is not None and self._server.started, 10, "gateway did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+        self._server = self._thread = None
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, message: str, step: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message)
+        time.sleep(step)
+
+
+@pytest.fixture
+def upstream() -> Any:
+    """Factory: upstream(num_tokens=4, name="a", ...) -> a started FakeUpstreamServer."""
+    servers: list[FakeUpstreamServer] = []
+
+    def start(**config: Any) -> FakeUpstreamServer:
+        config.setdefault("tokens_per_second", 0.0)
+        config.setdefault("num_tokens", 4)
+        server = FakeUpstreamServer(FakeUpstreamConfig(**config)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def gateway() -> Any:
+    """Factory: gateway(config_dict) -> a started GatewayThread."""
+    gateways: list[GatewayThread] = []
+
+    def start(config: dict[str, Any], config_path: Path | None = None) -> GatewayThread:
+        gw = GatewayThread(config, config_path).start()
+        gateways.append(gw)
+        return gw
+
+    yield start
+    for gw in gateways:
+        gw.stop()
+
+
+class Process:
+    """A subprocess server on a loopback port; stopped (killed if need be) at teardown."""
+
+    def __init__(self, args: list[str], port: int) -> None:
+        self.args, self.port = args, port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str = "/v1/models", timeout: float = 30) -> Process:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+        def answers() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.args[:4]} exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                return httpx.get(self.url + ready_path, timeout=1.0).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answers, timeout, f"{self.args[:4]} did not start", step=0.05)
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def processes() -> Any:
+    """Factories for subprocess servers: processes.upstream(*flags, port=None), processes.gateway(config)."""
+
+    class Factory:
+        started: list[Process] = []
+
+        def upstream(self, *flags: str, port: int | None = None) -> Process:
+            port = port or free_port()
+            args = [sys.executable, "-m", "kvserve.bench.fake_upstream", "--port", str(port), *flags]
+            proc = Process(args, port).start()
+            self.started.append(proc)
+            return proc
+
+        def gateway(self, config_path: Path, config: dict[str, Any]) -> Process:
+            port = free_port()
+            config_path.write_text(yaml.safe_dump(config))
+            args = [sys.executable, "-m", "kvserve.cli.main", "gateway", "--config", str(config_path),
+                    "--port", str(port), "--log-level", "warning"]
+            proc = Process(args, port).start("/health")
+            self.started.append(proc)
+            return proc
+
+    factory = Factory()
+    factory.started = []
+    yield factory
+    for proc in factory.started:
+        proc.stop()
+
+
+def chat(model: str = "fake", stream: bool = False, content: str = "hello", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "stream": stream, "messages": [{"role": "user", "content": content}], **extra}

@@ -1,0 +1,20 @@
+"""Qwen2: the q/k/v projections carry a bias, o_proj does not."""
+
+from __future__ import annotations
+
+import torch
+from safetensors.torch import load_file
+
+from kvserve.attention.torch_backend import TorchAttentionBackend
+from kvserve.models import ARCHITECTURES, Qwen2ForCausalLM
+from kvserve.models.loader import load_model
+
+
+def test_qkv_biases_are_loaded(tiny_qwen2):
+    assert ARCHITECTURES["Qwen2ForCausalLM"] is Qwen2ForCausalLM
+    model = load_model(tiny_qwen2, TorchAttentionBackend(), torch.float32, "cpu")
+    stored = load_file(tiny_qwen2 / "model.safetensors")
+    attn = model.model.layers[1].self_attn
+    for proj in ("q_proj", "k_proj", "v_proj"):
+        assert torch.equal(getattr(attn, proj).bias, stored[f"model.layers.1.self_attn.{proj}.bias"])
+    assert attn.o_proj.bias is None

@@ -1,0 +1,146 @@
+"""Bad input gets an OpenAI-shaped 4xx, never a 500 or a traceback (raw HTTP)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.server.conftest import MODEL_NAME
+
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+USER = [{"role": "user", "content": "Hello"}]
+
+
+def error_of(response: httpx.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert "Traceback" not in response.text
+    return body["error"]
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=server.url, timeout=60.0) as client:
+        yield client
+
+
+def test_malformed_json_is_400(http):
+    error = error_of(http.post(CHAT, content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"}), 400)
+    assert error["code"] == "invalid_json"
+    error_of(http.post(CHAT, content=b"[1, 2]"), 400)
+    error_of(http.post(CHAT, content=b""), 400)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_tokens", "10"),
+        ("temperature", "hot"),
+        ("stream", "yes"),
+        ("n", 1.5),
+        ("messages", "Hello"),
+        ("stop", 7),
+        ("seed", True),
+    ],
+)
+def test_wrong_types_are_400_naming_the_field(http, field, value):
+    body = {"model": MODEL_NAME, "messages": USER, field: value}
+    error = error_of(http.post(CHAT, json=body), 400)
+    assert error["param"].startswith(field)
+    assert error["type"] == "invalid_request_error"
+
+
+def test_unknown_field_is_400(http):
+    error = error_of(http.post(CHAT, json={"model": MODEL_NAME, "messages": USER, "temprature": 0.5}), 400)
+    assert error["message"] == "Unrecognized request argument supplied: temprature"
+    assert error["param"] == "temprature"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("n", 1000),
+        ("n", 0),
+        ("temperature", 5.0),
+        ("temperature", -1.0),
+        ("top_p", 1.5),
+        ("max_tokens", -1),
+        ("max_tokens", 0),
+        ("presence_penalty", 3.0),
+        ("frequency_penalty", -2.5),
+        ("top_logprobs", 50),
+        ("seed", 2**70),
+        ("top_k", -5),
+        ("repetition_penalty", 0.0),
+        ("request_timeout", -1.0),
+    ],
+)
+def test_out_of_range_values_are_400(http, field, value):
+    body = {"model": MODEL_NAME, "messages": USER, field: value}
+    if field == "top_logprobs":
+        body["logprobs"] = True
+    error = error_of(http.post(CHAT, json=body), 400)
+    assert error["param"] == field
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"min_tokens": 9, "max_tokens": 3}, "min_tokens"),
+        ({"logit_bias": {"1": 5.0}}, "logit_bias"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "user"}]}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+         "messages[0].content[0].type"),
+    ],
+)
+def test_inconsistent_requests_are_400(http, extra, param):
+    error = error_of(http.post(CHAT, json={"model": MODEL_NAME, "messages": USER, **extra}), 400)
+    assert error["param"] == param
+
+
+def test_context_overflow_is_400_with_the_numbers(http):
+    prompt_tokens = http.post("/tokenize", json={"messages": USER}).json()["count"]
+    error = error_of(http.post(CHAT, json={"model": MODEL_NAME, "messages": USER, "max_tokens": 1000}), 400)
+    assert error["code"] == "context_length_exceeded"
+    assert "maximum context length is 256 tokens" in error["message"]
+    assert f"you requested {prompt_tokens + 1000} tokens ({prompt_tokens} in the messages, 1000 in the completion)" \
+        in error["message"]
+    long_prompt = " ".join(["Paris"] * 400)
+    error = error_of(http.post(COMPLETIONS, json={"model": MODEL_NAME, "prompt": long_prompt}), 400)
+    assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+
+
+def test_absurd_max_tokens_is_400_not_a_crash(http):
+    error = error_of(http.post(COMPLETIONS, json={"model": MODEL_NAME, "prompt": "Hi", "max_tokens": 10**15}), 400)
+    assert error["code"] == "context_length_exceeded"
+
+
+def test_token_ids_outside_the_vocabulary_are_400(http):
+    error = error_of(http.post(COMPLETIONS, json={"model": MODEL_NAME, "prompt": [1, 2, 10**6]}), 400)
+    assert "1000000" in error["message"]
+    error_of(http.post(COMPLETIONS, json={"model": MODEL_NAME, "prompt": [1, -2]}), 400)
+
+
+def test_unknown_model_is_404(http):
+    error = error_of(http.post(CHAT, json={"model": "gpt-17", "messages": USER}), 404)
+    assert error["code"] == "model_not_found" and "gpt-17" in error["message"]
+    error_of(http.get("/v1/models/gpt-17"), 404)
+
+
+def test_unknown_route_and_wrong_method_are_shaped(http):
+    assert error_of(http.get("/v1/nothing"), 404)["code"] == "not_found"
+    assert error_of(http.get(CHAT), 405)["code"] == "method_not_allowed"
+
+
+def test_missing_model_means_the_served_model(http):
+    reply = http.post(CHAT, json={"messages": USER, "max_tokens": 2})
+    assert reply.status_code == 200 and reply.json()["model"] == MODEL_NAME

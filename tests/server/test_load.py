@@ -1,0 +1,133 @@
+"""Under load and when clients misbehave: many streams, disconnects, timeouts, a full queue.
+
+These tests read the server's own /metrics, so they run on servers of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.server.conftest import start_server
+
+MESSAGES = [{"role": "user", "content": "Continuous batching schedules running requests first."}]
+
+
+@pytest.fixture(scope="module")
+def quiet_server(slower_llama, tmp_path_factory):
+    proc = start_server(tmp_path_factory, slower_llama, "--served-model-name", "tiny", "--max-num-seqs", "32")
+    yield proc
+    proc.stop()
+
+
+def test_64_concurrent_streams_finish_with_right_usage_and_metrics_return_to_zero(quiet_server):
+    client = openai.AsyncOpenAI(base_url=quiet_server.url + "/v1", api_key="x", max_retries=0, timeout=300)
+    before = quiet_server.metrics()
+
+    async def one(i: int) -> tuple[int, int, str]:
+        stream = await client.chat.completions.create(
+            model="tiny", messages=MESSAGES, max_tokens=8 + i % 8, stream=True, temperature=0.8, seed=i,
+            stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+        text, usage = [], None
+        async for chunk in stream:
+            usage = chunk.usage or usage
+            text.extend(c.delta.content or "" for c in chunk.choices)
+        return usage.completion_tokens, 8 + i % 8, "".join(text)
+
+    async def run() -> list[tuple[int, int, str]]:
+        return await asyncio.gather(*(one(i) for i in range(64)))
+
+    results = asyncio.run(run())
+    assert all(got == wanted for got, wanted, _ in results)
+    assert all(text for _, _, text in results)
+    after = quiet_server.wait_idle()
+    assert after["vllm:num_requests_running"] == 0 and after["vllm:num_requests_waiting"] == 0
+    assert after["vllm:kv_cache_usage_perc"] == 0
+    assert after["vllm:request_success_total"] - before.get("vllm:request_success_total", 0) == 64
+    generated = after["vllm:generation_tokens_total"] - before.get("vllm:generation_tokens_total", 0)
+    assert generated == sum(wanted for _, wanted, _ in results)
+    assert after["kvserve:time_to_first_token_seconds_count"] >= 64
+
+
+def test_client_disconnect_aborts_and_frees_kv_blocks(quiet_server):
+    quiet_server.wait_idle()
+    before = quiet_server.metrics()
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 1000, "stream": True, "ignore_eos": True}
+    with httpx.Client(base_url=quiet_server.url, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            events = 0
+            for line in response.iter_lines():
+                events += line.startswith("data:")
+                if events == 4:
+                    break
+            during = quiet_server.metrics()
+    # the request held blocks while it streamed, and none once the client had gone
+    assert during["vllm:num_requests_running"] == 1 and during["vllm:kv_cache_usage_perc"] > 0
+    start = time.monotonic()
+    after = quiet_server.wait_idle(timeout=5.0)
+    assert after["vllm:kv_cache_usage_perc"] == 0 and after["vllm:num_requests_running"] == 0
+    assert time.monotonic() - start < 5.0
+    generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
+    assert generated < 1000  # it did not run to the end
+    aborted = _labelled(quiet_server, "vllm:request_success_total", 'finished_reason="abort"')
+    assert aborted >= 1
+
+
+def test_non_streaming_disconnect_aborts_too(quiet_server):
+    quiet_server.wait_idle()
+    body = {"model": "tiny", "prompt": "Hello", "max_tokens": 1000, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(quiet_server.url + "/v1/completions", json=body, timeout=0.5)
+    assert quiet_server.metrics()["vllm:num_requests_running"] == 1  # still running when the client left
+    after = quiet_server.wait_idle(timeout=5.0)
+    assert after["vllm:kv_cache_usage_perc"] == 0 and after["vllm:num_requests_running"] == 0
+
+
+def test_request_timeout_ends_the_request_with_a_clear_error(quiet_server):
+    body = {"model": "tiny", "prompt": "Hello", "max_tokens": 1000, "ignore_eos": True, "request_timeout": 0.2}
+    response = httpx.post(quiet_server.url + "/v1/completions", json=body, timeout=60)
+    assert response.status_code == 408
+    error = response.json()["error"]
+    assert error["code"] == "request_timeout" and "0.2 s" in error["message"]
+    streamed = httpx.post(quiet_server.url + "/v1/completions", json={**body, "stream": True}, timeout=60)
+    events = [line.removeprefix("data: ") for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "request_timeout"
+    assert quiet_server.wait_idle(timeout=5.0)["vllm:kv_cache_usage_perc"] == 0
+
+
+def _labelled(server, name: str, label: str) -> float:
+    text = httpx.get(server.url + "/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and label in line)
+
+
+@pytest.fixture(scope="module")
+def tight_server(tiny_llama, tmp_path_factory):
+    proc = start_server(tmp_path_factory, tiny_llama, "--max-num-seqs", "1", "--max-waiting", "1")
+    yield proc
+    proc.stop()
+
+
+def test_full_waiting_queue_is_503_with_retry_after(tight_server):
+    body = {"prompt": "Hello", "max_tokens": 100, "ignore_eos": True}
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=tight_server.url, timeout=120) as http:
+            return await asyncio.gather(*(http.post("/v1/completions", json=body) for _ in range(6)))
+
+    responses = asyncio.run(run())
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 1 and statuses.count(503) >= 3, statuses
+    assert set(statuses) <= {200, 503}
+    rejected = next(r for r in responses if r.status_code == 503)
+    assert rejected.headers["Retry-After"] == "1"
+    assert rejected.json()["error"]["code"] == "queue_full"
+    finished = [r.json() for r in responses if r.status_code == 200]
+    assert all(f["usage"]["completion_tokens"] == 100 for f in finished)
+    assert tight_server.wait_idle()["vllm:num_requests_waiting"] == 0
