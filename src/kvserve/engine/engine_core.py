@@ -49,7 +49,7 @@ class EngineCore:
         backend = get_backend(config.device.attention_backend, device.type)
         model = MODEL_LOADERS[config.model.load_format](self.model_dir, backend, dtype, device)
         self.runner = ModelRunner(config, model, self.info, device, dtype)
-        num_blocks = self.runner.init_kv_cache()
+        num_blocks = self.runner.init_kv_cache(self.max_model_len)
         check_fits(num_blocks, config.cache.block_size, self.max_model_len)
         self.kv_cache = KVCacheManager(num_blocks, config.cache.block_size, config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.kv_cache, self.max_model_len)

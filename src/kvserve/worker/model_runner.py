@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from kvserve.attention import AttentionMetadata, get_backend
+from kvserve.attention import AttentionMetadata
 from kvserve.config import EngineConfig
 from kvserve.engine.scheduler_output import ModelRunnerOutput, SchedulerOutput
+from kvserve.worker.cuda_graphs import DecodeGraphs
+from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import Sampler
@@ -27,6 +30,7 @@ class StepInputs:
     meta: AttentionMetadata
     logits_indices: torch.Tensor  # [N] rows of the hidden states to sample from
     sample_states: list[RequestState]  # the N requests sampled this step
+    graph_size: int | None = None  # a decode step replayed from the graph of this batch size
 
 
 class ModelRunner:
@@ -41,11 +45,22 @@ class ModelRunner:
         self.generators: dict[str, torch.Generator] = {}  # seeded requests, until they finish
         self.sampler = Sampler(torch.Generator(device=device).manual_seed(config.model.seed))
         self.kv_caches: list[torch.Tensor] = []
+        self.buffers: InputBuffers | None = None
+        self.graphs: DecodeGraphs | None = None
 
-    def init_kv_cache(self) -> int:
-        """Size the KV pool from the memory budget, allocate it, and return its block count."""
+    def init_kv_cache(self, max_model_len: int) -> int:
+        """Size the KV pool from the memory budget, allocate it and the input buffers, and
+        capture the decode graphs (CUDA, unless enforce_eager). Returns the block count."""
         num_blocks = num_kv_blocks(self.config, self.info, self.dtype, self.device, self._profile_run)
         self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.dtype, self.device)
+        sched = self.config.scheduler
+        max_blocks_per_seq = -(-max_model_len // self.block_size)
+        self.buffers = InputBuffers(sched.max_num_batched_tokens + sched.max_num_seqs, sched.max_num_seqs,
+                                    max_blocks_per_seq, self.device)
+        if self.device.type == "cuda" and not self.config.device.enforce_eager:
+            max_batch = min(sched.max_num_seqs, sched.max_num_batched_tokens)
+            self.graphs = DecodeGraphs(self.model, self.kv_caches, self.buffers, max_batch, max_model_len)
+            self.graphs.capture_all()
         return num_blocks
 
     @torch.inference_mode()
@@ -54,7 +69,10 @@ class ModelRunner:
         if sched.is_empty:
             return ModelRunnerOutput({})
         inputs = self._prepare_inputs(sched)
-        hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        if inputs.graph_size:
+            hidden = self.graphs.replay(inputs.meta.num_seqs, inputs.graph_size)
+        else:
+            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         if not inputs.sample_states:
             return ModelRunnerOutput({})
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
@@ -88,40 +106,72 @@ class ModelRunner:
             state.num_computed_tokens = cached.num_computed_tokens
 
     def _prepare_inputs(self, sched: SchedulerOutput) -> StepInputs:
-        bs = self.block_size
-        ids, positions, slots, query_lens, seq_lens, tables, logits_idx, sampled = [], [], [], [], [], [], [], []
-        for req_id, num in sched.num_scheduled_tokens.items():
+        """Pack the step's tokens into the input buffers (host side first, then one copy each)."""
+        bs, np_ = self.block_size, self.buffers.np
+        ids, positions, slots, query_lens, seq_lens, logits_idx, sampled = [], [], [], [], [], [], []
+        table, width = np_["block_tables"], 0
+        for row, (req_id, num) in enumerate(sched.num_scheduled_tokens.items()):
             state = self.states[req_id]
-            start, end = state.num_computed_tokens, state.num_computed_tokens + num
-            ids.extend(state.token_ids[start:end])
-            positions.extend(range(start, end))
-            slots.extend(state.block_ids[p // bs] * bs + p % bs for p in range(start, end))
+            start = state.num_computed_tokens
+            end = start + num
+            blocks = state.block_ids
+            if num == 1:  # decode: the common case, kept to plain int arithmetic
+                ids.append(state.token_ids[start])
+                positions.append(start)
+                slots.append(blocks[start // bs] * bs + start % bs)
+            else:
+                ids.extend(state.token_ids[start:end])
+                positions.extend(range(start, end))
+                slots.extend(blocks[p // bs] * bs + p % bs for p in range(start, end))
+            table[row, : len(blocks)] = blocks
+            width = max(width, len(blocks))
             query_lens.append(num)
             seq_lens.append(end)
-            tables.append(state.block_ids)
             state.num_computed_tokens = end
             if end == len(state.token_ids):
                 logits_idx.append(len(ids) - 1)
                 sampled.append(state)
-        max_blocks = max(len(t) for t in tables)
-        dev = self.device
+        return self._upload(ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width)
+
+    def _upload(self, ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width) -> StepInputs:
+        buf, np_ = self.buffers, self.buffers.np
+        num_tokens, num_seqs = len(ids), len(seq_lens)
+        np_["input_ids"][:num_tokens] = ids
+        np_["positions"][:num_tokens] = positions
+        np_["slot_mapping"][:num_tokens] = slots
+        np_["seq_lens"][:num_seqs] = seq_lens
+        np_["query_start_loc"][0] = 0
+        np.cumsum(query_lens, out=np_["query_start_loc"][1 : num_seqs + 1])
+        np_["logits_indices"][: len(logits_idx)] = logits_idx
+        rows = num_seqs
+        padded = self._graph_size(num_tokens, num_seqs)
+        if padded:  # a decode step replayed from a graph: pad rows [num_seqs, padded)
+            np_["slot_mapping"][num_seqs:padded] = -1
+            np_["seq_lens"][num_seqs:padded] = 0
+            rows = num_tokens = padded
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            query_start_loc=torch.tensor([0] + _cumsum(query_lens), dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_tables=torch.tensor([t + [0] * (max_blocks - len(t)) for t in tables], dtype=torch.int32, device=dev),
+            slot_mapping=buf.upload("slot_mapping", num_tokens),
+            query_start_loc=buf.upload("query_start_loc", rows + 1),
+            seq_lens=buf.upload("seq_lens", rows),
+            block_tables=buf.upload("block_tables", rows, width),
             query_lens_cpu=query_lens,
             seq_lens_cpu=seq_lens,
             max_query_len=max(query_lens),
             max_seq_len=max(seq_lens),
         )
         return StepInputs(
-            input_ids=torch.tensor(ids, dtype=torch.int64, device=dev),
-            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
+            input_ids=buf.upload("input_ids", num_tokens),
+            positions=buf.upload("positions", num_tokens),
             meta=meta,
-            logits_indices=torch.tensor(logits_idx, dtype=torch.int64, device=dev),
+            logits_indices=buf.upload("logits_indices", len(logits_idx)),
             sample_states=sampled,
+            graph_size=padded,
         )
+
+    def _graph_size(self, num_tokens: int, num_seqs: int) -> int | None:
+        if self.graphs is None or num_tokens != num_seqs:
+            return None
+        return self.graphs.padded_size(num_seqs)
 
     @torch.inference_mode()
     def _profile_run(self, num_tokens: int) -> None:
@@ -143,15 +193,3 @@ class ModelRunner:
         hidden = self.model(ids, torch.arange(num_tokens, device=self.device), caches, meta)
         self.model.compute_logits(hidden[-self.config.scheduler.max_num_seqs:])
         del caches
-
-
-def _cumsum(values: list[int]) -> list[int]:
-    total, out = 0, []
-    for v in values:
-        total += v
-        out.append(total)
-    return out
-
-
-def build_attention_backend(config: EngineConfig, device: str):
-    return get_backend(config.device.attention_backend, device)

@@ -16,15 +16,16 @@ from kvserve.engine.scheduler_output import TokenLogprobs
 
 @dataclass
 class SamplingBatch:
-    """Per-row settings for the rows sampled this step (N rows, vocabulary V)."""
+    """Per-row settings for the rows sampled this step (N rows, vocabulary V); the per-row
+    tensors are None in a plain-greedy batch (see plain_greedy)."""
 
-    temperature: torch.Tensor  # [N] float32; 0 = greedy
-    top_k: torch.Tensor  # [N] int64; 0 = off
-    top_p: torch.Tensor  # [N] float32
-    min_p: torch.Tensor  # [N] float32
-    presence_penalty: torch.Tensor  # [N] float32
-    frequency_penalty: torch.Tensor  # [N] float32
-    repetition_penalty: torch.Tensor  # [N] float32
+    temperature: torch.Tensor | None  # [N] float32; 0 = greedy
+    top_k: torch.Tensor | None  # [N] int64; 0 = off
+    top_p: torch.Tensor | None  # [N] float32
+    min_p: torch.Tensor | None  # [N] float32
+    presence_penalty: torch.Tensor | None  # [N] float32
+    frequency_penalty: torch.Tensor | None  # [N] float32
+    repetition_penalty: torch.Tensor | None  # [N] float32
     output_counts: torch.Tensor | None  # [N, V] float32 counts of generated tokens, if penalised
     seen_mask: torch.Tensor | None  # [N, V] bool: in prompt or output, if repetition-penalised
     banned: list[tuple[int, list[int]]]  # (row, token ids) masked out (min_tokens not reached)
@@ -32,6 +33,12 @@ class SamplingBatch:
     num_logprobs: list[int | None]  # per row
     all_greedy: bool
     any_filter: bool  # some row uses top_k, top_p or min_p
+
+    @classmethod
+    def plain_greedy(cls, num_rows: int) -> "SamplingBatch":
+        """Argmax with nothing else to apply: no per-row tensors are built or copied."""
+        return cls(*[None] * 9, banned=[], generators=[None] * num_rows, num_logprobs=[None] * num_rows,
+                   all_greedy=True, any_filter=False)
 
 
 def apply_penalties(logits: torch.Tensor, batch: SamplingBatch) -> torch.Tensor:

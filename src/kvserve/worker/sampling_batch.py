@@ -32,6 +32,10 @@ def build_sampling_batch(states: list[RequestState], vocab_size: int, device: to
     if needs_seen:
         seen = _counts([s.token_ids for s in states], vocab_size, device) > 0
     banned = [(row, ids) for row, s in enumerate(states) if (ids := s.banned_token_ids())]
+    all_greedy = all(p.greedy for p in params)
+    num_logprobs = [p.logprobs for p in params]
+    if all_greedy and not (needs_counts or needs_seen or banned) and all(n is None for n in num_logprobs):
+        return SamplingBatch.plain_greedy(len(states))  # the common benchmark case: argmax only
     return SamplingBatch(
         temperature=column("temperature", torch.float32),
         top_k=column("top_k", torch.int64),
@@ -44,7 +48,7 @@ def build_sampling_batch(states: list[RequestState], vocab_size: int, device: to
         seen_mask=seen,
         banned=banned,
         generators=[s.generator for s in states],
-        num_logprobs=[p.logprobs for p in params],
-        all_greedy=all(p.greedy for p in params),
+        num_logprobs=num_logprobs,
+        all_greedy=all_greedy,
         any_filter=any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0.0 for p in params),
     )
