@@ -1,18 +1,16 @@
 """Triton attention kernels and backend against the torch reference backend.
 
-On a CPU-only machine the kernels run in Triton's interpreter (TRITON_INTERPRET=1, set
-here before the kernel modules are imported), so shapes are tiny. On a GPU they compile.
+On a CPU-only machine the kernels run in Triton's interpreter (TRITON_INTERPRET=1, see
+tests/ops/triton_interpret.py), so shapes are tiny. On a GPU they compile.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from tests import triton_interpret
+from tests.ops import triton_interpret
 
 DEVICE = triton_interpret.setup()
-triton_interpret.reload_interpreted(*(f"kvserve.attention.triton_kernels{m}" for m in
-                                      [".tile", ".store_kv", ".decode", ".prefill", ""]))
 
 from kvserve.attention import triton_kernels as kernels  # noqa: E402
 from kvserve.attention.backend import AttentionMetadata  # noqa: E402
@@ -75,7 +73,7 @@ def check_backend(seqs, num_sms=132, **shape):
 
 def test_decode_batch_with_splits_and_gqa():
     # few SMs -> several splits per sequence; lengths cross block and split boundaries
-    check_backend([(40, 1), (0, 1), (130, 1), (15, 1)], num_sms=4, num_heads=8, num_kv_heads=2)
+    check_backend([(40, 1), (0, 1), (700, 1), (15, 1)], num_sms=4, num_heads=8, num_kv_heads=2)  # 2 splits
 
 
 def test_prefill_fresh_prefix_hit_and_chunk_continuation():
@@ -84,7 +82,7 @@ def test_prefill_fresh_prefix_hit_and_chunk_continuation():
 
 
 def test_mixed_prefill_and_decode_batch():
-    check_backend([(20, 1), (0, 37), (60, 1), (16, 9)], num_sms=4, num_heads=6, num_kv_heads=2)
+    check_backend([(20, 1), (0, 37), (600, 1), (16, 9)], num_sms=4, num_heads=6, num_kv_heads=2)  # 2 splits
 
 
 @pytest.mark.parametrize("head_dim,num_heads,num_kv_heads,block_size", [
@@ -131,7 +129,7 @@ def test_decode_step_padded_rows_give_zeros():
     assert torch.equal(kv_cache, before), "padding row wrote into the cache"
 
 
-@pytest.mark.parametrize("num_splits", [1, 2, 8])
+@pytest.mark.parametrize("num_splits", [1, 2, 8, 64])
 def test_decode_split_count_does_not_change_result(num_splits):
     q, k, v, kv_cache, meta = make_step([(100, 1), (7, 1)], num_heads=4, num_kv_heads=1)
     kernels.store_kv(k, v, kv_cache, meta.slot_mapping)
@@ -141,6 +139,8 @@ def test_decode_split_count_does_not_change_result(num_splits):
 
 
 def test_num_decode_splits_fills_the_gpu_but_not_beyond_the_context():
-    assert kernels.num_decode_splits(1, 8, 32768, num_sms=132) == 32
-    assert kernels.num_decode_splits(1, 8, 300, num_sms=132) == 2
-    assert kernels.num_decode_splits(256, 8, 32768, num_sms=132) == 1
+    assert kernels.num_decode_splits(1, 8, 32768, num_sms=132) == 64  # 512 programs
+    assert kernels.num_decode_splits(16, 8, 8192, num_sms=132) == 4
+    assert kernels.num_decode_splits(1, 8, 300, num_sms=132) == 2  # >= 256 tokens a split
+    assert kernels.num_decode_splits(64, 8, 32768, num_sms=132) == 1
+    assert kernels.num_decode_splits(0, 8, 0, num_sms=132) == 1

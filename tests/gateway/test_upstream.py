@@ -49,23 +49,30 @@ def test_streams_chunks_as_they_arrive_and_reuses_the_connection(upstream):
     run(main())
 
 
-def test_a_connection_the_server_closed_is_replaced_transparently(upstream):
-    server = upstream()
-    origin = Origin.parse(server.url)
+def test_a_connection_the_server_closed_is_replaced_transparently():
+    first = FakeUpstreamServer(FakeUpstreamConfig(tokens_per_second=0)).start()
+    origin = Origin.parse(first.url)
+    servers = [first]
 
     async def main():
         client = UpstreamClient(keepalive_s=60)
         await stream(client, origin)
         parked = client.idle[origin][0][1]
-        parked.lost = False  # pretend we did not notice the close yet
-        parked.transport.close()
-        await asyncio.sleep(0.05)
-        parked.lost = False
-        status, _, _ = await stream(client, origin)
-        assert status == 200
+        # stop the server while this loop is blocked: the parked connection's close is
+        # not noticed before the next request reuses it
+        first.stop()
+        servers.append(FakeUpstreamServer(FakeUpstreamConfig(tokens_per_second=0), port=origin.port).start())
+        assert not parked.lost
+        status, chunks, _ = await stream(client, origin)
+        assert status == 200 and chunks
+        assert client.idle[origin][-1][1] is not parked
         await client.close()
 
-    run(main())
+    try:
+        run(main())
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def test_refused_connection_raises_oserror():

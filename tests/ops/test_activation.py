@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests import triton_interpret
+from tests.ops import triton_interpret
 
 DEVICE = triton_interpret.setup()
-triton_interpret.reload_interpreted("kvserve.ops.activation", "kvserve.ops")
 
 from kvserve.ops.activation import silu_and_mul_torch, silu_and_mul_triton  # noqa: E402
 

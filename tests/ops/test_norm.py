@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests import triton_interpret
+from tests.ops import triton_interpret
 
 DEVICE = triton_interpret.setup()
-triton_interpret.reload_interpreted("kvserve.ops.norm", "kvserve.ops")
 
 from kvserve.ops import rms_norm  # noqa: E402
 from kvserve.ops.norm import rms_norm_torch, rms_norm_triton  # noqa: E402

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests import triton_interpret
+from tests.ops import triton_interpret
 
 DEVICE = triton_interpret.setup()
-triton_interpret.reload_interpreted("kvserve.ops.rotary", "kvserve.ops")
 
 from kvserve.ops.rotary import build_cos_sin_cache, rotary_torch_, rotary_triton_  # noqa: E402
 

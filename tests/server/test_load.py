@@ -60,11 +60,9 @@ def test_client_disconnect_aborts_and_frees_kv_blocks(quiet_server):
     body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 1000, "stream": True, "ignore_eos": True}
     with httpx.Client(base_url=quiet_server.url, timeout=60) as http:
         with http.stream("POST", "/v1/chat/completions", json=body) as response:
-            events = 0
-            for line in response.iter_lines():
-                events += line.startswith("data:")
-                if events == 4:
-                    break
+            lines = response.iter_lines()  # kept open: leaving a loop over it would close the connection
+            events = [line for line in (next(lines) for _ in range(8)) if line.startswith("data:")]
+            assert len(events) == 4  # data lines and blank separators
             during = quiet_server.metrics()
     # the request held blocks while it streamed, and none once the client had gone
     assert during["vllm:num_requests_running"] == 1 and during["vllm:kv_cache_usage_perc"] > 0
@@ -79,13 +77,15 @@ def test_client_disconnect_aborts_and_frees_kv_blocks(quiet_server):
 
 
 def test_non_streaming_disconnect_aborts_too(quiet_server):
-    quiet_server.wait_idle()
+    before = quiet_server.wait_idle()
+    aborted = _labelled(quiet_server, "vllm:request_success_total", 'finished_reason="abort"')
     body = {"model": "tiny", "prompt": "Hello", "max_tokens": 1000, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(quiet_server.url + "/v1/completions", json=body, timeout=0.5)
-    assert quiet_server.metrics()["vllm:num_requests_running"] == 1  # still running when the client left
     after = quiet_server.wait_idle(timeout=5.0)
     assert after["vllm:kv_cache_usage_perc"] == 0 and after["vllm:num_requests_running"] == 0
+    assert after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"] < 1000
+    assert _labelled(quiet_server, "vllm:request_success_total", 'finished_reason="abort"') == aborted + 1
 
 
 def test_request_timeout_ends_the_request_with_a_clear_error(quiet_server):

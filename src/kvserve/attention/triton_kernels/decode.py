@@ -21,12 +21,13 @@ from kvserve.attention.triton_kernels.tile import (
     cache_strides,
     check_head_dim,
     dot_precision,
-    load_kv_tile,
     online_softmax_step,
+    score_kv_tile,
 )
 
 MIN_TOKENS_PER_SPLIT = 256  # below this, a split's fixed cost outweighs its parallelism
-MAX_SPLITS = 32
+PROGRAMS_PER_SM = 4  # H100 sweep: ~512 programs in flight beat both 256 and 1024
+MAX_SPLITS = 64
 
 
 @triton.jit
@@ -81,13 +82,10 @@ def _decode_split_kernel(
     acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
     table = block_tables_ptr + seq.to(tl.int64) * stride_bt
     for n in range(start, end, BLOCK_N):
-        k = load_kv_tile(k_cache_ptr, table, kv_head, n, end, stride_c_block, stride_c_tok, stride_c_head,
-                         BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        v = load_kv_tile(v_cache_ptr, table, kv_head, n, end, stride_c_block, stride_c_tok, stride_c_head,
-                         BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION)
+        scores, v = score_kv_tile(q, k_cache_ptr, v_cache_ptr, table, kv_head, n, end, stride_c_block, stride_c_tok,
+                                  stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, DOT_PRECISION)
         scores = tl.where((n + tl.arange(0, BLOCK_N))[None, :] < end, scores, float("-inf"))
-        m, l, acc = online_softmax_step(scores, v.to(q.dtype), m, l, acc, scale_log2e, DOT_PRECISION)
+        m, l, acc = online_softmax_step(scores, v, m, l, acc, scale_log2e, DOT_PRECISION)
 
     out = acc / tl.where(l > 0, l, 1.0)[:, None]  # empty range (seq_len 0, trailing split): zeros
     if DIRECT:
@@ -135,15 +133,15 @@ def _decode_merge_kernel(
 
 
 def num_decode_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sms: int = 132) -> int:
-    """Splits per sequence: enough programs for ~2 waves, each split >= MIN_TOKENS_PER_SPLIT tokens.
+    """Splits per sequence: about PROGRAMS_PER_SM programs per SM, each split >= MIN_TOKENS_PER_SPLIT.
 
-    A power of two, so that few kernel variants get compiled. For CUDA graphs, call it with
-    the captured batch size and the longest context the graph must serve.
+    A power of two (rounded down), so that few merge-kernel variants get compiled. For CUDA
+    graphs, call it with the captured batch size and the longest context the graph serves.
     """
-    programs = max(num_seqs * num_kv_heads, 1)
-    wanted = triton.cdiv(2 * num_sms, programs)
+    wanted = PROGRAMS_PER_SM * num_sms // max(num_seqs * num_kv_heads, 1)
     useful = triton.cdiv(max(max_seq_len, 1), MIN_TOKENS_PER_SPLIT)
-    return min(triton.next_power_of_2(max(min(wanted, useful), 1)), MAX_SPLITS)
+    splits = max(min(wanted, useful, MAX_SPLITS), 1)
+    return 1 << (splits.bit_length() - 1)
 
 
 def decode_attention(

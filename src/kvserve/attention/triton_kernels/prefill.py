@@ -23,8 +23,8 @@ from kvserve.attention.triton_kernels.tile import (
     cache_strides,
     check_head_dim,
     dot_precision,
-    load_kv_tile,
     online_softmax_step,
+    score_kv_tile,
 )
 
 
@@ -79,24 +79,18 @@ def _prefill_kernel(
     acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     full_end = (first_pos + 1) // BLOCK_N * BLOCK_N  # keys below this are visible to every row
     for n in range(0, full_end, BLOCK_N):
-        k = load_kv_tile(k_cache_ptr, table, kv_head, n, seq_len, stride_c_block, stride_c_tok, stride_c_head,
-                         BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        v = load_kv_tile(v_cache_ptr, table, kv_head, n, seq_len, stride_c_block, stride_c_tok, stride_c_head,
-                         BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION)
-        m, l, acc = online_softmax_step(scores, v.to(q.dtype), m, l, acc, scale_log2e, DOT_PRECISION)
+        scores, v = score_kv_tile(q, k_cache_ptr, v_cache_ptr, table, kv_head, n, seq_len, stride_c_block,
+                                  stride_c_tok, stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, DOT_PRECISION)
+        m, l, acc = online_softmax_step(scores, v, m, l, acc, scale_log2e, DOT_PRECISION)
 
     diag_end = tl.minimum(first_pos + BLOCK_M, seq_len)  # one past the tile's last visible key
     for n in range(full_end, diag_end, BLOCK_N):
-        k = load_kv_tile(k_cache_ptr, table, kv_head, n, seq_len, stride_c_block, stride_c_tok, stride_c_head,
-                         BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        v = load_kv_tile(v_cache_ptr, table, kv_head, n, seq_len, stride_c_block, stride_c_tok, stride_c_head,
-                         BLOCK_SIZE, BLOCK_N, HEAD_DIM)
-        scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION)
+        scores, v = score_kv_tile(q, k_cache_ptr, v_cache_ptr, table, kv_head, n, seq_len, stride_c_block,
+                                  stride_c_tok, stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, DOT_PRECISION)
         k_pos = n + tl.arange(0, BLOCK_N)
         visible = (k_pos[None, :] <= q_pos[:, None]) & (k_pos < seq_len)[None, :]
-        m, l, acc = online_softmax_step(tl.where(visible, scores, float("-inf")), v.to(q.dtype), m, l, acc,
-                                        scale_log2e, DOT_PRECISION)
+        m, l, acc = online_softmax_step(tl.where(visible, scores, float("-inf")), v, m, l, acc, scale_log2e,
+                                        DOT_PRECISION)
 
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
     tl.store(out_ptr + tokens[:, None] * stride_o_tok + head * stride_o_head + dims[None, :],
@@ -106,8 +100,9 @@ def _prefill_kernel(
 def prefill_config(head_dim: int, dtype: torch.dtype) -> dict:
     """Tile sizes and launch options, from the H100 sweep in docs/gpu-kernels.md.
 
-    16-bit: 128x128 tiles for head_dim 128, 128x64 for 64 (128x128 spends 1.4x there),
-    8 warps (with 4, head_dim 64 needs 246 registers a thread). Float32 (exact "ieee"
+    16-bit: 128x128 tiles, 3 stages for head_dim 128 (165 KB of shared memory); 128x64 for
+    64 (128x128 takes 1.25x as long there); 8 warps (with 4, head_dim 64 needs 246
+    registers a thread). Float32 (exact "ieee"
     dots, for tests and greedy checks) runs on FMA units and spills at larger tiles.
     """
     if dtype == torch.float32:
@@ -115,7 +110,7 @@ def prefill_config(head_dim: int, dtype: torch.dtype) -> dict:
     if head_dim > 128:  # not timed: sized to fit shared memory
         return dict(block_m=64, block_n=32, num_warps=8, num_stages=2)
     if head_dim == 128:
-        return dict(block_m=128, block_n=128, num_warps=8, num_stages=2)
+        return dict(block_m=128, block_n=128, num_warps=8, num_stages=3)
     return dict(block_m=128, block_n=64, num_warps=8, num_stages=3)
 
 

@@ -56,6 +56,32 @@ def load_kv_tile(
 
 
 @triton.jit
+def score_kv_tile(
+    q,  # [M, HEAD_DIM] query rows
+    k_cache_ptr,
+    v_cache_ptr,
+    block_table_ptr,
+    kv_head,
+    start,
+    end,
+    stride_block,
+    stride_token,
+    stride_head,
+    BLOCK_SIZE: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Raw scores q.k [M, BLOCK_N] and values [BLOCK_N, HEAD_DIM] (q's dtype) of positions start.. ."""
+    k = load_kv_tile(k_cache_ptr, block_table_ptr, kv_head, start, end, stride_block, stride_token, stride_head,
+                     BLOCK_SIZE, BLOCK_N, HEAD_DIM)
+    v = load_kv_tile(v_cache_ptr, block_table_ptr, kv_head, start, end, stride_block, stride_token, stride_head,
+                     BLOCK_SIZE, BLOCK_N, HEAD_DIM)
+    scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION)
+    return scores, v.to(q.dtype)
+
+
+@triton.jit
 def online_softmax_step(scores, values, m, l, acc, scale_log2e, DOT_PRECISION: tl.constexpr):
     """Fold one tile into the running softmax.
 

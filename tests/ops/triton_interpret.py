@@ -1,18 +1,18 @@
 """Run kvserve's Triton kernels on the CPU through Triton's interpreter (tests only).
 
-`setup()` must run before triton is first imported: TRITON_INTERPRET=1 is read then, for
-triton.language's own jit helpers too. Where a GPU is present it does nothing and the
-kernels compile as usual. It also patches two gaps of Triton 3.6's interpreter that our
-kernels hit: loop bounds taken with int() on 1-element arrays (refused by NumPy >= 2.4)
-and tl.dot on bfloat16, which it multiplies as raw uint16 bit patterns.
+On a machine without a GPU, `setup()` sets TRITON_INTERPRET=1 and, in case triton or a
+kernel module was already imported in compiled mode (another test imported kvserve.ops
+first), routes every @triton.jit function to the interpreter when it runs. Where a GPU
+is present it does nothing and the kernels compile as usual. It also patches two gaps
+of Triton 3.6's interpreter that our kernels hit: loop bounds taken with int() on
+1-element arrays (refused by NumPy >= 2.4) and tl.dot on bfloat16, which it multiplies
+as raw uint16 bit patterns.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
-import sys
 
 import pytest
 import torch
@@ -27,18 +27,22 @@ def setup() -> str:
     if DEVICE == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"
         _patch_interpreter()
+        _route_jit_to_interpreter()
     return DEVICE
 
 
-def reload_interpreted(*module_names: str) -> None:
-    """Re-import kernel modules that were imported (compiled mode) before setup() ran; helpers first."""
-    from triton import knobs
+def _route_jit_to_interpreter() -> None:
+    """Run compiled-mode JITFunctions (made before TRITON_INTERPRET was set) in the interpreter."""
+    from triton.runtime import interpreter, jit
 
-    if DEVICE != "cpu" or not knobs.runtime.interpret:
-        return
-    for name in module_names:
-        if name in sys.modules:
-            importlib.reload(sys.modules[name])
+    def interpreted(fn):
+        if "_kvserve_interpreted" not in fn.__dict__:
+            fn._kvserve_interpreted = interpreter.InterpretedFunction(fn.fn)
+        return fn._kvserve_interpreted
+
+    jit.JITFunction.run = lambda self, *args, grid, warmup, **kwargs: interpreted(self).run(
+        *args, grid=grid, warmup=warmup, **kwargs)
+    jit.JITFunction.__call__ = lambda self, *args, **kwargs: interpreted(self)(*args, **kwargs)
 
 
 def _patch_interpreter() -> None:
