@@ -19,7 +19,7 @@ fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   bench qwen3-throughput 200 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --profile
   bench llama8b-batch1 150 --arch llama3-8b --workload batch1 --max-model-len 4096 --max-num-seqs 8
-  bench llama8b-prefill8k 150 --arch llama3-8b --workload prefill8k --max-model-len 8192 --max-num-seqs 8 --max-num-batched-tokens 8192
+  bench llama8b-prefill8k 150 --arch llama3-8b --workload prefill8k --max-model-len 8448 --max-num-seqs 8 --max-num-batched-tokens 8192
 fi
 if [ "$what" = big ]; then
   bench llama8b-batch512 400 --arch llama3-8b --workload batch512 --max-model-len 2048 --max-num-seqs 512 --max-num-batched-tokens 16384

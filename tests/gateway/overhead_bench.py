@@ -5,8 +5,9 @@ Not a test (pytest does not collect it): a measurement script, run by hand.
     python tests/gateway/overhead_bench.py --rate 500 --seconds 20 --num-tokens 32
 
 It starts a fake upstream (`python -m kvserve.bench.fake_upstream`) and a gateway
-(`kvserve gateway`) as subprocesses, each pinned to its own core when `taskset` is
-available (the gateway alone on core 0), then sends the same open-loop Poisson load of
+(`kvserve gateway`, request log on, as by default) as subprocesses, pinned with
+`taskset`: the gateway alone on core 0, the upstream on core 1, this client on core 2
+(on a 2-core machine the client shares core 1 with the upstream). It then sends the same open-loop Poisson load of
 streaming chat requests alternately direct and through the gateway (phases A B A B ...,
 so drift hits both), with a lean client (asyncio protocol + httptools parser) that
 costs far less CPU per request than the servers under test. It prints TTFT p50/p90/p99
@@ -164,18 +165,29 @@ def pinned(core: int | None, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", str(core), *cmd]
 
 
+def cores() -> tuple[int | None, int | None, int | None]:
+    """(gateway, upstream, client) cores: the gateway alone on core 0."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if n >= 3:
+        return 0, 1, 2
+    return (0, 1, 1) if n == 2 else (None, None, None)
+
+
 def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subprocess.Popen], int, int]:
     up_port, gw_port = free_port(), free_port()
-    upstream = subprocess.Popen(pinned(1, [sys.executable, "-m", "kvserve.bench.fake_upstream", "--port", str(up_port),
-                                          "--num-tokens", str(args.num_tokens),
-                                          "--tokens-per-second", str(args.tokens_per_second)]))
+    while gw_port == up_port:
+        gw_port = free_port()
+    gw_core, up_core, _ = args.cores
+    upstream = subprocess.Popen(pinned(up_core, [sys.executable, "-m", "kvserve.bench.fake_upstream",
+                                                 "--port", str(up_port), "--num-tokens", str(args.num_tokens),
+                                                 "--tokens-per-second", str(args.tokens_per_second)]))
     config = workdir / "gateway.yaml"
     config.write_text(
-        f"server: {{port: {gw_port}, log_requests: {str(args.log_requests).lower()}}}\n"
+        f"server: {{port: {gw_port}, log_requests: {str(not args.no_log_requests).lower()}}}\n"
         f"models:\n  fake:\n    pool:\n      policy: {args.policy}\n      endpoints: [http://127.0.0.1:{up_port}]\n"
     )
-    gateway = subprocess.Popen(pinned(0, [sys.executable, "-m", "kvserve.cli.main", "gateway", "--config", str(config),
-                                         "--log-level", "warning"]))
+    gateway = subprocess.Popen(pinned(gw_core, [sys.executable, "-m", "kvserve.cli.main", "gateway",
+                                               "--config", str(config)]), stderr=subprocess.DEVNULL)
     wait_ready(up_port)
     wait_ready(gw_port)
     return [upstream, gateway], up_port, gw_port
@@ -213,10 +225,12 @@ def main() -> None:
     p.add_argument("--num-tokens", type=int, default=32)
     p.add_argument("--tokens-per-second", type=float, default=200.0)
     p.add_argument("--policy", default="least_request")
-    p.add_argument("--log-requests", action="store_true", help="gateway writes its request log (to stderr)")
+    p.add_argument("--no-log-requests", action="store_true", help="turn the gateway's request log off")
     args = p.parse_args()
-    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
-        os.sched_setaffinity(0, {1})  # the client beside the upstream; the gateway alone on core 0
+    args.cores = cores()  # before this process is pinned
+    client_core = args.cores[2]
+    if client_core is not None:
+        os.sched_setaffinity(0, {client_core})
     with tempfile.TemporaryDirectory() as tmp:
         procs, up_port, gw_port = start_servers(args, Path(tmp))
         try:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kvserve.attention.torch_backend import TorchAttentionBackend
-from kvserve.models.loader import ModelLoadError, load_hf_config, load_model, model_info, resolve_dtype
+from kvserve.models.loader import ModelLoadError, hf_state_dict, load_hf_config, load_model, model_info, resolve_dtype
 
 from .paged import PagedSession
 
@@ -27,9 +27,12 @@ def load(model_dir, dtype=torch.float32):
 def test_weights_land_in_target_dtype_with_float32_rotary(tiny_llama):
     model = load(tiny_llama, torch.bfloat16)
     stored = load_file(tiny_llama / "model.safetensors")
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         assert param.dtype == torch.bfloat16 and not param.requires_grad
-        assert torch.equal(param, stored[name].to(torch.bfloat16)), name
+    ours = hf_state_dict(model)  # merged q|k|v and gate|up sliced back into HF's tensors
+    assert set(ours) == set(stored)
+    for name, tensor in ours.items():
+        assert torch.equal(tensor, stored[name].to(torch.bfloat16)), name
     assert model.model.rotary_emb.cos_sin.dtype == torch.float32
 
 

@@ -7,14 +7,15 @@ from safetensors.torch import load_file
 
 from kvserve.attention.torch_backend import TorchAttentionBackend
 from kvserve.models import ARCHITECTURES, Qwen2ForCausalLM
-from kvserve.models.loader import load_model
+from kvserve.models.loader import hf_state_dict, load_model
 
 
 def test_qkv_biases_are_loaded(tiny_qwen2):
     assert ARCHITECTURES["Qwen2ForCausalLM"] is Qwen2ForCausalLM
     model = load_model(tiny_qwen2, TorchAttentionBackend(), torch.float32, "cpu")
     stored = load_file(tiny_qwen2 / "model.safetensors")
-    attn = model.model.layers[1].self_attn
+    ours = hf_state_dict(model)
     for proj in ("q_proj", "k_proj", "v_proj"):
-        assert torch.equal(getattr(attn, proj).bias, stored[f"model.layers.1.self_attn.{proj}.bias"])
-    assert attn.o_proj.bias is None
+        name = f"model.layers.1.self_attn.{proj}.bias"
+        assert torch.equal(ours[name], stored[name])
+    assert model.model.layers[1].self_attn.o_proj.bias is None

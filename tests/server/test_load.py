@@ -115,7 +115,7 @@ def tight_server(tiny_llama, tmp_path_factory):
 
 
 def test_full_waiting_queue_is_503_with_retry_after(tight_server):
-    body = {"prompt": "Hello", "max_tokens": 100, "ignore_eos": True}
+    body = {"prompt": "Hello", "max_tokens": 40, "ignore_eos": True}
 
     async def run() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=tight_server.url, timeout=120) as http:
@@ -129,5 +129,5 @@ def test_full_waiting_queue_is_503_with_retry_after(tight_server):
     assert rejected.headers["Retry-After"] == "1"
     assert rejected.json()["error"]["code"] == "queue_full"
     finished = [r.json() for r in responses if r.status_code == 200]
-    assert all(f["usage"]["completion_tokens"] == 100 for f in finished)
+    assert all(f["usage"]["completion_tokens"] == 40 for f in finished)
     assert tight_server.wait_idle()["vllm:num_requests_waiting"] == 0

@@ -39,7 +39,9 @@ class TritonAttentionBackend:
         num_decodes = meta.query_lens_cpu.count(1)
         mixed = 0 < num_decodes < meta.num_seqs
         if num_decodes:
-            splits = self.num_splits(num_decodes, kv_cache.shape[3], meta.max_seq_len)
+            # a mixed step is dominated by its prefill: one split needs no merge kernel and
+            # keeps the number of compiled variants (and first-step JIT stalls) small
+            splits = 1 if mixed else self.num_splits(num_decodes, kv_cache.shape[3], meta.max_seq_len)
             self.kernels.decode_attention(
                 q, kv_cache, meta.block_tables, meta.seq_lens, scale, num_splits=splits, out=out,
                 query_start_loc=meta.query_start_loc if mixed else None,

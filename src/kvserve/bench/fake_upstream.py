@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -165,9 +166,8 @@ class FakeUpstream:
         self._slots_size = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-            return
+        if scope["type"] != "http":
+            return  # run with lifespan="off"
         route = (scope["method"], scope["path"])
         if route in (("POST", "/v1/chat/completions"), ("POST", "/v1/completions")):
             await self.complete(scope, receive, send, chat=route[1].endswith("chat/completions"))
@@ -273,10 +273,10 @@ class FakeUpstream:
                 c.running -= 1
                 c.kv_tokens -= kv
 
-    def _admission(self) -> asyncio.Semaphore | _NoLimit:
+    def _admission(self) -> asyncio.Semaphore | contextlib.nullcontext[None]:
         size = self.config.max_running
         if size <= 0:
-            return _NoLimit()
+            return contextlib.nullcontext()
         if self._slots is None or self._slots_size != size:
             self._slots, self._slots_size = asyncio.Semaphore(size), size
         return self._slots
@@ -307,24 +307,6 @@ class FakeUpstream:
             await send({"type": "http.response.body", "body": answer.final_chunks(include_usage)})
         finally:
             watcher.cancel()
-
-
-class _NoLimit:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -373,7 +355,7 @@ class FakeUpstreamServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -425,8 +407,8 @@ def main(argv: list[str] | None = None) -> None:
         ttft=args.ttft, fail_rate=args.fail_rate, status_code=args.status_code, hang=args.hang,
         max_running=args.max_running, prefill_chars_per_second=args.prefill_chars_per_second,
     )
-    uvicorn.run(FakeUpstream(config), host=args.host, port=args.port, log_level=args.log_level,
-                access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=1)
+    uvicorn.run(FakeUpstream(config), host=args.host, port=args.port, log_level=args.log_level, lifespan="off",
+                access_log=False, timeout_graceful_shutdown=1)
 
 
 if __name__ == "__main__":

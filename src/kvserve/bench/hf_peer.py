@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from kvserve.models.loader import hf_state_dict
+
 
 def build_hf_model(core):
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -24,7 +26,7 @@ def build_hf_model(core):
     core.runner.kv_caches = []  # the engine's pool would leave no room for a second model
     torch.cuda.empty_cache()
     model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").to(ours_device(ours))
-    missing, unexpected = model.load_state_dict(ours.state_dict(), strict=False)
+    missing, unexpected = model.load_state_dict(hf_state_dict(ours), strict=False)
     real_missing = [m for m in missing if not m.endswith("inv_freq") and m != "lm_head.weight"]
     if real_missing or unexpected:
         raise RuntimeError(f"weights do not map onto transformers: missing {real_missing[:3]}, unexpected {unexpected[:3]}")

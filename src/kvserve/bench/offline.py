@@ -105,7 +105,7 @@ def build_engine(args: argparse.Namespace):
     from kvserve.models.shapes import write_shape_dir
 
     if args.arch:
-        model_dir = write_shape_dir(args.arch, Path(tempfile.mkdtemp(prefix="kvserve-shape-")))
+        model_dir = write_shape_dir(args.arch, Path(tempfile.mkdtemp(prefix="kvserve-shape-")), args.max_model_len)
         load_format = "dummy"
     else:
         model_dir, load_format = Path(args.model), "auto"

@@ -141,11 +141,11 @@ def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connecti
             stats=core.stats(),
         )
     )
-    CoreLoop(core, inputs, outputs).run()
+    failed = not CoreLoop(core, inputs, outputs).run()
     outputs.close()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)  # skip interpreter teardown (a second or more with torch loaded): nothing left to clean
+    os._exit(1 if failed else 0)  # skip interpreter teardown (a second or more with torch): nothing to clean
 
 
 class CoreLoop:
@@ -166,7 +166,8 @@ class CoreLoop:
         except (EOFError, OSError):
             self.inbox.put(Shutdown())  # the parent is gone: stop
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Loop until told to stop (True) or until the engine raises (False, reported)."""
         try:
             while not self.stopping:
                 self._ingest(block=not self.core.has_unfinished_requests())
@@ -174,6 +175,8 @@ class CoreLoop:
                     self._step()
         except Exception:  # noqa: BLE001 - report, then exit
             self.outputs.send(EngineFailed(traceback.format_exc(limit=8)))
+            return False
+        return True
 
     def _ingest(self, block: bool) -> None:
         messages = [self.inbox.get()] if block else []

@@ -7,6 +7,7 @@ compared in constant time. Changes made here last until the next config reload.
 from __future__ import annotations
 
 import hmac
+import inspect
 import json
 from typing import Any, Awaitable, Callable
 
@@ -16,12 +17,13 @@ from kvserve.gateway.config import ConfigError, EndpointConfig
 from kvserve.gateway.endpoints import Endpoint
 from kvserve.gateway.errors import GatewayError, bad_request, not_found
 from kvserve.gateway.pool import Pool
+from kvserve.gateway.redis_link import RedisUnavailable
 from kvserve.gateway.state import GatewayState
 from kvserve.gateway.versions import VersionRoute
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[dict[str, Any]], Any]  # returns a dict, or an awaitable of one
 
 
 class AdminAPI:
@@ -37,6 +39,7 @@ class AdminAPI:
             ("POST", "/admin/endpoints/add"): self.add_endpoint,
             ("POST", "/admin/endpoints/remove"): self.remove_endpoint,
             ("POST", "/admin/reload"): self.reload,
+            ("GET", "/admin/usage"): self.usage,
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -46,6 +49,8 @@ class AdminAPI:
             if handler is None:
                 raise GatewayError(404, f"no admin route {scope['method']} {scope['path']}", code="not_found")
             result = handler(await read_json(receive))
+            if inspect.isawaitable(result):
+                result = await result
         except GatewayError as error:
             status, body = error.status, error.body()
         else:
@@ -126,6 +131,18 @@ class AdminAPI:
         except (ConfigError, RuntimeError) as exc:
             raise bad_request(str(exc)) from None
         return {"reloaded": str(self.state.config_path)}
+
+    async def usage(self, _: dict[str, Any]) -> dict[str, Any]:
+        """Requests, tokens and cache hits per tenant, key id and model (all gateways on one Redis)."""
+        access = self.state.access
+        if access is None:
+            return {"object": "list", "data": []}
+        try:
+            rows = await access.limiter.usage()
+        except RedisUnavailable:
+            raise GatewayError(503, "usage is kept in Redis, which is unavailable", "service_unavailable",
+                               "redis_unavailable") from None
+        return {"object": "list", "data": sorted(rows, key=lambda r: (r["tenant"], r["key_id"], r["model"]))}
 
     def _endpoint(self, body: dict[str, Any]) -> Endpoint:
         url = str(body.get("url", "")).rstrip("/")

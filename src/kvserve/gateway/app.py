@@ -7,10 +7,12 @@ import json
 import logging
 from typing import Any, Awaitable, Callable
 
+from kvserve.gateway import pii
 from kvserve.gateway.admin import AdminAPI
 from kvserve.gateway.errors import GatewayError
 from kvserve.gateway.proxy import Outcome, send_error
 from kvserve.gateway.request import ClientRequest
+from kvserve.gateway.responses import Ticket
 from kvserve.gateway.state import GatewayState
 from kvserve.gateway.versions import VERSION_SEPARATOR, VersionRoute, choose_version
 
@@ -18,6 +20,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+log = logging.getLogger("kvserve.gateway")
 access_log = logging.getLogger("kvserve.gateway.access")
 CLIENT_CLOSED = 499  # nginx's status for "the client went away"
 
@@ -53,21 +56,34 @@ class GatewayApp:
             await send_error(send, GatewayError(404, message, code="not_found"))
 
     async def completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The request path: parse, pick a version, shed, forward (with retries), record."""
+        """The request path: parse, (access control), pick a version, shed, forward, record."""
         state = self.state
         started = state.clock()
         request: ClientRequest | None = None
         version: VersionRoute | None = None
+        ticket: Ticket | None = None
         outcome = Outcome()
         watch: DisconnectWatch | None = None
         try:
             body = await read_body(receive, state.config.server.max_body_bytes)
             request = state.parser.parse(scope["path"], scope["headers"], body)
+            if state.access is not None:
+                ticket = await state.access.identify(request, scope["headers"])
+                if await state.access.replay_stored(ticket, request, send):
+                    outcome.status = ticket.status
+                    return
+                state.access.check(ticket, request)
             model = state.table.model(request.model)
             version = choose_version(model, request.pinned_version, request.route.session_key, state.rng)
             state.shed_check(request, version)
-            watch = DisconnectWatch(receive)
-            outcome = await state.proxy.forward(request, version, send, started)
+            upstream_send = send
+            if ticket is not None and state.access is not None:
+                upstream_send = await self.admit(ticket, request, version, send)
+                if upstream_send is None:
+                    outcome.status = ticket.status
+                    return
+            watch = DisconnectWatch(receive, ticket.tap.leave if ticket and ticket.recorder else None)
+            outcome = await state.proxy.forward(request, version, upstream_send, started)
         except GatewayError as error:
             outcome.status = error.status
             outcome.error = error.code
@@ -77,13 +93,30 @@ class GatewayApp:
                 raise
             watch.uncancel()
             outcome.status, outcome.error = CLIENT_CLOSED, "client_disconnected"
+        except Exception:  # a bug: answer in OpenAI's shape if nothing was sent yet, and log it
+            log.exception("request failed")
+            if outcome.status == 0:
+                outcome.status = 500
+                await send_error(send, GatewayError(500, "internal gateway error", "server_error", "internal_error"))
         finally:
             if watch is not None:
                 watch.stop()
-        self.record(request, version, outcome, started)
+            if ticket is not None and state.access is not None:
+                state.access.finish(ticket, outcome.status)
+            self.record(request, version, outcome, started, ticket)
+
+    async def admit(self, ticket: Ticket, request: ClientRequest, version: VersionRoute,
+                    send: Send) -> Send | None:
+        """Limits, then the cache; the send the proxy should write to, or None when answered."""
+        access = self.state.access
+        assert access is not None
+        await access.admit(ticket, request, version)
+        if await access.serve_cached(ticket, request, version, send):
+            return None
+        return access.tap(ticket, request, send)
 
     def record(self, request: ClientRequest | None, version: VersionRoute | None, outcome: Outcome,
-               started: float) -> None:
+               started: float, ticket: Ticket | None = None) -> None:
         duration = self.state.clock() - started
         model, vname = (version.model, version.name) if version is not None else ("unknown", "none")
         self.state.metrics.request_done(model, vname, outcome.endpoint, outcome.status, duration, outcome.ttft)
@@ -96,6 +129,10 @@ class GatewayApp:
             "ttft_ms": None if outcome.ttft is None else round(outcome.ttft * 1000, 2),
             "duration_ms": round(duration * 1000, 2), "error": outcome.error,
         }
+        if ticket is not None:  # the key's public id, never the key
+            line.update(tenant=ticket.tenant, key_id=ticket.key_id, cache=ticket.cached is not None)
+            if self.state.config.privacy.log_prompts and request is not None:
+                line["prompt"] = pii.redact(request.route.prompt)
         access_log.info(json.dumps(line))
 
     async def models(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,9 +170,11 @@ class GatewayApp:
 
 class DisconnectWatch:
     """Cancels the current task if the client disconnects before the answer is done, so
-    that the upstream request is dropped too (the engine then aborts it)."""
+    that the upstream request is dropped too (the engine then aborts it). With `on_leave`
+    (resumable streams) it calls that instead and the answer runs to its end."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, on_leave: Callable[[], None] | None = None) -> None:
+        self.on_leave = on_leave
         self.task = asyncio.current_task()
         self.client_left = False
         self.stopped = False
@@ -147,7 +186,10 @@ class DisconnectWatch:
         if self.stopped or listener.cancelled() or self.task is None:
             return
         self.client_left = True
-        self.task.cancel()
+        if self.on_leave is not None:
+            self.on_leave()
+        else:
+            self.task.cancel()
 
     def uncancel(self) -> None:
         if self.task is not None and hasattr(self.task, "uncancel"):

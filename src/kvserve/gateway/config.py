@@ -12,6 +12,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, PrivacyConfig, RedisConfig,
+                                           StreamsConfig, TenantLimits)
+
 class ConfigError(ValueError):
     """The configuration file is missing, not YAML, or has an invalid field."""
 
@@ -82,6 +85,9 @@ class ModelConfig(Section):
     pool: PoolConfig | None = None  # shorthand for one version called "default"
     upstream_model: str | None = None  # shorthand: that version's upstream_model
     long_prompt: LongPromptConfig | None = None  # shorthand: that version's long_prompt
+    special_tokens: list[str] | None = None  # chat-template control tokens refused in content (None: defaults)
+    tokenizer_config: Path | None = None  # tokenizer_config.json whose special tokens are refused too
+    cache: bool = True  # exact response cache for this model (when cache.enabled)
 
     @model_validator(mode="after")
     def _one_form(self) -> ModelConfig:
@@ -180,6 +186,13 @@ class GatewayConfig(Section):
     timeouts: TimeoutConfig = TimeoutConfig()
     priority: PriorityConfig = PriorityConfig()
     shedding: SheddingConfig = SheddingConfig()
+    redis: RedisConfig = RedisConfig()
+    auth: AuthConfig = AuthConfig()
+    tenants: dict[str, TenantLimits] = {}  # per-tenant limits shared by all of a tenant's keys
+    limits: LimitsConfig = LimitsConfig()
+    cache: CacheConfig = CacheConfig()
+    streams: StreamsConfig = StreamsConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     models: dict[str, ModelConfig] = Field(min_length=1)  # client-facing model name -> versions
 
     @field_validator("models")
@@ -189,6 +202,14 @@ class GatewayConfig(Section):
             if "@" in name or any("@" in v for v in model.versions):
                 raise ValueError(f"'{name}': model and version names cannot contain '@'")
         return models
+
+    @model_validator(mode="after")
+    def _auth_store(self) -> GatewayConfig:
+        if self.auth.enabled and self.auth.store == "file" and self.auth.keys_file is None:
+            raise ValueError("auth: store 'file' needs keys_file")
+        if self.auth.enabled and self.auth.store == "redis" and self.redis.url is None:
+            raise ValueError("auth: store 'redis' needs redis.url")
+        return self
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

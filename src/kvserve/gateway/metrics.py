@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -34,13 +36,33 @@ class GatewayMetrics:
                                    ["endpoint"], registry=r)
         self.in_flight = Gauge("kvserve:gateway_in_flight_requests", "Requests open per endpoint",
                                ["endpoint"], registry=r)
+        self.access = AccessMetrics(r)
+
+        # labelled children by label values: labels() costs more than the update itself
+        self._per_request: dict[tuple[str, str, str], tuple[Any, Any, dict[int, Any]]] = {}
+        self._routed: dict[tuple[str, str, str, str], Any] = {}
 
     def request_done(self, model: str, version: str, endpoint: str, status: int,
                      duration: float, ttft: float | None) -> None:
-        self.requests.labels(model, version, endpoint, str(status)).inc()
-        self.latency.labels(model, version, endpoint).observe(duration)
+        key = (model, version, endpoint)
+        children = self._per_request.get(key)
+        if children is None:
+            children = self._per_request[key] = (self.latency.labels(*key), self.ttft.labels(*key), {})
+        latency, first_token, by_status = children
+        counter = by_status.get(status)
+        if counter is None:
+            counter = by_status[status] = self.requests.labels(model, version, endpoint, str(status))
+        counter.inc()
+        latency.observe(duration)
         if ttft is not None:
-            self.ttft.labels(model, version, endpoint).observe(ttft)
+            first_token.observe(ttft)
+
+    def route_decided(self, model: str, version: str, policy: str, endpoint: str) -> None:
+        key = (model, version, policy, endpoint)
+        child = self._routed.get(key)
+        if child is None:
+            child = self._routed[key] = self.routed.labels(*key)
+        child.inc()
 
     def breaker_changed(self, endpoint: str, state: str) -> None:
         self.breaker_changes.labels(endpoint, state).inc()
@@ -50,3 +72,24 @@ class GatewayMetrics:
         for endpoint, count in in_flight.items():
             self.in_flight.labels(endpoint).set(count)
         return generate_latest(self.registry)
+
+
+class AccessMetrics:
+    """Part 2: tenants' usage, refusals, cache results and Redis health."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.tenant_requests = Counter("kvserve:gateway_tenant_requests", "Requests answered per tenant",
+                                       ["tenant", "model"], registry=r)
+        self.tokens = Counter("kvserve:gateway_tokens", "Tokens used per tenant (kind: prompt or completion)",
+                              ["tenant", "model", "kind"], registry=r)
+        self.refused = Counter("kvserve:gateway_refused_requests", "Requests refused by auth, limits or checks",
+                               ["reason"], registry=r)
+        self.cache = Counter("kvserve:gateway_cache_requests", "Response cache lookups (hit, miss, bypass)",
+                             ["model", "result"], registry=r)
+        self.cache_saved = Counter("kvserve:gateway_cache_saved_seconds", "Upstream time saved by cache hits",
+                                   ["model"], registry=r)
+        self.redis_errors = Counter("kvserve:gateway_redis_errors", "Redis calls that failed", ["op"], registry=r)
+        self.unenforced = Counter("kvserve:gateway_limits_unenforced", "Admissions let through while Redis was down",
+                                  registry=r)
+        self.resumed = Counter("kvserve:gateway_streams_resumed", "Streams resumed after Last-Event-ID",
+                               registry=r)

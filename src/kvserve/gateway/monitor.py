@@ -45,7 +45,8 @@ class Monitor:
         self.tasks.clear()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
 
     async def _scrape_loop(self, endpoint: Endpoint) -> None:
         while True:

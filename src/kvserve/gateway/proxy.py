@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable
 
 from kvserve.gateway import retry
 from kvserve.gateway.config import GatewayConfig
@@ -20,10 +20,9 @@ from kvserve.gateway.errors import GatewayError, no_endpoint, upstream_timeout
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.retry import RetryPolicy
-from kvserve.gateway.upstream import Response, UpstreamClient
+from kvserve.gateway.upstream import Response, UpstreamClient, within
 from kvserve.gateway.versions import VersionRoute
 
-T = TypeVar("T")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # not copied from the upstream's answer: connection-level, recomputed, or set by the gateway
@@ -87,7 +86,7 @@ class Proxy:
         for pool in version.pools_for(request.route.est_prompt_tokens):
             endpoint = pool.pick(request.route, now, self.stale_after_s, tried)
             if endpoint is not None:
-                self.metrics.routed.labels(version.model, version.name, pool.policy_name, endpoint.url).inc()
+                self.metrics.route_decided(version.model, version.name, pool.policy_name, endpoint.url)
                 return endpoint
         return None
 
@@ -203,11 +202,17 @@ class Proxy:
 
 async def relay(response: Response, first: bytes, send: Send) -> str | None:
     """Pass the answer through as it arrives; returns why it broke, or None."""
+    if response.drained():  # the whole answer came in one piece
+        await send({"type": "http.response.body", "body": first, "more_body": False})
+        return None
     await send({"type": "http.response.body", "body": first, "more_body": True})
     read = response.read
     try:
         while chunk := await read():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            last = response.drained()  # end the response with the last bytes: one write less
+            await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+            if last:
+                return None
     except (OSError, TimeoutError) as exc:
         tail = b""
         if (response.header(b"content-type") or b"").startswith(SSE_TYPE):
@@ -236,15 +241,3 @@ async def send_error(send: Send, error: GatewayError) -> None:
 def _close(holder: list[Response]) -> None:
     for response in holder:
         response.close()
-
-
-if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task per call
-
-    async def within(seconds: float, coro: Awaitable[T]) -> T:
-        async with asyncio.timeout(seconds):
-            return await coro
-
-else:  # pragma: no cover
-
-    async def within(seconds: float, coro: Awaitable[T]) -> T:
-        return await asyncio.wait_for(coro, seconds)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import uuid
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +31,13 @@ class ClientRequest:
     request_id: str  # kept from X-Request-ID or generated
     trace: list[tuple[str, str]] = field(default_factory=list)  # W3C trace headers to forward
     route: RouteRequest = field(default_factory=RouteRequest)
+    priority_set: bool = False  # the client sent the priority header
+    overrides: dict[str, Any] = field(default_factory=dict)  # body fields the gateway changes upstream
 
     def upstream_body(self, version: VersionRoute, forward_priority: bool) -> bytes:
         """The body to send upstream: the original bytes unless the model name or the
         priority must change."""
-        changes: dict[str, Any] = {}
+        changes: dict[str, Any] = dict(self.overrides)
         if self.payload.get("model") != version.upstream_model:
             changes["model"] = version.upstream_model
         if forward_priority and self.payload.get("priority", 0) != self.priority:
@@ -94,6 +96,7 @@ class RequestParser:
         self.levels = config.priority.levels
         self.default_priority = config.priority.default
         self.chars_per_token = config.server.chars_per_token
+        self.ids = random.Random()  # request ids need to be unique, not secret: no syscall per id
         self.wanted = {REQUEST_ID_HEADER, VERSION_HEADER, self.priority_header, self.session_header, *TRACE_HEADERS}
 
     def parse(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> ClientRequest:
@@ -107,7 +110,8 @@ class RequestParser:
             path=path, body=body, payload=payload, model=model, pinned_version=version,
             stream=bool(payload.get("stream")),
             priority=self.priority(found.get(self.priority_header)),
-            request_id=request_id.decode("latin-1") if request_id else uuid.uuid4().hex,
+            priority_set=self.priority_header in found,
+            request_id=request_id.decode("latin-1") if request_id else f"{self.ids.getrandbits(128):032x}",
             trace=[(k.decode(), found[k].decode("latin-1")) for k in TRACE_HEADERS if k in found],
             route=RouteRequest(text, self.session_key(found.get(self.session_header), payload),
                                int(len(text) / self.chars_per_token)),

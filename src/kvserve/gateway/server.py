@@ -46,10 +46,18 @@ class GatewayServer(uvicorn.Server):
         if sig == signal.SIGTERM and delay > 0 and not self.state.draining and self._loop is not None:
             self.state.draining = True
             log.info("SIGTERM: not ready; closing in %.1fs", delay)
-            self._loop.call_soon_threadsafe(self._loop.call_later, delay, super().handle_exit, sig, frame)
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, self._stop, sig, frame)
             return
         self.state.draining = True
+        self._stop(sig, frame)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
+        # uvicorn re-raises every signal it handled once it has shut down, so the process
+        # would die of SIGTERM (status -15). A drained SIGTERM is the orderly way to stop
+        # the gateway: exit 0, as supervisors expect. SIGINT keeps uvicorn's behaviour.
+        if sig == signal.SIGTERM and sig in self._captured_signals:
+            self._captured_signals.remove(sig)
 
 
 def configure_logging(level: str) -> None:

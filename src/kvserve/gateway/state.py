@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from kvserve.gateway.access import AccessControl, access_enabled
 from kvserve.gateway.config import GatewayConfig, load_config
 from kvserve.gateway.endpoints import EndpointRegistry
 from kvserve.gateway.errors import GatewayError
@@ -41,6 +42,8 @@ class GatewayState:
         self.shedder = Shedder(config.shedding)
         self.admin_key = config.admin.resolved_key()
         self.draining = False  # set on SIGTERM: /ready answers 503
+        # part 2 (keys, limits, cache, resumable streams); None keeps part 1's lean path
+        self.access = AccessControl(config, self.metrics.access) if access_enabled(config) else None
         self._proxy: Proxy | None = None
         self._monitor: Monitor | None = None
         self._clients: list[UpstreamClient] = []
@@ -65,6 +68,8 @@ class GatewayState:
         for client in self._clients:
             await client.close()
         self._clients = []
+        if self.access is not None:
+            await self.access.close()
 
     def apply(self, config: GatewayConfig) -> None:
         """Switch to `config`; endpoints it still lists keep their breakers and counters."""
@@ -75,10 +80,19 @@ class GatewayState:
         self.parser = RequestParser(config)
         self.shedder = Shedder(config.shedding)
         self.admin_key = config.admin.resolved_key()
+        self._apply_access(config)
         self.config = config
         if self._proxy is not None:
             self._proxy.configure(config)
         self.sync_monitors()
+
+    def _apply_access(self, config: GatewayConfig) -> None:
+        if config.redis != self.config.redis:
+            log.warning("redis settings change needs a restart; keeping the current connection")
+        if self.access is not None:
+            self.access.configure(config)
+        elif access_enabled(config):
+            self.access = AccessControl(config, self.metrics.access)
 
     def reload(self) -> None:
         """Re-read the config file; raises ConfigError (and keeps the old config) if it is bad."""

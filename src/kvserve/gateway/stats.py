@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from kvserve.gateway.endpoints import Endpoint, EngineStats
-from kvserve.gateway.upstream import UpstreamClient
+from kvserve.gateway.upstream import UpstreamClient, within
 
 WAITING = b"vllm:num_requests_waiting"
 RUNNING = b"vllm:num_requests_running"
@@ -53,7 +52,7 @@ async def get(client: UpstreamClient, endpoint: Endpoint, path: str, timeout_s: 
         response.release()
         return response.status, body
 
-    return await asyncio.wait_for(exchange(), timeout_s)
+    return await within(timeout_s, exchange())
 
 
 async def scrape(client: UpstreamClient, endpoint: Endpoint, path: str, timeout_s: float,

@@ -14,10 +14,12 @@ import asyncio
 import ssl
 from collections import deque
 from dataclasses import dataclass
+from typing import Awaitable, TypeVar
 from urllib.parse import urlsplit
 
 import httptools
 
+T = TypeVar("T")
 MAX_BUFFER = 1 << 20  # bytes buffered from upstream before reading pauses (client too slow)
 
 
@@ -71,6 +73,10 @@ class Response:
             if key.lower() == name:
                 return value
         return None
+
+    def drained(self) -> bool:
+        """True when the whole answer arrived and read() has returned all of it."""
+        return self.complete and not self._chunks and self.error is None
 
     async def started(self) -> None:
         await self._started
@@ -272,7 +278,7 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         context = self._ssl_context() if origin.scheme == "https" else None
         connect = loop.create_connection(lambda: Connection(self, origin), origin.host, origin.port, ssl=context)
-        _, conn = await asyncio.wait_for(connect, self.connect_timeout)
+        _, conn = await within(self.connect_timeout, connect)
         return conn
 
     def _take_idle(self, origin: Origin) -> Connection | None:
@@ -332,3 +338,17 @@ def encode_request(origin: Origin, method: str, target: str, headers: dict[str, 
         lines.append(f"content-length: {len(body)}\r\n")
     lines.append("\r\n")
     return "".join(lines).encode("latin-1") + body
+
+
+if hasattr(asyncio, "timeout"):  # Python 3.11+: no extra task, and never swallows a cancellation
+
+    async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+        """Await with a time limit (raises TimeoutError)."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover
+
+    async def within(seconds: float, awaitable: Awaitable[T]) -> T:
+        """Await with a time limit (raises TimeoutError)."""
+        return await asyncio.wait_for(awaitable, seconds)

@@ -1,49 +1,64 @@
-"""Building blocks shared by the decoder architectures: RMSNorm, rotary embedding, gated MLP.
+"""Building blocks shared by the decoder architectures: RMSNorm, merged projections, gated
+MLP and rotary embedding, each calling the fused ops of kvserve.ops (Triton on CUDA, torch
+references elsewhere, with the rounding of the Hugging Face layers they replace).
 
-Parameter names follow Hugging Face (`weight`, `gate_proj`, `up_proj`, `down_proj`) so that
-checkpoints load by name without a mapping table.
+Projections that read the same input are merged into one matmul (q|k|v, gate|up); the
+loader's stacked-parameter table maps the checkpoint's separate HF tensors onto their rows.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, overload
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from kvserve import ops
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square norm, computed in float32 and cast back (as the reference does)."""
+    """Root-mean-square norm, optionally fused with the residual add that precedes it.
+
+    Without a residual it returns the normed tensor; with one it returns
+    (norm(x + residual), x + residual), so that a decoder carries the residual stream
+    between layers without a separate add kernel: `x, residual = norm(x, residual)`.
+    """
 
     def __init__(self, hidden_size: int, eps: float = 1e-6):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))  # [hidden_size]
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+    @overload
+    def forward(self, x: torch.Tensor, residual: None = None) -> torch.Tensor: ...
+    @overload
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def forward(self, x, residual=None):
+        out, new_residual = ops.rms_norm(x, self.weight, self.eps, residual)
+        return out if residual is None else (out, new_residual)
 
 
-def silu_and_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    return F.silu(gate) * up
+class MergedLinear(nn.Linear):
+    """Several projections of the same input as one matmul: their weight rows (and biases)
+    stacked in order, so one GEMM reads the input once. `output_sizes` gives each block's rows."""
+
+    def __init__(self, in_features: int, output_sizes: Sequence[int], bias: bool = False):
+        super().__init__(in_features, sum(output_sizes), bias=bias)
+        self.output_sizes = tuple(output_sizes)
 
 
 class GatedMLP(nn.Module):
-    """The SwiGLU feed-forward block: down(silu(gate(x)) * up(x))."""
+    """The SwiGLU feed-forward block: down(silu(gate(x)) * up(x)), gate|up merged."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, bias: bool = False):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=bias)
+        self.gate_up_proj = MergedLinear(hidden_size, [intermediate_size, intermediate_size], bias=bias)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(silu_and_mul(self.gate_proj(x), self.up_proj(x)))
+        return self.down_proj(ops.silu_and_mul(self.gate_up_proj(x)))  # via [T, 2 * intermediate]
 
 
 # ---------------------------------------------------------------------------------------
@@ -97,10 +112,12 @@ ROPE_SCALINGS: dict[str, Callable[[torch.Tensor, dict], torch.Tensor]] = {
 
 
 class RotaryEmbedding(nn.Module):
-    """Neox-style rotary embedding (rotate the two halves of each head) with a float32 cache.
+    """Neox-style rotary embedding (rotate the two halves of each head) from a float32 table.
 
-    The cos/sin table is built on the CPU even when the model is created on the meta device,
-    so that a model materialised by the loader keeps a valid table; `.to(device)` moves it.
+    `cos_sin` [max_positions, head_dim] (cos | sin per position, the layout of
+    kvserve.ops.rotary_) is built once per model, on the CPU even when the model is created
+    on the meta device, so that a model materialised by the loader keeps a valid table;
+    `.to(device)` moves it. The layers rotate in place with `kvserve.ops.rotary_`.
     """
 
     def __init__(self, head_dim: int, max_positions: int, params: dict):
@@ -111,17 +128,16 @@ class RotaryEmbedding(nn.Module):
                 f"unsupported rope scaling type {rope_type!r}; supported: {sorted(ROPE_SCALINGS)}"
             )
         inv_freq = ROPE_SCALINGS[rope_type](_default_inv_freq(head_dim, float(params["rope_theta"])), params)
-        angles = torch.outer(torch.arange(max_positions, dtype=torch.float32, device="cpu"), inv_freq)
-        cos_sin = torch.cat([angles.cos(), angles.sin()], dim=-1)  # [max_positions, head_dim]
-        self.register_buffer("cos_sin", cos_sin, persistent=False)
+        self.register_buffer("cos_sin", ops.build_cos_sin_cache(inv_freq, max_positions), persistent=False)
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for each position, each [T, head_dim // 2] float32."""
+        """cos and sin for each position, each [T, head_dim // 2] float32 (for `apply_rotary`)."""
         return self.cos_sin[positions].chunk(2, dim=-1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [T, heads, head_dim] by the angles of its token (cos/sin [T, head_dim // 2])."""
+    """Out-of-place reference of the rotation that `kvserve.ops.rotary_` does in place:
+    x [T, heads, head_dim] rotated by the angles of its token (cos/sin [T, head_dim // 2])."""
     x1, x2 = x.float().chunk(2, dim=-1)
     cos, sin = cos[:, None, :], sin[:, None, :]
     rotated = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)

@@ -2,7 +2,8 @@
 
 Tokens of all sequences in a step are packed into one flat batch [T]; the attention
 backend finds each sequence's context through the block tables in AttentionMetadata.
-Module and parameter names match Hugging Face, so checkpoints load 1:1 by name.
+Module names follow Hugging Face except for the merged projections (`qkv_proj`,
+`gate_up_proj`), which the loader fills from the checkpoint's separate tensors.
 Qwen2 and Qwen3 are subclasses that change `attention_options` only.
 """
 
@@ -15,15 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kvserve import ops
 from kvserve.attention.backend import AttentionBackend, AttentionMetadata
-from kvserve.models.layers import GatedMLP, RMSNorm, RotaryEmbedding, apply_rotary, rope_parameters
+from kvserve.models.layers import GatedMLP, MergedLinear, RMSNorm, RotaryEmbedding, rope_parameters
 
 
 @dataclass(frozen=True)
 class AttentionOptions:
     """Per-architecture differences of the attention block."""
 
-    qkv_bias: bool = False  # bias on q_proj, k_proj, v_proj
+    qkv_bias: bool = False  # bias on the q, k and v projections
     o_bias: bool = False  # bias on o_proj
     qk_norm: bool = False  # RMSNorm over each head of q and k before rotary (Qwen3)
 
@@ -34,7 +36,11 @@ def head_dim_of(hf_config: Any) -> int:
 
 
 class LlamaAttention(nn.Module):
-    """Grouped-query self-attention; the KV cache read/write is the backend's job."""
+    """Grouped-query self-attention; the KV cache read/write is the backend's job.
+
+    q, k and v come from one merged projection; q and k are rotated in place inside its
+    output, and the backend gets views of it (strided over tokens, contiguous per head).
+    """
 
     def __init__(self, hf_config: Any, layer_idx: int, backend: AttentionBackend, options: AttentionOptions):
         super().__init__()
@@ -45,10 +51,9 @@ class LlamaAttention(nn.Module):
         self.scale = self.head_dim**-0.5
         self.layer_idx = layer_idx
         self.backend = backend
-        self.q_proj = nn.Linear(hidden, self.num_heads * self.head_dim, bias=options.qkv_bias)
-        self.k_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=options.qkv_bias)
-        self.v_proj = nn.Linear(hidden, self.num_kv_heads * self.head_dim, bias=options.qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, hidden, bias=options.o_bias)
+        self.q_size, self.kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.qkv_proj = MergedLinear(hidden, [self.q_size, self.kv_size, self.kv_size], bias=options.qkv_bias)
+        self.o_proj = nn.Linear(self.q_size, hidden, bias=options.o_bias)
         if options.qk_norm:
             self.q_norm = RMSNorm(self.head_dim, hf_config.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, hf_config.rms_norm_eps)
@@ -57,24 +62,30 @@ class LlamaAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # [T, hidden]
-        cos: torch.Tensor,  # [T, head_dim // 2]
-        sin: torch.Tensor,
+        positions: torch.Tensor,  # [T] int64
+        cos_sin: torch.Tensor,  # [max_positions, head_dim] float32, the model's rotary table
         kv_caches: list[torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         tokens = x.shape[0]
-        q = self.q_proj(x).view(tokens, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(tokens, self.num_kv_heads, self.head_dim)
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(tokens, self.num_heads, self.head_dim)
+        k = k.view(tokens, self.num_kv_heads, self.head_dim)
+        v = v.view(tokens, self.num_kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        ops.rotary_(q, k, positions, cos_sin)
         out = self.backend.forward(q, k, v, kv_caches[self.layer_idx], meta, self.scale)  # [T, H, D]
-        return self.o_proj(out.reshape(tokens, self.num_heads * self.head_dim))
+        return self.o_proj(out.reshape(tokens, self.q_size))
 
 
 class LlamaDecoderLayer(nn.Module):
-    """Pre-norm block: x + attn(norm(x)), then h + mlp(norm(h))."""
+    """Pre-norm block over a residual stream: h = x + attn(norm(x)), then h + mlp(norm(h)).
+
+    Each residual add is fused into the norm that follows it, so a layer takes and returns
+    (output of its last sublayer, residual so far); the next norm adds them. The first
+    layer gets no residual: its input is the embedding itself.
+    """
 
     def __init__(self, hf_config: Any, layer_idx: int, backend: AttentionBackend, options: AttentionOptions):
         super().__init__()
@@ -86,9 +97,22 @@ class LlamaDecoderLayer(nn.Module):
             hf_config.hidden_size, hf_config.intermediate_size, bias=getattr(hf_config, "mlp_bias", False)
         )
 
-    def forward(self, x, cos, sin, kv_caches, meta):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, kv_caches, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(
+        self,
+        x: torch.Tensor,  # [T, hidden]
+        residual: torch.Tensor | None,  # [T, hidden], None before the first layer
+        positions: torch.Tensor,
+        cos_sin: torch.Tensor,
+        kv_caches: list[torch.Tensor],
+        meta: AttentionMetadata,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if residual is None:
+            x, residual = self.input_layernorm(x), x
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x = self.self_attn(x, positions, cos_sin, kv_caches, meta)
+        x, residual = self.post_attention_layernorm(x, residual)
+        return self.mlp(x), residual
 
 
 class LlamaModel(nn.Module):
@@ -106,11 +130,11 @@ class LlamaModel(nn.Module):
         )
 
     def forward(self, input_ids, positions, kv_caches, meta) -> torch.Tensor:
-        cos, sin = self.rotary_emb(positions)  # computed once, shared by every layer
-        x = self.embed_tokens(input_ids)  # [T, hidden]
+        x, residual = self.embed_tokens(input_ids), None  # [T, hidden]
         for layer in self.layers:
-            x = layer(x, cos, sin, kv_caches, meta)
-        return self.norm(x)
+            x, residual = layer(x, residual, positions, self.rotary_emb.cos_sin, kv_caches, meta)
+        x, _ = self.norm(x, residual)
+        return x
 
 
 class LlamaForCausalLM(nn.Module):

@@ -2,7 +2,10 @@
 
 The model is built on the meta device (no memory, no random init) and each safetensors
 tensor is read straight onto the target device, cast to the target dtype and put in
-place of its parameter, so that peak memory is the weights plus one tensor.
+place of its parameter, so that peak memory is the weights plus one tensor. Checkpoint
+tensors of projections that we merge (q/k/v, gate/up) fill blocks of rows of the merged
+parameter instead: STACKED_PARAMETERS says which, and `checkpoint_layout` turns it into
+the HF name -> slot map that the name check, the loading and `hf_state_dict` share.
 """
 
 from __future__ import annotations
@@ -25,10 +28,25 @@ INDEX_FILE = "model.safetensors.index.json"
 # Checkpoint keys that hold no parameter of ours: old Llama exports saved the rotary
 # frequencies, which we recompute.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+# Our merged projection -> the HF projections whose rows it stacks, in row order (the
+# block sizes come from the module's `output_sizes`).
+STACKED_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "qkv_proj": ("q_proj", "k_proj", "v_proj"),
+    "gate_up_proj": ("gate_proj", "up_proj"),
+}
 
 
 class ModelLoadError(ValueError):
     """The checkpoint cannot be loaded; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class WeightSlot:
+    """Where one checkpoint tensor goes in the model."""
+
+    param: str  # our parameter's name
+    rows: slice | None  # the block of its rows that the tensor fills; None: the whole parameter
+    shape: tuple[int, ...]  # the checkpoint tensor's expected shape
 
 
 @dataclass(frozen=True)
@@ -90,13 +108,46 @@ def load_model(
     files = safetensors_files(model_dir)
     with torch.device("meta"):
         model = arch(hf_config, attn_backend)
-    _check_names_and_shapes(model, files)
+    layout = checkpoint_layout(model)
+    _check_names_and_shapes(model, layout, files)
     for file in files:
         with safe_open(file, framework="pt", device=str(device)) as f:
             for key in _wanted_keys(model, f.keys()):
-                _set_parameter(model, key, f.get_tensor(key).to(dtype))
+                _fill_slot(model, layout[key], f.get_tensor(key).to(dtype))
     # Buffers (the rotary table) were built on the CPU and follow the weights here.
     return model.to(device).eval()
+
+
+def checkpoint_layout(model: nn.Module) -> dict[str, WeightSlot]:
+    """Every weight a Hugging Face checkpoint of `model` holds, by HF name, with its slot.
+
+    A parameter of a merged projection (one whose name is in STACKED_PARAMETERS and whose
+    module has `output_sizes`) appears as one entry per stacked HF projection.
+    """
+    layout: dict[str, WeightSlot] = {}
+    for name, param in model.named_parameters():
+        module_path, _, leaf = name.rpartition(".")
+        parent, _, module_name = module_path.rpartition(".")
+        sizes = getattr(model.get_submodule(module_path), "output_sizes", None)
+        if module_name not in STACKED_PARAMETERS or sizes is None:
+            layout[name] = WeightSlot(name, None, tuple(param.shape))
+            continue
+        start = 0
+        for hf_module, size in zip(STACKED_PARAMETERS[module_name], sizes, strict=True):
+            hf_name = f"{parent}.{hf_module}.{leaf}" if parent else f"{hf_module}.{leaf}"
+            layout[hf_name] = WeightSlot(name, slice(start, start + size), (size, *param.shape[1:]))
+            start += size
+    return layout
+
+
+def hf_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's weights under Hugging Face names, as views (merged projections sliced
+    by rows, nothing copied): what a transformers model of the same config loads."""
+    weights = {}
+    for hf_name, slot in checkpoint_layout(model).items():
+        param = model.get_parameter(slot.param).detach()
+        weights[hf_name] = param if slot.rows is None else param[slot.rows]
+    return weights
 
 
 def safetensors_files(model_dir: Path) -> list[Path]:
@@ -167,9 +218,9 @@ def _wanted_keys(model: nn.Module, keys) -> list[str]:
     ]
 
 
-def _check_names_and_shapes(model: nn.Module, files: list[Path]) -> None:
+def _check_names_and_shapes(model: nn.Module, layout: dict[str, WeightSlot], files: list[Path]) -> None:
     """Compare the checkpoint's names and shapes with the model's before reading any data."""
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    expected = {name: slot.shape for name, slot in layout.items()}
     found: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(file, framework="pt") as f:
@@ -194,6 +245,21 @@ def _few(names: list[str], count: int = 4) -> str:
     return "(" + ", ".join(names[:count]) + more + ")"
 
 
-def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+def _fill_slot(model: nn.Module, slot: WeightSlot, tensor: torch.Tensor) -> None:
+    """Put a checkpoint tensor in place: as the parameter itself, or copied into its rows of
+    a merged parameter (allocated, uninitialised, by the first of its blocks to arrive; the
+    name check has made sure that every block arrives)."""
+    if slot.rows is None:
+        _set_parameter(model, slot.param, tensor)
+        return
+    param = model.get_parameter(slot.param)
+    if param.is_meta:
+        param = _set_parameter(model, slot.param, tensor.new_empty(param.shape))
+    param.data[slot.rows].copy_(tensor)
+
+
+def _set_parameter(model: nn.Module, name: str, tensor: torch.Tensor) -> nn.Parameter:
     module_name, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(module_name), leaf, nn.Parameter(tensor, requires_grad=False))
+    param = nn.Parameter(tensor, requires_grad=False)
+    setattr(model.get_submodule(module_name), leaf, param)
+    return param

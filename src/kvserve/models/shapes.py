@@ -41,14 +41,21 @@ SHAPES: dict[str, dict] = {
 }
 
 
-def write_shape_dir(arch: str, out_dir: Path) -> Path:
-    """A model directory holding only config.json: a named shape, or a given config.json path."""
+def write_shape_dir(arch: str, out_dir: Path, min_positions: int | None = None) -> Path:
+    """A model directory holding only config.json: a named shape, or a given config.json path.
+
+    `min_positions` raises max_position_embeddings when a workload needs one more position
+    than the model has (an 8,192-token prompt on an 8,192-position model leaves no room to
+    generate); with random weights nothing depends on what those positions would mean.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     if arch in SHAPES:
-        config = SHAPES[arch]
+        config = dict(SHAPES[arch])
     elif Path(arch).is_file():
         config = json.loads(Path(arch).read_text())
     else:
         raise ValueError(f"unknown architecture shape {arch!r}: one of {sorted(SHAPES)} or a config.json path")
+    if min_positions and min_positions > config.get("max_position_embeddings", 0):
+        config["max_position_embeddings"] = min_positions
     (out_dir / "config.json").write_text(json.dumps(config, indent=1))
     return out_dir

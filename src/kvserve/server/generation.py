@@ -155,6 +155,9 @@ async def collect_or_abort(gen: Generation, request: Request) -> list[Choice]:
         gen.finish(_OUTCOMES[type(exc)], error.message)
         gen.state.metrics.request_rejected(_OUTCOMES[type(exc)])
         raise error from None
+    except BaseException as exc:  # a bug: still abort the request in the engine
+        gen.finish("error", f"{type(exc).__name__}: {exc}")
+        raise
     gen.finish("ok")
     return choices
 

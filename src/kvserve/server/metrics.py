@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,9 +19,12 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Metric,
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from kvserve.engine.outputs import EngineStats
 
@@ -43,43 +47,35 @@ VLLM_ALIASES = {
 }
 
 
-class _Fanout:
-    """One logical metric written to all of its names at once."""
+class _Aliases(Collector):
+    """Exports one metric under several names: it is updated once per event, whatever the
+    number of names (a token costs one histogram observation, not three)."""
 
-    def __init__(self, children: list) -> None:
-        self._children = children
+    def __init__(self, metric: MetricWrapperBase, names: list[str]) -> None:
+        self._metric = metric
+        self._names = names
 
-    def set(self, value: float) -> None:
-        for child in self._children:
-            child.set(value)
-
-    def inc(self, amount: float = 1.0) -> None:
-        for child in self._children:
-            child.inc(amount)
-
-    def observe(self, value: float) -> None:
-        for child in self._children:
-            child.observe(value)
+    def collect(self) -> Iterable[Metric]:
+        for family in self._metric.collect():
+            for name in self._names:
+                alias = Metric(name, family.documentation, family.type, family.unit)
+                alias.samples = [s._replace(name=name + s.name[len(family.name):]) for s in family.samples]
+                yield alias
 
 
 class _Family:
-    """A metric registered under every prefix (and aliases), bound to one model name."""
+    """A metric exported under every prefix (and aliases), bound to one model name."""
 
     def __init__(self, registry: CollectorRegistry, model_name: str, kind: type, name: str,
                  doc: str, labels: Iterable[str] = (), prefixes: tuple[str, ...] = PREFIXES,
                  **kwargs: object) -> None:
         names = [prefix + name for prefix in prefixes] + (VLLM_ALIASES.get(name, []) if "vllm:" in prefixes else [])
-        label_names = ["model_name", *labels]
-        self._metrics = [kind(n, doc, label_names, registry=registry, **kwargs) for n in names]
+        self._metric = kind(names[0], doc, ["model_name", *labels], registry=None, **kwargs)
+        registry.register(_Aliases(self._metric, names))
         self._model_name = model_name
-        self._bound: dict[tuple[str, ...], _Fanout] = {}
 
-    def labels(self, *values: str) -> _Fanout:
-        fanout = self._bound.get(values)
-        if fanout is None:
-            fanout = _Fanout([m.labels(self._model_name, *values) for m in self._metrics])
-            self._bound[values] = fanout
-        return fanout
+    def labels(self, *values: str) -> Any:
+        return self._metric.labels(self._model_name, *values)
 
 
 @dataclass

@@ -27,6 +27,7 @@ class RequestLogRecord:
     path: str
     arrival: float = field(default_factory=time.monotonic)
     request_id: str | None = None
+    client_request_id: str | None = None  # the client's X-Request-Id header, for correlation
     model: str | None = None
     stream: bool | None = None
     status: int | None = None  # HTTP status sent (None: the client left before any)
@@ -57,6 +58,7 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send)
             return
         record = RequestLogRecord(scope["method"], scope["path"])
+        record.client_request_id = _header(scope, b"x-request-id")
         scope.setdefault("state", {})[STATE_KEY] = record
 
         async def send_and_note(message: Message) -> None:
@@ -73,6 +75,11 @@ class RequestLogMiddleware:
             record.e2e_s = round(time.monotonic() - record.arrival, 6)
             if not _quiet(record):
                 logger.info(record.line())
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    value = next((v for k, v in scope["headers"] if k == name), None)
+    return value.decode("latin-1")[:200] if value is not None else None
 
 
 def _quiet(record: RequestLogRecord) -> bool:

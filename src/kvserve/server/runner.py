@@ -32,8 +32,11 @@ def run_server(engine_config: EngineConfig, settings: ServerSettings) -> int:
     """Blocking: serve until told to stop; returns the process exit code."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_request_logger()
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(engine_config, settings))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(serve(engine_config, settings))
+    except KeyboardInterrupt:  # Ctrl-C while the model loads; the core process follows us out
+        return 130
 
 
 async def serve(engine_config: EngineConfig, settings: ServerSettings) -> int:

@@ -57,6 +57,8 @@ class ModelRunner:
         max_blocks_per_seq = -(-max_model_len // self.block_size)
         self.buffers = InputBuffers(sched.max_num_batched_tokens + sched.max_num_seqs, sched.max_num_seqs,
                                     max_blocks_per_seq, self.device)
+        if self.device.type == "cuda" and num_blocks * self.block_size >= 64:
+            self.warm_up()
         if self.device.type == "cuda" and not self.config.device.enforce_eager:
             max_batch = min(sched.max_num_seqs, sched.max_num_batched_tokens)
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.buffers, max_batch, max_model_len)
@@ -176,20 +178,39 @@ class ModelRunner:
     @torch.inference_mode()
     def _profile_run(self, num_tokens: int) -> None:
         """One forward over `num_tokens` dummy prompt tokens, to measure the activation peak."""
-        bs = self.block_size
-        num_blocks = -(-num_tokens // bs)
-        caches = allocate_kv_caches(num_blocks, bs, self.info, self.dtype, self.device)
-        meta = AttentionMetadata(
-            slot_mapping=torch.arange(num_tokens, device=self.device),
-            query_start_loc=torch.tensor([0, num_tokens], dtype=torch.int32, device=self.device),
-            seq_lens=torch.tensor([num_tokens], dtype=torch.int32, device=self.device),
-            block_tables=torch.arange(num_blocks, dtype=torch.int32, device=self.device)[None],
-            query_lens_cpu=[num_tokens],
-            seq_lens_cpu=[num_tokens],
-            max_query_len=num_tokens,
-            max_seq_len=num_tokens,
-        )
-        ids = torch.zeros(num_tokens, dtype=torch.int64, device=self.device)
-        hidden = self.model(ids, torch.arange(num_tokens, device=self.device), caches, meta)
-        self.model.compute_logits(hidden[-self.config.scheduler.max_num_seqs:])
+        caches = allocate_kv_caches(-(-num_tokens // self.block_size), self.block_size, self.info, self.dtype,
+                                    self.device)
+        self._dummy_forward(caches, [num_tokens], [num_tokens])
         del caches
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Run every kernel variant once (prefill, decode, and both in one step) so that
+        JIT compilation happens at start-up, not in the first requests' latency."""
+        for query_lens, seq_lens in (([1, 1], [17, 40]), ([24], [24]), ([1, 24], [17, 40])):
+            self._dummy_forward(self.kv_caches, query_lens, seq_lens)
+
+    def _dummy_forward(self, caches: list[torch.Tensor], query_lens: list[int], seq_lens: list[int]) -> None:
+        """Sequences laid over consecutive blocks from block 0 (their contents are junk)."""
+        bs, dev = self.block_size, self.device
+        tables, first = [], 0
+        for n in seq_lens:
+            tables.append(list(range(first, first + -(-n // bs))))
+            first += len(tables[-1])
+        slots = [tables[i][p // bs] * bs + p % bs for i, (q, n) in enumerate(zip(query_lens, seq_lens))
+                 for p in range(n - q, n)]
+        width = max(len(t) for t in tables)
+        meta = AttentionMetadata(
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
+            query_start_loc=torch.tensor(np.cumsum([0] + query_lens), dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
+            block_tables=torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32, device=dev),
+            query_lens_cpu=query_lens,
+            seq_lens_cpu=seq_lens,
+            max_query_len=max(query_lens),
+            max_seq_len=max(seq_lens),
+        )
+        positions = [p for q, n in zip(query_lens, seq_lens) for p in range(n - q, n)]
+        ids = torch.zeros(len(positions), dtype=torch.int64, device=dev)
+        hidden = self.model(ids, torch.tensor(positions, device=dev), caches, meta)
+        self.model.compute_logits(hidden[-self.config.scheduler.max_num_seqs:])

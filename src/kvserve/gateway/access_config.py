@@ -1,0 +1,62 @@
+"""Config sections of part 2: Redis, API keys, tenants, limits, caching, streams, safety.
+
+They are fields of `GatewayConfig` (config.py); each is optional and off (or lenient)
+by default, so a part-1 config keeps its behaviour.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisConfig(Section):
+    url: str | None = None  # redis://127.0.0.1:6379/0; none = in-memory state (one gateway only)
+    prefix: str = "kvs"  # prefix of every Redis key the gateway writes
+    timeout_s: float = Field(0.25, gt=0)  # per Redis call; a slower answer counts as Redis down
+    on_failure: Literal["open", "closed"] = "open"  # Redis down: admit without limits, or refuse (503)
+    retry_after_s: float = Field(1.0, gt=0)  # after a failure, Redis is not tried again for this long
+
+
+class AuthConfig(Section):
+    enabled: bool = False  # require an API key on /v1/* completion routes
+    store: Literal["file", "redis"] = "file"  # where key records (hashes only) live
+    keys_file: Path | None = None  # store "file": the YAML written by `kvserve keys`
+    cache_s: float = Field(5.0, ge=0)  # key records are re-read this often (revocation delay)
+
+
+class TenantLimits(Section):
+    requests_per_minute: int = Field(0, ge=0)  # shared by every key of the tenant; 0 = no limit
+    tokens_per_minute: int = Field(0, ge=0)  # prompt + completion tokens; 0 = no limit
+
+
+class LimitsConfig(Section):
+    default_max_tokens: int = Field(1024, gt=0)  # charged at admission when a request names no max_tokens
+    max_messages: int = Field(1024, gt=0)  # messages per chat request (a key may set fewer)
+    max_prompt_tokens: int = Field(0, ge=0)  # estimated prompt tokens per request; 0 = no limit
+    concurrency_lease_s: float = Field(3600.0, gt=0)  # a crashed gateway's slots free themselves after this
+
+
+class CacheConfig(Section):
+    enabled: bool = False  # exact response cache for deterministic requests (temperature 0 or a seed)
+    ttl_s: float = Field(300.0, gt=0)  # lifetime of an entry
+    max_entries: int = Field(10_000, gt=0)  # in-memory backend only (Redis evicts by TTL)
+    max_entry_bytes: int = Field(256 * 1024, gt=0)  # larger answers are not cached
+
+
+class StreamsConfig(Section):
+    resumable: bool = False  # SSE ids + stored events; a stream finishes even if its client leaves
+    ttl_s: float = Field(300.0, gt=0)  # how long a stream's events can be resumed
+    poll_s: float = Field(0.02, gt=0)  # a resumed stream that is still generating is re-read this often
+    idempotency_ttl_s: float = Field(86400.0, gt=0)  # stored answers for Idempotency-Key
+
+
+class PrivacyConfig(Section):
+    sensitive_header: str = "x-sensitive"  # "true"/"1": never cache this request
+    log_prompts: bool = False  # add the prompt (PII redacted) to the request log line

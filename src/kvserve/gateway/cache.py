@@ -1,0 +1,141 @@
+"""The exact response cache: which requests qualify, their keys, and the entry format.
+
+Only deterministic requests (temperature 0, or a fixed seed) with one choice are cached.
+The key hashes the tenant, model, version, route and the request without the fields
+that do not change the answer (stream, stream_options, user, priority), so tenants
+never share entries. An entry keeps the answer's text, finish reason and usage, and
+can be replayed as JSON or as an SSE stream, whichever the new request asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "priority", "model"})
+
+
+def deterministic(payload: dict[str, Any]) -> bool:
+    n = payload.get("n")
+    if n not in (None, 1):
+        return False
+    seed = payload.get("seed")
+    return payload.get("temperature") == 0 or (isinstance(seed, int) and not isinstance(seed, bool))
+
+
+def cache_key(tenant: str, model: str, version: str, path: str, payload: dict[str, Any]) -> str:
+    kept = {k: v for k, v in payload.items() if k not in IGNORED_FIELDS}
+    normal = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256("\0".join((tenant, model, version, path, normal)).encode()).hexdigest()
+    return f"cache:{digest}"
+
+
+@dataclass
+class Entry:
+    """One cached answer (a single choice of plain text)."""
+
+    chat: bool
+    id: str
+    model: str
+    content: str
+    finish_reason: str | None
+    usage: dict[str, int] | None
+    seconds: float = 0.0  # how long the upstream took to answer (time a hit saves)
+
+    def dumps(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def loads(cls, raw: bytes) -> Entry:
+        return cls(**json.loads(raw))
+
+    def as_json(self) -> bytes:
+        if self.chat:
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": self.content},
+                                      "logprobs": None, "finish_reason": self.finish_reason}
+        else:
+            choice = {"index": 0, "text": self.content, "logprobs": None, "finish_reason": self.finish_reason}
+        return json.dumps({"id": self.id, "object": "chat.completion" if self.chat else "text_completion",
+                           "created": int(time.time()), "model": self.model, "choices": [choice],
+                           "usage": self.usage}).encode()
+
+    def as_sse(self, include_usage: bool) -> bytes:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        created = int(time.time())
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            body = {"id": self.id, "object": obj, "created": created, "model": self.model, "choices": choices,
+                    **extra}
+            return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+        if self.chat:
+            first = {"index": 0, "delta": {"role": "assistant", "content": self.content}, "finish_reason": None}
+            last = {"index": 0, "delta": {}, "finish_reason": self.finish_reason}
+        else:
+            first = {"index": 0, "text": self.content, "finish_reason": None}
+            last = {"index": 0, "text": "", "finish_reason": self.finish_reason}
+        out = chunk([first]) + chunk([last])
+        if include_usage and self.usage is not None:
+            out += chunk([], usage=self.usage)
+        return out + b"data: [DONE]\n\n"
+
+
+def entry_from_json(body: bytes, chat: bool) -> Entry | None:
+    """An entry from a complete JSON answer, or None if it cannot be replayed faithfully."""
+    try:
+        data = json.loads(body)
+        choices = data["choices"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(choices, list) or len(choices) != 1:
+        return None
+    choice = choices[0]
+    if chat:
+        message = choice.get("message") or {}
+        if set(message) - {"role", "content", "refusal", "tool_calls", "reasoning_content"} or message.get(
+                "tool_calls") or message.get("reasoning_content") or not isinstance(message.get("content"), str):
+            return None
+        text = message["content"]
+    else:
+        text = choice.get("text")
+        if not isinstance(text, str):
+            return None
+    return Entry(chat, str(data.get("id", "")), str(data.get("model", "")), text, choice.get("finish_reason"),
+                 data.get("usage"))
+
+
+class StreamAssembler:
+    """Rebuilds an entry from a stream's `data:` payloads (fed one parsed chunk at a time)."""
+
+    def __init__(self, chat: bool) -> None:
+        self.chat = chat
+        self.parts: list[str] = []
+        self.id = self.model = ""
+        self.finish_reason: str | None = None
+        self.usage: dict[str, int] | None = None
+        self.replayable = True
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        self.id = self.id or str(chunk.get("id", ""))
+        self.model = self.model or str(chunk.get("model", ""))
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                self.replayable = False
+                continue
+            delta = (choice.get("delta") or {}) if self.chat else {"content": choice.get("text")}
+            if delta.get("tool_calls") or delta.get("reasoning_content"):
+                self.replayable = False
+            if isinstance(delta.get("content"), str):
+                self.parts.append(delta["content"])
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def entry(self) -> Entry | None:
+        if not self.replayable or self.finish_reason is None:
+            return None
+        return Entry(self.chat, self.id, self.model, "".join(self.parts), self.finish_reason, self.usage)

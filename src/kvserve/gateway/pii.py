@@ -1,0 +1,72 @@
+"""A small PII and secrets detector: emails, phone numbers, card numbers (Luhn-checked),
+IP addresses and API keys/secrets. Requests where it finds any are never cached, and
+`redact` replaces them before a prompt may reach a log line.
+
+Regular expressions, so it errs on the side of flagging: a false positive only costs a
+cache miss.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Callable
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?|\d{2,4}[\s.-])\d{3,4}[\s.-]?\d{3,4}(?!\w)")
+CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
+SECRET = re.compile(
+    r"\b(?:sk-[A-Za-z0-9_-]{16,}|sk-ant-[A-Za-z0-9_-]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|(?i:\b(?:api[_-]?key|secret|password|passwd|token)\b\s*[:=]\s*['\"]?[^\s'\"]{8,})"
+)
+
+
+def luhn_ok(number: str) -> bool:
+    digits = [int(c) for c in number if c.isdigit()]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _valid_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# class -> (pattern, extra check on the match)
+DETECTORS: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
+    "secret": (SECRET, lambda _: True),
+    "email": (EMAIL, lambda _: True),
+    "card": (CARD, luhn_ok),
+    "ip": (IPV4, _valid_ip),
+    "ipv6": (IPV6, _valid_ip),
+    "phone": (PHONE, lambda m: sum(c.isdigit() for c in m) >= 7),
+}
+
+
+def find(text: str) -> set[str]:
+    """The classes of sensitive data in `text`."""
+    found = set()
+    for name, (pattern, check) in DETECTORS.items():
+        if any(check(m.group(0)) for m in pattern.finditer(text)):
+            found.add(name)
+    return found
+
+
+def redact(text: str) -> str:
+    """`text` with every detected item replaced by [REDACTED:<class>]."""
+    for name, (pattern, check) in DETECTORS.items():
+        text = pattern.sub(lambda m, n=name, c=check: f"[REDACTED:{n}]" if c(m.group(0)) else m.group(0), text)
+    return text

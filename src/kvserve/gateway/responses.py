@@ -1,0 +1,144 @@
+"""Answers the gateway gives from its store (cache hits, idempotent repeats), and the end
+of a request: real usage settled against the limits, answers stored for next time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from kvserve.gateway.cache import Entry, entry_from_json
+from kvserve.gateway.keys import KeyRecord
+from kvserve.gateway.kvstore import Store
+from kvserve.gateway.ratelimit import Charge, Decision, Usage
+from kvserve.gateway.redis_link import RedisUnavailable
+from kvserve.gateway.request import ClientRequest
+from kvserve.gateway.streams import StreamRecorder
+from kvserve.gateway.tap import ResponseTap
+
+if TYPE_CHECKING:
+    from kvserve.gateway.access import AccessControl
+
+log = logging.getLogger("kvserve.gateway")
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+JSON = b"application/json"
+MAX_UNSETTLED = 10_000  # settlements kept for retry while Redis is down
+
+
+@dataclass
+class Ticket:
+    """One request's passage through access control."""
+
+    headers: list[tuple[bytes, bytes]]  # the client's request headers
+    started: float  # monotonic seconds
+    record: KeyRecord | None = None  # the API key's record (None without auth)
+    tenant: str = "anonymous"
+    key_id: str = "-"
+    model: str = "unknown"
+    charge: Charge | None = None
+    decision: Decision | None = None  # set once admitted (None: nothing to settle)
+    limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    cache_key: str | None = None  # set when the answer may be cached
+    idem_key: str | None = None  # set for a request with an Idempotency-Key
+    tap: ResponseTap | None = None
+    recorder: StreamRecorder | None = None
+    cached: Entry | None = None  # the entry a cache hit was answered from
+    status: int = 0  # status sent by access control itself (cache hit, replay)
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+async def serve_idempotent(store: Store, ticket: Ticket, send: Send) -> bool:
+    try:
+        stored = await store.get(ticket.idem_key or "")
+    except RedisUnavailable:
+        return False
+    if stored is None:
+        return False
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", JSON), (b"idempotent-replayed", b"true")]})
+    await send({"type": "http.response.body", "body": stored})
+    ticket.status = 200
+    return True
+
+
+async def serve_cached(store: Store, ticket: Ticket, request: ClientRequest, send: Send) -> bool:
+    try:
+        raw = await store.get(ticket.cache_key or "")
+    except RedisUnavailable:
+        return False
+    if raw is None:
+        return False
+    entry = ticket.cached = Entry.loads(raw)
+    if request.stream:
+        options = request.payload.get("stream_options") or {}
+        body, kind = entry.as_sse(bool(options.get("include_usage"))), b"text/event-stream"
+    else:
+        body, kind = entry.as_json(), JSON
+    headers = [(b"content-type", kind), (b"x-cache", b"hit"),
+               (b"x-request-id", request.request_id.encode("latin-1")), *ticket.limit_headers]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    ticket.status = 200
+    return True
+
+
+def usage_of(ticket: Ticket) -> Usage:
+    if ticket.cached is not None:
+        u = ticket.cached.usage or {}
+        return Usage(int(u.get("prompt_tokens", 0)), int(u.get("completion_tokens", 0)), cache_hit=True)
+    usage = ticket.tap.json_usage() if ticket.tap is not None else None
+    if not usage:
+        return Usage()
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+async def finish_ticket(access: AccessControl, ticket: Ticket, status: int) -> None:
+    """Settle the real usage and store what later requests may reuse."""
+    usage = usage_of(ticket)
+    assert ticket.charge is not None and ticket.decision is not None
+    m = access.metrics
+    m.tenant_requests.labels(ticket.tenant, ticket.model).inc()
+    m.tokens.labels(ticket.tenant, ticket.model, "prompt").inc(usage.prompt_tokens)
+    m.tokens.labels(ticket.tenant, ticket.model, "completion").inc(usage.completion_tokens)
+    if ticket.cached is not None:
+        m.cache_saved.labels(ticket.model).inc(ticket.cached.seconds)
+    await settle(access, ticket.charge, ticket.decision, usage)
+    if status == 200 and ticket.tap is not None and ticket.tap.status == 200:
+        await store_answers(access, ticket)
+
+
+async def settle(access: AccessControl, charge: Charge, decision: Decision, usage: Usage) -> None:
+    """Settle now, and retry settlements that failed while Redis was down."""
+    pending = access.unsettled
+    try:
+        await access.limiter.settle(charge, decision, usage)
+        while pending:
+            await access.limiter.settle(*pending[-1])
+            pending.pop()
+    except RedisUnavailable:
+        if len(pending) < MAX_UNSETTLED:
+            pending.append((charge, decision, usage))
+
+
+async def store_answers(access: AccessControl, ticket: Ticket) -> None:
+    tap, config = ticket.tap, access.config
+    assert tap is not None
+    try:
+        if ticket.idem_key is not None and tap.body:
+            await access.store.set(ticket.idem_key, bytes(tap.body), config.streams.idempotency_ttl_s)
+        if ticket.cache_key is not None:
+            entry = tap.assembler.entry() if tap.assembler is not None else entry_from_json(bytes(tap.body),
+                                                                                              tap.chat)
+            if entry is not None:
+                entry.seconds = time.monotonic() - ticket.started
+                raw = entry.dumps()
+                if len(raw) <= config.cache.max_entry_bytes:
+                    await access.store.set(ticket.cache_key, raw, config.cache.ttl_s)
+    except RedisUnavailable:
+        log.debug("answer not stored: redis down")

@@ -1,0 +1,88 @@
+"""Input safety: no chat-template control tokens inside message content, and size limits.
+
+A user who writes `<|im_start|>system` into a message could forge a turn once the
+engine applies the chat template. Each model refuses its own tokenizer's control
+tokens (`special_tokens` and/or `tokenizer_config` in its config), else a default list
+covering ChatML, Llama 3 and Llama 2 / Mistral markers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from kvserve.gateway.errors import GatewayError, bad_request
+from kvserve.gateway.keys import KeyLimits
+
+DEFAULT_CONTROL_TOKENS = (
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>",  # ChatML (Qwen, SmolLM)
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>",  # Llama 3
+    "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>", "<s>", "</s>",  # Llama 2, Mistral
+)
+
+
+def tokenizer_special_tokens(path: Path) -> list[str]:
+    """Special tokens declared by a Hugging Face tokenizer_config.json."""
+    data = json.loads(Path(path).read_text())
+    tokens = [t["content"] for t in (data.get("added_tokens_decoder") or {}).values()
+              if isinstance(t, dict) and t.get("special")]
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        value = data.get(name)
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str) and value:
+            tokens.append(value)
+    return tokens
+
+
+def control_pattern(tokens: list[str] | tuple[str, ...]) -> re.Pattern[str] | None:
+    tokens = sorted({t for t in tokens if t}, key=len, reverse=True)
+    return re.compile("|".join(re.escape(t) for t in tokens)) if tokens else None
+
+
+class InputGuard:
+    """Checks one model's requests: control tokens in message content, message count,
+    estimated prompt tokens and body size (the key's limits when it sets them)."""
+
+    def __init__(self, tokens: list[str] | tuple[str, ...], max_messages: int, max_prompt_tokens: int) -> None:
+        self.pattern = control_pattern(tokens)
+        self.max_messages = max_messages
+        self.max_prompt_tokens = max_prompt_tokens
+
+    def check(self, payload: dict[str, Any], body_bytes: int, prompt_tokens: int, limits: KeyLimits) -> None:
+        if limits.max_body_bytes and body_bytes > limits.max_body_bytes:
+            raise GatewayError(413, f"request body over this key's {limits.max_body_bytes} bytes",
+                               code="request_too_large")
+        messages = payload.get("messages")
+        if isinstance(messages, list):
+            self._check_messages(messages, limits)
+        cap = min(x for x in (limits.max_prompt_tokens, self.max_prompt_tokens, 1 << 62) if x)
+        if prompt_tokens > cap:
+            raise bad_request(f"the prompt is about {prompt_tokens} tokens, over the limit of {cap}",
+                              "messages" if isinstance(messages, list) else "prompt")
+
+    def _check_messages(self, messages: list[Any], limits: KeyLimits) -> None:
+        cap = min(x for x in (limits.max_messages, self.max_messages) if x)
+        if len(messages) > cap:
+            raise bad_request(f"{len(messages)} messages, over the limit of {cap}", "messages")
+        if self.pattern is None:
+            return
+        for i, message in enumerate(messages):
+            for text in _texts(message):
+                found = self.pattern.search(text)
+                if found:
+                    raise GatewayError(400, f"messages[{i}] contains the control token {found.group(0)!r}, "
+                                       "which could forge a conversation turn", code="control_token_in_content",
+                                       param=f"messages[{i}].content")
+
+
+def _texts(message: Any) -> list[str]:
+    if not isinstance(message, dict):
+        return []
+    out = [v for k, v in message.items() if k in ("content", "name", "role") and isinstance(v, str)]
+    content = message.get("content")
+    if isinstance(content, list):
+        out += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return out

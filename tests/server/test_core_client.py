@@ -1,0 +1,71 @@
+"""The engine core in its own process, driven through AsyncLLM (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kvserve.config import EngineConfig
+from kvserve.engine.async_llm import AsyncLLM
+from kvserve.sampling_params import SamplingParams
+
+
+def test_fan_out_abort_frees_blocks_and_shutdown(slower_llama):
+    async def run() -> None:
+        llm = await AsyncLLM.start(EngineConfig.from_flat(model=str(slower_llama), max_model_len=1024))
+        try:
+            assert await llm.check_alive()
+            prompt = llm.tokenizer.encode("Paged attention stores keys")
+            stream = await llm.submit([prompt], SamplingParams(n=3, max_tokens=900, ignore_eos=True, seed=1), "req")
+            seen = set()
+            async for choice in stream:
+                seen.add(choice.index)
+                if seen == {0, 1, 2}:
+                    break
+            assert llm.stats.num_running == 3 and llm.stats.kv_cache_usage > 0
+            stream.close()
+            deadline = time.monotonic() + 5
+            while (llm.stats.num_running or llm.stats.kv_cache_usage) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert llm.stats.num_running == 0 and llm.stats.kv_cache_usage == 0
+            assert llm.num_unfinished == 0
+        finally:
+            await llm.shutdown()
+        assert not await llm.check_alive()
+        assert not llm.client.process.is_alive()
+
+    asyncio.run(run())
+
+
+ORPHAN_SCRIPT = """
+import os, signal, sys
+from kvserve.config import EngineConfig
+from kvserve.engine.core_client import CoreClient
+if __name__ == "__main__":
+    client = CoreClient.start(EngineConfig.from_flat(model=sys.argv[1]))
+    print(client.process.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # no clean-up of any kind
+"""
+
+
+def test_core_process_exits_when_its_parent_is_killed(tiny_llama, tmp_path):
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    parent = subprocess.run([sys.executable, str(script), str(tiny_llama)], capture_output=True, text=True,
+                            timeout=180)
+    core_pid = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _running(core_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(core_pid)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie lingers where nothing reaps it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

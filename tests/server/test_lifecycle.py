@@ -1,0 +1,129 @@
+"""Start-up, shutdown, API key and request logs of a real `kvserve serve` process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.server.conftest import ServerProcess, start_server
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of `pid`, whichever of its threads started them."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_sigterm_lets_in_flight_requests_finish_then_exits_0(slower_llama, tmp_path_factory):
+    server = start_server(tmp_path_factory, slower_llama, "--shutdown-timeout", "60")
+    core_pids = _children(server.proc.pid)
+    assert core_pids, "the engine core runs in a child process"
+    body = {"prompt": "Hello", "max_tokens": 30, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
+    chunks: list[str] = []
+
+    def stream() -> None:
+        with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=120) as response:
+            for line in response.iter_lines():
+                chunks.append(line)
+                if len(chunks) == 2:  # the first event is out: the request is in flight
+                    server.proc.send_signal(signal.SIGTERM)
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    reader.join(120)
+    assert server.proc.wait(60) == 0
+    events = [c.removeprefix("data: ") for c in chunks if c.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["usage"]["completion_tokens"] == 30  # every token arrived
+    assert json.loads(events[-3])["choices"][0]["finish_reason"] == "length"
+    assert not any(_alive(pid) for pid in core_pids)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(server.url + "/health", timeout=2)
+    server.stop()
+
+
+def test_engine_start_failure_exits_1_with_the_reason(tiny_llama, tmp_path):
+    server = ServerProcess(["--model", str(tiny_llama), "--max-model-len", "100000"], tmp_path / "log")
+    assert server.proc.wait(180) == 1
+    assert "max_model_len=100000" in server.logs()
+    assert "Traceback" not in server.logs()
+
+
+def test_bad_settings_exit_2_with_the_setting_named(tmp_path):
+    config = tmp_path / "serve.yaml"
+    config.write_text("block_size: 7\n")
+    result = subprocess.run([sys.executable, "-m", "kvserve.cli.main", "serve", "--config", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "block_size" in result.stderr
+    config.write_text("max_num_seqs: 4\nportt: 1\n")
+    result = subprocess.run([sys.executable, "-m", "kvserve.cli.main", "serve", "--config", str(config)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "portt" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tiny_llama, tmp_path_factory):
+    proc = start_server(tmp_path_factory, tiny_llama, "--api-key", "s3cret", "--log-requests",
+                        "--served-model-name", "tiny")
+    yield proc
+    proc.stop()
+
+
+def test_api_key_is_required_on_the_api_only(keyed_server):
+    url = keyed_server.url
+    body = {"model": "tiny", "prompt": "Hi", "max_tokens": 2}
+    assert httpx.post(url + "/v1/completions", json=body).status_code == 401
+    wrong = httpx.post(url + "/v1/completions", json=body, headers={"Authorization": "Bearer s3cre"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.post(url + "/tokenize", json={"prompt": "Hi"}).status_code == 401
+    client = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0)
+    assert client.completions.create(model="tiny", prompt="Hi", max_tokens=2).usage.completion_tokens == 2
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0).models.list()
+    assert httpx.get(url + "/health").status_code == 200
+    assert httpx.get(url + "/metrics").status_code == 200
+
+
+def _request_lines(server: ServerProcess) -> list[dict]:
+    lines = [line for line in server.logs().splitlines() if line.startswith('{"event": "request"')]
+    return [json.loads(line) for line in lines]
+
+
+def test_one_log_line_per_request_with_text_only_when_asked(keyed_server, server):
+    headers = {"Authorization": "Bearer s3cret"}
+    reply = httpx.post(keyed_server.url + "/v1/completions", headers=headers,
+                       json={"model": "tiny", "prompt": "Secret prompt", "max_tokens": 3})
+    request_id = reply.json()["id"]
+    time.sleep(0.5)
+    mine = [r for r in _request_lines(keyed_server) if r.get("request_id") == request_id]
+    assert len(mine) == 1
+    line = mine[0]
+    assert line["status"] == 200 and line["prompt_tokens"] >= 1 and line["completion_tokens"] == 3
+    assert line["prompt"] == "Secret prompt" and len(line["completion"]) == 1
+    assert line["ttft_s"] > 0 and line["e2e_s"] >= line["ttft_s"]
+    # without --log-requests, no text at all
+    quiet = httpx.post(server.url + "/v1/completions", json={"prompt": "Secret prompt", "max_tokens": 3})
+    time.sleep(0.5)
+    line = next(r for r in _request_lines(server) if r.get("request_id") == quiet.json()["id"])
+    assert "prompt" not in line and "completion" not in line
+    assert "Secret prompt" not in server.logs()
+    failed = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "n": 0})
+    time.sleep(0.5)
+    assert any(r["status"] == 400 and r.get("error") for r in _request_lines(server)), failed.text

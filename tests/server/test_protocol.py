@@ -1,0 +1,65 @@
+"""Body validation and its OpenAI-shaped errors, without a server."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvserve.server.errors import APIError, parse_body
+from kvserve.server.protocol import ChatCompletionRequest, CompletionRequest
+from kvserve.server.sampling import check_context, to_sampling_params
+
+
+def _error(model, raw: str) -> APIError:
+    with pytest.raises(APIError) as info:
+        parse_body(model, raw.encode())
+    assert info.value.status == 400
+    return info.value
+
+
+def test_messages_accept_text_parts_and_join_them():
+    body = parse_body(ChatCompletionRequest, b'{"messages": [{"role": "user", "content": '
+                                             b'[{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}')
+    assert body.messages[0].text() == "ab"
+
+
+def test_nested_errors_name_the_path():
+    error = _error(ChatCompletionRequest, '{"messages": [{"role": "user", "content": "x"}, {"role": "user", "x": 1}]}')
+    assert error.param == "messages[1].x"
+    assert error.message == "Unrecognized request argument supplied: messages[1].x"
+
+
+def test_missing_required_field():
+    error = _error(CompletionRequest, '{"model": "m"}')
+    assert (error.param, error.code) == ("prompt", "missing_required_parameter")
+
+
+def test_nan_and_infinity_are_refused():
+    assert _error(ChatCompletionRequest, '{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}').param \
+        == "temperature"
+
+
+def test_prompt_forms_become_a_batch():
+    assert parse_body(CompletionRequest, b'{"prompt": "a"}').prompts() == ["a"]
+    assert parse_body(CompletionRequest, b'{"prompt": [1, 2]}').prompts() == [[1, 2]]
+    assert parse_body(CompletionRequest, b'{"prompt": ["a", "b"]}').prompts() == ["a", "b"]
+    assert parse_body(CompletionRequest, b'{"prompt": [[1], [2, 3]]}').prompts() == [[1], [2, 3]]
+    assert _error(CompletionRequest, '{"prompt": []}').param == "prompt"
+
+
+def test_sampling_params_mapping():
+    body = parse_body(ChatCompletionRequest, b'{"messages": [{"role": "user", "content": "x"}], "top_p": 0, '
+                                             b'"stop": "END", "seed": 3, "temperature": 0.5, "min_p": 0.1}')
+    params = to_sampling_params(body, body.output_limit(), body.num_logprobs())
+    assert (params.top_p, params.top_k) == (1.0, 1)  # top_p 0 keeps only the best token
+    assert params.stop == ["END"] and params.seed == 3 and params.temperature == 0.5 and params.min_p == 0.1
+    assert params.max_tokens is None and params.logprobs is None
+
+
+def test_context_check_says_the_numbers():
+    check_context(10, 20, 30, "messages")
+    with pytest.raises(APIError) as info:
+        check_context(10, 21, 30, "messages")
+    assert "maximum context length is 30 tokens" in info.value.message
+    assert "you requested 31 tokens (10 in the messages, 21 in the completion)" in info.value.message
+    with pytest.raises(APIError):
+        check_context(30, None, 30, "prompt")  # no room for a single token
