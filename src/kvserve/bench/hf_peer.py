@@ -1,7 +1,7 @@
 """The Hugging Face transformers peer for `kvserve bench offline --compare-hf`.
 
-Runs transformers on the very weights the engine used (copied by name: our parameter
-names are HF's) and the same requests, in the same process, after freeing the engine's
+Runs transformers on the very weights the engine used (copied under their HF names
+through hf_state_dict) and the same requests, in the same process, after freeing the engine's
 KV cache. Batch-1 workloads use `generate` (eager, then the static-cache compiled path
 after a warm-up); multi-request workloads use continuous batching (`generate_batch`'s
 manager, so that each request keeps its own output length); a 1-token workload times
