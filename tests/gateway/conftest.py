@@ -199,3 +199,68 @@ def processes() -> Any:
 
 def chat(model: str = "fake", stream: bool = False, content: str = "hello", **extra: Any) -> dict[str, Any]:
     return {"model": model, "stream": stream, "messages": [{"role": "user", "content": content}], **extra}
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port (no persistence); `kill` and `start`
+    again on the same port simulate an outage."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.tmp = tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+
+        def pongs() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(pongs, 10, "redis-server did not start", step=0.02)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A fresh key prefix per test: tests share one Redis without seeing each other's state."""
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+def make_key(path: Path, tenant: str = "acme", models: tuple[str, ...] = (), priority: int = 0,
+             **limits: Any) -> str:
+    """Add a key to the YAML key file at `path`; returns the key."""
+    from kvserve.gateway.keys import FileKeyStore, KeyLimits, new_key
+
+    key, record = new_key(tenant, models, priority, KeyLimits(**limits))
+    FileKeyStore(path).put(record)
+    return key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}

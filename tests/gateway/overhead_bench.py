@@ -27,8 +27,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import itertools
 import time
 from pathlib import Path
+from typing import Callable
 
 import httptools
 import uvloop
@@ -101,22 +103,36 @@ class Client:
         return result
 
 
-def raw_request(port: int, model: str, num_tokens: int) -> bytes:
-    body = json.dumps({"model": model, "stream": True, "max_tokens": num_tokens,
-                       "messages": [{"role": "system", "content": "You are a helpful assistant. " * 20},
-                                    {"role": "user", "content": "Say something."}]}).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+def raw_request(port: int, model: str, num_tokens: int, key: str | None = None, nonce: int = 0) -> bytes:
+    """With `key` (--access): an API key and a deterministic (cacheable) body made unique by
+    `nonce`, so every request pays auth, limits, the PII scan and a cache lookup that misses."""
+    payload = {"model": model, "stream": True, "max_tokens": num_tokens,
+               "messages": [{"role": "system", "content": "You are a helpful assistant. " * 20},
+                            {"role": "user", "content": f"Say something. {nonce}" if key else "Say something."}]}
+    if key:
+        payload["temperature"] = 0
+    body = json.dumps(payload).encode()
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{auth}"
             f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n")
     return head.encode() + body
 
 
-async def phase(client: Client, raw: bytes, rate: float, seconds: float, rng: random.Random) -> list[float]:
+def request_maker(port: int, num_tokens: int, key: str | None) -> Callable[[], bytes]:
+    if key is None:
+        raw = raw_request(port, "fake", num_tokens)
+        return lambda: raw
+    counter = itertools.count()
+    return lambda: raw_request(port, "fake", num_tokens, key, next(counter))
+
+
+async def phase(client: Client, make: Callable[[], bytes], rate: float, seconds: float, rng: random.Random) -> list[float]:
     ttfts: list[float] = []
     errors: dict[str, int] = {}
 
     async def one() -> None:
         try:
-            ttft, _ = await client.send(raw)
+            ttft, _ = await client.send(make())
             ttfts.append(ttft)
         except (RuntimeError, ConnectionError, OSError) as exc:
             errors[str(exc)] = errors.get(str(exc), 0) + 1
@@ -173,6 +189,19 @@ def cores() -> tuple[int | None, int | None, int | None]:
     return (0, 1, 1) if n == 2 else (None, None, None)
 
 
+def access_yaml(args: argparse.Namespace, workdir: Path) -> str:
+    """--access: API keys (file store), per-key limits (in-memory, or Redis with --redis-url) and the cache."""
+    if not args.access:
+        return ""
+    from kvserve.gateway.keys import FileKeyStore, KeyLimits, new_key
+
+    key, record = new_key("bench", limits=KeyLimits(requests_per_minute=10**9, tokens_per_minute=10**12))
+    FileKeyStore(workdir / "keys.yaml").put(record)
+    args.key = key
+    redis = f"redis: {{url: '{args.redis_url}'}}\n" if args.redis_url else ""
+    return f"auth: {{enabled: true, keys_file: {workdir / 'keys.yaml'}}}\ncache: {{enabled: true}}\n{redis}"
+
+
 def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subprocess.Popen], int, int]:
     up_port, gw_port = free_port(), free_port()
     while gw_port == up_port:
@@ -185,6 +214,7 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subproc
     config.write_text(
         f"server: {{port: {gw_port}, log_requests: {str(not args.no_log_requests).lower()}}}\n"
         f"models:\n  fake:\n    pool:\n      policy: {args.policy}\n      endpoints: [http://127.0.0.1:{up_port}]\n"
+        + access_yaml(args, workdir)
     )
     gateway = subprocess.Popen(pinned(gw_core, [sys.executable, "-m", "kvserve.cli.main", "gateway",
                                                "--config", str(config)]), stderr=subprocess.DEVNULL)
@@ -195,8 +225,8 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subproc
 
 async def measure(args: argparse.Namespace, up_port: int, gw_port: int, gateway_pid: int) -> None:
     rng = random.Random(0)
-    targets = {"direct": (Client(up_port), raw_request(up_port, "fake", args.num_tokens)),
-               "gateway": (Client(gw_port), raw_request(gw_port, "fake", args.num_tokens))}
+    targets = {"direct": (Client(up_port), request_maker(up_port, args.num_tokens, None)),
+               "gateway": (Client(gw_port), request_maker(gw_port, args.num_tokens, args.key))}
     for name, (client, raw) in targets.items():  # warm-up: connections, caches
         await phase(client, raw, args.rate, 2.0, rng)
     results: dict[str, list[float]] = {name: [] for name in targets}
@@ -226,7 +256,10 @@ def main() -> None:
     p.add_argument("--tokens-per-second", type=float, default=200.0)
     p.add_argument("--policy", default="least_request")
     p.add_argument("--no-log-requests", action="store_true", help="turn the gateway's request log off")
+    p.add_argument("--access", action="store_true", help="gateway with API keys, limits and the response cache on")
+    p.add_argument("--redis-url", default=None, help="with --access: limits and cache in this Redis")
     args = p.parse_args()
+    args.key = None
     args.cores = cores()  # before this process is pinned
     client_core = args.cores[2]
     if client_core is not None:

@@ -43,7 +43,8 @@ class ServerProcess:
         raise TimeoutError(f"kvserve serve not ready after {timeout} s:\n{self.logs()}")
 
     def logs(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 60.0) -> int:

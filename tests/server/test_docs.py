@@ -69,4 +69,5 @@ def test_quickstart_on_the_embedded_default_model(tmp_path):
         test_quickstart_curl_snippet(server)
         test_quickstart_python_snippet(server)
     finally:
-        assert server.stop() == 0
+        exit_code = server.stop()
+    assert exit_code == 0

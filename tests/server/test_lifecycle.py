@@ -32,6 +32,13 @@ def _alive(pid: int) -> bool:
 
 def test_sigterm_lets_in_flight_requests_finish_then_exits_0(slower_llama, tmp_path_factory):
     server = start_server(tmp_path_factory, slower_llama, "--shutdown-timeout", "60")
+    try:
+        _check_graceful_sigterm(server)
+    finally:
+        server.stop()
+
+
+def _check_graceful_sigterm(server: ServerProcess) -> None:
     core_pids = _children(server.proc.pid)
     assert core_pids, "the engine core runs in a child process"
     body = {"prompt": "Hello", "max_tokens": 30, "ignore_eos": True, "stream": True,
@@ -56,12 +63,14 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_0(slower_llama, tmp_p
     assert not any(_alive(pid) for pid in core_pids)
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/health", timeout=2)
-    server.stop()
 
 
 def test_engine_start_failure_exits_1_with_the_reason(tiny_llama, tmp_path):
     server = ServerProcess(["--model", str(tiny_llama), "--max-model-len", "100000"], tmp_path / "log")
-    assert server.proc.wait(180) == 1
+    try:
+        assert server.proc.wait(180) == 1
+    finally:
+        server.stop()
     assert "max_model_len=100000" in server.logs()
     assert "Traceback" not in server.logs()
 

@@ -17,7 +17,6 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
-from kvserve.gateway import pii
 from kvserve.gateway.access_config import TenantLimits
 from kvserve.gateway.auth import FileKeys, KeySource, RedisKeys, authenticate, forbidden_model
 from kvserve.gateway.cache import cache_key, deterministic
@@ -185,6 +184,7 @@ class AccessControl:
                 self.metrics.cache.labels(version.model, "bypass").inc()
             return False
         ticket.cache_key = cache_key(ticket.tenant, version.model, version.name, request.path, request.payload)
+        ticket.prompt = request.route.prompt
         hit = await serve_cached(self.store, ticket, request, send)
         self.metrics.cache.labels(version.model, "hit" if hit else "miss").inc()
         return hit
@@ -197,7 +197,7 @@ class AccessControl:
         control = (ticket.header(b"cache-control") or b"").lower()
         if b"no-store" in control or (ticket.header(self.sensitive_header) or b"").lower() in (b"1", b"true"):
             return False
-        return not pii.find(request.route.prompt)
+        return True  # the PII scan runs before storing (finish), off the answer's path: a PII prompt never hits
 
     def tap(self, ticket: Ticket, request: ClientRequest, send: Send) -> ResponseTap:
         """The `send` the proxy writes to: usage, SSE ids and capture for this request."""

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from kvserve.gateway import pii
 from kvserve.gateway.cache import Entry, entry_from_json
 from kvserve.gateway.keys import KeyRecord
 from kvserve.gateway.kvstore import Store
@@ -45,6 +46,7 @@ class Ticket:
     recorder: StreamRecorder | None = None
     cached: Entry | None = None  # the entry a cache hit was answered from
     status: int = 0  # status sent by access control itself (cache hit, replay)
+    prompt: str = ""  # the prompt text of a cacheable request (scanned for PII before storing)
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -132,7 +134,7 @@ async def store_answers(access: AccessControl, ticket: Ticket) -> None:
     try:
         if ticket.idem_key is not None and tap.body:
             await access.store.set(ticket.idem_key, bytes(tap.body), config.streams.idempotency_ttl_s)
-        if ticket.cache_key is not None:
+        if ticket.cache_key is not None and not pii.find(ticket.prompt):
             entry = tap.assembler.entry() if tap.assembler is not None else entry_from_json(bytes(tap.body),
                                                                                               tap.chat)
             if entry is not None:
