@@ -204,4 +204,4 @@ def test_weights_split_traffic_between_versions(upstream, gateway):
     with httpx.Client(base_url=gw.url) as client:
         counts = Counter(client.post("/v1/chat/completions", json=chat("chat")).headers["x-model-version"]
                          for _ in range(300))
-    assert 0.13 < counts["v2"] / 300 < 0.27, counts
+    assert 0.10 < counts["v2"] / 300 < 0.30, counts  # 20% ± 4.3 standard deviations of 300 draws

@@ -5,7 +5,7 @@ without the upstream, and what did it cost.
     -> replay_stored (resumed stream, Idempotency-Key)
     -> check (model allowed, control tokens, sizes)
     -> admit (one Lua call: all limits and budgets; 429 with headers)
-    -> serve_cached (exact cache) -> tap (proxy's send: usage, SSE ids, capture)
+    -> serve_cached (exact cache, then semantic cache) -> tap (proxy's send: usage, SSE ids, capture)
     -> finish (background: settle real usage, store cache / idempotent answer)
 """
 
@@ -17,6 +17,7 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
+from kvserve.gateway import pii
 from kvserve.gateway.access_config import TenantLimits
 from kvserve.gateway.auth import FileKeys, KeySource, RedisKeys, authenticate, forbidden_model
 from kvserve.gateway.cache import cache_key, deterministic
@@ -29,8 +30,9 @@ from kvserve.gateway.ratelimit import Charge, Decision, Limiter, MemoryLimiter, 
 from kvserve.gateway.ratelimit_redis import RedisLimiter
 from kvserve.gateway.redis_link import RedisLink, RedisUnavailable
 from kvserve.gateway.request import ClientRequest
-from kvserve.gateway.responses import Ticket, finish_ticket, serve_cached, serve_idempotent
+from kvserve.gateway.responses import Ticket, finish_ticket, replay_entry, serve_cached, serve_idempotent
 from kvserve.gateway.safety import DEFAULT_CONTROL_TOKENS, InputGuard, tokenizer_special_tokens
+from kvserve.gateway.semantic_cache import SemanticCache, partition_key, query_text
 from kvserve.gateway.streams import StreamRecorder, replay, stream_key
 from kvserve.gateway.tap import ResponseTap
 from kvserve.gateway.versions import VersionRoute
@@ -43,7 +45,11 @@ NO_TENANT_LIMITS = TenantLimits()
 def access_enabled(config: GatewayConfig) -> bool:
     """Part 2's path runs when any of its features is configured; else part 1's lean path."""
     return (config.auth.enabled or config.cache.enabled or config.streams.resumable
-            or config.redis.url is not None or bool(config.tenants))
+            or config.redis.url is not None or bool(config.tenants) or semantic_enabled(config))
+
+
+def semantic_enabled(config: GatewayConfig) -> bool:
+    return any(model.semantic_cache.enabled for model in config.models.values())
 
 
 def build_guards(config: GatewayConfig) -> dict[str, InputGuard]:
@@ -69,6 +75,7 @@ class AccessControl:
         self.store: Store = MemoryStore(config.cache.max_entries) if self.link is None else RedisStore(self.link)
         self.background: set[asyncio.Task[None]] = set()
         self.unsettled: list[tuple[Charge, Decision, Usage]] = []  # retried when Redis is back
+        self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -82,6 +89,18 @@ class AccessControl:
         elif config.auth.enabled:
             assert self.link is not None, "auth store 'redis' needs redis.url (checked by the config)"
             self.keys = RedisKeys(self.link, config.auth.cache_s)
+        if self.semantic is None and semantic_enabled(config):
+            self.semantic = SemanticCache(self.store)
+            self.start()
+
+    def start(self) -> None:
+        """Begin loading the embedding model in the background (needs the running loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not started yet: GatewayState.start calls this again
+        if self.semantic is not None:
+            self.semantic.embedder.warm()
 
     async def identify(self, request: ClientRequest, headers: list[tuple[bytes, bytes]]) -> Ticket:
         ticket = Ticket(headers=headers, started=time.monotonic())
@@ -178,7 +197,13 @@ class AccessControl:
 
     async def serve_cached(self, ticket: Ticket, request: ClientRequest, version: VersionRoute,
                            send: Send) -> bool:
-        """Look the request up in the exact cache; True when it was answered from it."""
+        """Look the request up in the exact cache, then the semantic one; True when answered."""
+        if await self._serve_exact(ticket, request, version, send):
+            return True
+        return await self._serve_semantic(ticket, request, version, send)
+
+    async def _serve_exact(self, ticket: Ticket, request: ClientRequest, version: VersionRoute,
+                           send: Send) -> bool:
         if not self._cacheable(ticket, request):
             if self.config.cache.enabled:
                 self.metrics.cache.labels(version.model, "bypass").inc()
@@ -189,15 +214,50 @@ class AccessControl:
         self.metrics.cache.labels(version.model, "hit" if hit else "miss").inc()
         return hit
 
+    async def _serve_semantic(self, ticket: Ticket, request: ClientRequest, version: VersionRoute,
+                              send: Send) -> bool:
+        settings = self.config.models[request.model].semantic_cache
+        if self.semantic is None or not settings.enabled:
+            return False
+        count = self.metrics.semantic.labels
+        text = query_text(request.payload, settings.include_multi_turn) if self._storable(ticket, request) else None
+        # unlike the exact cache, scan for PII before the lookup: a PII prompt could be near a stored one
+        if text is None or not request.path.endswith("chat/completions") or pii.find(request.route.prompt):
+            count(version.model, "bypass").inc()
+            return False
+        partition = partition_key(ticket.tenant, version.model, version.name, request.path, request.payload)
+        query = await self.semantic.query(partition, text, settings)
+        if query is None:
+            count(version.model, "unavailable").inc()
+            return False
+        try:
+            found, similarity = await self.semantic.lookup(query)
+        except RedisUnavailable:
+            count(version.model, "unavailable").inc()
+            return False
+        if similarity is not None:
+            self.metrics.semantic_similarity.labels(version.model).observe(similarity)
+        ticket.semantic, ticket.prompt = query, request.route.prompt
+        count(version.model, "hit" if found else "miss").inc()
+        if found is None:
+            return False
+        ticket.cached, ticket.semantic_hit = found.entry, True
+        await replay_entry(found.entry, ticket, request, send,
+                           [(b"x-cache", b"semantic"), (b"x-cache-similarity", b"%.4f" % found.similarity)])
+        return True
+
     def _cacheable(self, ticket: Ticket, request: ClientRequest) -> bool:
         if not self.config.cache.enabled or not self.config.models[request.model].cache:
             return False
+        return self._storable(ticket, request)  # the PII scan runs before storing, off the answer's path
+
+    def _storable(self, ticket: Ticket, request: ClientRequest) -> bool:
+        """Deterministic, and the client did not ask us not to keep it."""
         if not deterministic(request.payload):
             return False
         control = (ticket.header(b"cache-control") or b"").lower()
-        if b"no-store" in control or (ticket.header(self.sensitive_header) or b"").lower() in (b"1", b"true"):
-            return False
-        return True  # the PII scan runs before storing (finish), off the answer's path: a PII prompt never hits
+        return b"no-store" not in control and (ticket.header(self.sensitive_header) or b"").lower() not in (
+            b"1", b"true")
 
     def tap(self, ticket: Ticket, request: ClientRequest, send: Send) -> ResponseTap:
         """The `send` the proxy writes to: usage, SSE ids and capture for this request."""
@@ -209,7 +269,8 @@ class AccessControl:
             ticket.recorder = StreamRecorder(self.store, stream_key(ticket.tenant, request.request_id),
                                              self.config.streams.ttl_s)
         ticket.tap = ResponseTap(send, request.stream, request.path.endswith("chat/completions"), wants_usage,
-                                 ticket.limit_headers, ticket.recorder, assemble=ticket.cache_key is not None)
+                                 ticket.limit_headers, ticket.recorder,
+                                 assemble=ticket.cache_key is not None or ticket.semantic is not None)
         return ticket.tap
 
     def finish(self, ticket: Ticket, status: int) -> None:
@@ -225,5 +286,7 @@ class AccessControl:
     async def close(self) -> None:
         if self.background:
             await asyncio.wait(set(self.background), timeout=5)
+        if self.semantic is not None:
+            self.semantic.close()
         if self.link is not None:
             await self.link.close()

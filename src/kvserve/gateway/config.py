@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, PrivacyConfig, RedisConfig,
-                                           StreamsConfig, TenantLimits)
+                                           SemanticCacheConfig, StreamsConfig, TenantLimits)
 
 class ConfigError(ValueError):
     """The configuration file is missing, not YAML, or has an invalid field."""
@@ -88,6 +88,7 @@ class ModelConfig(Section):
     special_tokens: list[str] | None = None  # chat-template control tokens refused in content (None: defaults)
     tokenizer_config: Path | None = None  # tokenizer_config.json whose special tokens are refused too
     cache: bool = True  # exact response cache for this model (when cache.enabled)
+    semantic_cache: SemanticCacheConfig = SemanticCacheConfig()  # opt-in cache of paraphrased requests
 
     @model_validator(mode="after")
     def _one_form(self) -> ModelConfig:

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    120.0, 300.0)
+SIMILARITY_BUCKETS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -88,6 +89,16 @@ class AccessMetrics:
                              ["model", "result"], registry=r)
         self.cache_saved = Counter("kvserve:gateway_cache_saved_seconds", "Upstream time saved by cache hits",
                                    ["model"], registry=r)
+        self.semantic = Counter("kvserve:gateway_semantic_cache_requests",
+                                "Semantic cache lookups (hit, miss, bypass, unavailable)", ["model", "result"],
+                                registry=r)
+        self.semantic_saved = Counter("kvserve:gateway_semantic_cache_saved_seconds",
+                                      "Upstream time saved by semantic cache hits", ["model"], registry=r)
+        self.semantic_stored = Counter("kvserve:gateway_semantic_cache_stored", "Answers added to the semantic cache",
+                                       ["model"], registry=r)
+        self.semantic_similarity = Histogram("kvserve:gateway_semantic_cache_similarity",
+                                             "Best cosine similarity found per lookup (empty partitions not counted)",
+                                             ["model"], buckets=SIMILARITY_BUCKETS, registry=r)
         self.redis_errors = Counter("kvserve:gateway_redis_errors", "Redis calls that failed", ["op"], registry=r)
         self.unenforced = Counter("kvserve:gateway_limits_unenforced", "Admissions let through while Redis was down",
                                   registry=r)

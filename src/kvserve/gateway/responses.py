@@ -15,6 +15,7 @@ from kvserve.gateway.kvstore import Store
 from kvserve.gateway.ratelimit import Charge, Decision, Usage
 from kvserve.gateway.redis_link import RedisUnavailable
 from kvserve.gateway.request import ClientRequest
+from kvserve.gateway.semantic_cache import SemanticQuery
 from kvserve.gateway.streams import StreamRecorder
 from kvserve.gateway.tap import ResponseTap
 
@@ -47,6 +48,8 @@ class Ticket:
     cached: Entry | None = None  # the entry a cache hit was answered from
     status: int = 0  # status sent by access control itself (cache hit, replay)
     prompt: str = ""  # the prompt text of a cacheable request (scanned for PII before storing)
+    semantic: SemanticQuery | None = None  # set when the answer may go to the semantic cache
+    semantic_hit: bool = False  # `cached` came from the semantic cache
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -76,18 +79,24 @@ async def serve_cached(store: Store, ticket: Ticket, request: ClientRequest, sen
         return False
     if raw is None:
         return False
-    entry = ticket.cached = Entry.loads(raw)
+    ticket.cached = Entry.loads(raw)
+    await replay_entry(ticket.cached, ticket, request, send, [(b"x-cache", b"hit")])
+    return True
+
+
+async def replay_entry(entry: Entry, ticket: Ticket, request: ClientRequest, send: Send,
+                       cache_headers: list[tuple[bytes, bytes]]) -> None:
+    """Answer from a cache entry, as JSON or SSE as the request asks."""
     if request.stream:
         options = request.payload.get("stream_options") or {}
         body, kind = entry.as_sse(bool(options.get("include_usage"))), b"text/event-stream"
     else:
         body, kind = entry.as_json(), JSON
-    headers = [(b"content-type", kind), (b"x-cache", b"hit"),
+    headers = [(b"content-type", kind), *cache_headers,
                (b"x-request-id", request.request_id.encode("latin-1")), *ticket.limit_headers]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
     ticket.status = 200
-    return True
 
 
 def usage_of(ticket: Ticket) -> Usage:
@@ -109,7 +118,8 @@ async def finish_ticket(access: AccessControl, ticket: Ticket, status: int) -> N
     m.tokens.labels(ticket.tenant, ticket.model, "prompt").inc(usage.prompt_tokens)
     m.tokens.labels(ticket.tenant, ticket.model, "completion").inc(usage.completion_tokens)
     if ticket.cached is not None:
-        m.cache_saved.labels(ticket.model).inc(ticket.cached.seconds)
+        saved = m.semantic_saved if ticket.semantic_hit else m.cache_saved
+        saved.labels(ticket.model).inc(ticket.cached.seconds)
     await settle(access, ticket.charge, ticket.decision, usage)
     if status == 200 and ticket.tap is not None and ticket.tap.status == 200:
         await store_answers(access, ticket)
@@ -134,13 +144,24 @@ async def store_answers(access: AccessControl, ticket: Ticket) -> None:
     try:
         if ticket.idem_key is not None and tap.body:
             await access.store.set(ticket.idem_key, bytes(tap.body), config.streams.idempotency_ttl_s)
-        if ticket.cache_key is not None and not pii.find(ticket.prompt):
-            entry = tap.assembler.entry() if tap.assembler is not None else entry_from_json(bytes(tap.body),
-                                                                                              tap.chat)
-            if entry is not None:
-                entry.seconds = time.monotonic() - ticket.started
-                raw = entry.dumps()
-                if len(raw) <= config.cache.max_entry_bytes:
-                    await access.store.set(ticket.cache_key, raw, config.cache.ttl_s)
+        raw = cache_entry(ticket, config.cache.max_entry_bytes)
+        if raw is not None and ticket.cache_key is not None:
+            await access.store.set(ticket.cache_key, raw, config.cache.ttl_s)
+        if raw is not None and ticket.semantic is not None and access.semantic is not None:
+            await access.semantic.add(ticket.semantic, raw)
+            access.metrics.semantic_stored.labels(ticket.model).inc()
     except RedisUnavailable:
         log.debug("answer not stored: redis down")
+
+
+def cache_entry(ticket: Ticket, max_bytes: int) -> bytes | None:
+    """The answer as a cache entry, if some cache may keep it (no PII, replayable, not too big)."""
+    tap = ticket.tap
+    if tap is None or (ticket.cache_key is None and ticket.semantic is None) or pii.find(ticket.prompt):
+        return None
+    entry = tap.assembler.entry() if tap.assembler is not None else entry_from_json(bytes(tap.body), tap.chat)
+    if entry is None:
+        return None
+    entry.seconds = time.monotonic() - ticket.started
+    raw = entry.dumps()
+    return raw if len(raw) <= max_bytes else None

@@ -61,6 +61,8 @@ class GatewayState:
         self._proxy = Proxy(upstream, self.config, self.metrics, self.clock)
         self._monitor = Monitor(control, self.config.scrape, self.config.health, self.clock)
         self._monitor.sync(self.table.endpoints())
+        if self.access is not None:
+            self.access.start()  # the semantic cache's model loads in the background
 
     async def close(self) -> None:
         if self._monitor is not None:
