@@ -144,3 +144,10 @@ def test_unknown_route_and_wrong_method_are_shaped(http):
 def test_missing_model_means_the_served_model(http):
     reply = http.post(CHAT, json={"messages": USER, "max_tokens": 2})
     assert reply.status_code == 200 and reply.json()["model"] == MODEL_NAME
+
+
+def test_oversized_body_is_413_not_memory_pressure(http):
+    from kvserve.server.body import MAX_BODY_BYTES
+
+    body = b'{"prompt": "' + b"a" * (MAX_BODY_BYTES + 1) + b'"}'
+    assert error_of(http.post(COMPLETIONS, content=body), 413)["code"] == "request_too_large"

@@ -60,6 +60,9 @@ def _check_graceful_sigterm(server: ServerProcess) -> None:
     assert events[-1] == "[DONE]"
     assert json.loads(events[-2])["usage"]["completion_tokens"] == 30  # every token arrived
     assert json.loads(events[-3])["choices"][0]["finish_reason"] == "length"
+    deadline = time.monotonic() + 10  # the core (and multiprocessing's resource tracker) follow the server out
+    while any(_alive(pid) for pid in core_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not any(_alive(pid) for pid in core_pids)
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/health", timeout=2)

@@ -26,10 +26,9 @@ def quiet_server(slower_llama, tmp_path_factory):
 
 
 def test_64_concurrent_streams_finish_with_right_usage_and_metrics_return_to_zero(quiet_server):
-    client = openai.AsyncOpenAI(base_url=quiet_server.url + "/v1", api_key="x", max_retries=0, timeout=300)
     before = quiet_server.metrics()
 
-    async def one(i: int) -> tuple[int, int, str]:
+    async def one(client: openai.AsyncOpenAI, i: int) -> tuple[int, int, str]:
         stream = await client.chat.completions.create(
             model="tiny", messages=MESSAGES, max_tokens=8 + i % 8, stream=True, temperature=0.8, seed=i,
             stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
@@ -40,7 +39,9 @@ def test_64_concurrent_streams_finish_with_right_usage_and_metrics_return_to_zer
         return usage.completion_tokens, 8 + i % 8, "".join(text)
 
     async def run() -> list[tuple[int, int, str]]:
-        return await asyncio.gather(*(one(i) for i in range(64)))
+        async with openai.AsyncOpenAI(base_url=quiet_server.url + "/v1", api_key="x", max_retries=0,
+                                      timeout=300) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(64)))
 
     results = asyncio.run(run())
     assert all(got == wanted for got, wanted, _ in results)

@@ -21,8 +21,8 @@ def client(server) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
-@pytest.fixture
 def async_client(server) -> openai.AsyncOpenAI:
+    """Made inside the test's event loop and closed there (`async with`)."""
     return openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
@@ -84,26 +84,28 @@ def test_stop_string_cuts_the_text(client):
     assert (streamed, finish) == (cut.message.content, "stop")
 
 
-def test_async_streams_equal_non_stream_completions(async_client):
+def test_async_streams_equal_non_stream_completions(server):
     async def run() -> None:
         kwargs = dict(model=MODEL_NAME, prompt="Paged attention stores", max_tokens=16, temperature=0.7, seed=5)
-        whole = await async_client.completions.create(**kwargs)
-        parts = [c.choices[0].text async for c in await async_client.completions.create(stream=True, **kwargs)
-                 if c.choices]
+        async with async_client(server) as client:
+            whole = await client.completions.create(**kwargs)
+            parts = [c.choices[0].text async for c in await client.completions.create(stream=True, **kwargs)
+                     if c.choices]
         assert "".join(parts) == whole.choices[0].text
         assert whole.usage.completion_tokens >= 1
 
     asyncio.run(run())
 
 
-def test_async_chat_concurrent_requests_are_independent_of_batching(async_client):
-    async def one() -> str:
-        reply = await async_client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=12,
-                                                           temperature=1.0, seed=99)
+def test_async_chat_concurrent_requests_are_independent_of_batching(server):
+    async def one(client: openai.AsyncOpenAI) -> str:
+        reply = await client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=12,
+                                                     temperature=1.0, seed=99)
         return reply.choices[0].message.content
 
     async def run() -> list[str]:
-        return await asyncio.gather(*(one() for _ in range(4)))
+        async with async_client(server) as client:
+            return await asyncio.gather(*(one(client) for _ in range(4)))
 
     assert len(set(asyncio.run(run()))) == 1
 

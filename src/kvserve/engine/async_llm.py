@@ -127,7 +127,7 @@ class AsyncLLM:
         client.attach(asyncio.get_running_loop(), self._on_message)
 
     @classmethod
-    async def start(cls, config: EngineConfig, start_timeout: float = 600.0) -> AsyncLLM:
+    async def start(cls, config: EngineConfig, start_timeout: float = 600.0, log_level: str = "info") -> AsyncLLM:
         """Start the core process and load the tokenizer (at the same time when its place is known)."""
         from kvserve.tokenizer import load_tokenizer
 
@@ -135,7 +135,7 @@ class AsyncLLM:
         early = asyncio.ensure_future(asyncio.to_thread(load_tokenizer, known)) if known else None
         if early is not None:
             early.add_done_callback(lambda f: f.cancelled() or f.exception())  # never "unretrieved"
-        client = await asyncio.to_thread(CoreClient.start, config, start_timeout)
+        client = await asyncio.to_thread(CoreClient.start, config, start_timeout, log_level)
         try:
             tokenizer = await (early or asyncio.to_thread(load_tokenizer, client.info.tokenizer_path))
         except BaseException:

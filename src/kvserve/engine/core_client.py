@@ -16,6 +16,7 @@ drains at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import queue
@@ -32,6 +33,7 @@ from typing import Any
 from kvserve.config import EngineConfig
 from kvserve.engine.outputs import EngineOutput, EngineStats
 from kvserve.engine.request import EngineRequest
+from kvserve.engine.scheduler import QueueFullError
 
 # -- messages: parent -> core --------------------------------------------------------
 
@@ -122,9 +124,10 @@ class EngineDeadError(RuntimeError):
 # -- the core process ----------------------------------------------------------------
 
 
-def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connection) -> None:
+def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connection, log_level: str) -> None:
     """Entry point of the core process (spawned)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         from kvserve.engine.engine_core import EngineCore
 
@@ -205,8 +208,6 @@ class CoreLoop:
             self.stopping = True
 
     def _add(self, request: EngineRequest, admission: Admission) -> None:
-        from kvserve.engine.scheduler import QueueFullError
-
         try:
             self.core.add_request(request)
         except QueueFullError as exc:
@@ -247,12 +248,12 @@ class CoreClient:
         self.dead = False
 
     @classmethod
-    def start(cls, config: EngineConfig, timeout: float = 600.0) -> CoreClient:
+    def start(cls, config: EngineConfig, timeout: float = 600.0, log_level: str = "info") -> CoreClient:
         """Spawn the core process and wait until it has loaded the model (blocking)."""
         ctx = multiprocessing.get_context("spawn")
         cmd_read, cmd_write = ctx.Pipe(duplex=False)
         out_read, out_write = ctx.Pipe(duplex=False)
-        process = ctx.Process(target=run_core_process, args=(config, cmd_read, out_write),
+        process = ctx.Process(target=run_core_process, args=(config, cmd_read, out_write, log_level),
                               name="kvserve-engine-core", daemon=True)
         process.start()
         cmd_read.close()  # the child holds these ends now; ours would hide its EOF

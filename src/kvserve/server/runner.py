@@ -41,7 +41,7 @@ def run_server(engine_config: EngineConfig, settings: ServerSettings) -> int:
 
 async def serve(engine_config: EngineConfig, settings: ServerSettings) -> int:
     try:
-        engine = await AsyncLLM.start(engine_config)
+        engine = await AsyncLLM.start(engine_config, log_level=settings.log_level)
     except (EngineStartupError, TokenizerError) as exc:
         logger.error("the engine failed to start: %s", exc)
         return 1

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from kvserve.engine.async_llm import ChoiceDelta
 from kvserve.server import sse
-from kvserve.server.errors import parse_body
+from kvserve.server.body import read_body
 from kvserve.server.generation import Choice, Generation, collect_or_abort, new_request_id, start_generation, stream_events
 from kvserve.server.logprobs import chat_entries
 from kvserve.server.protocol import ChatCompletionRequest, StreamOptions
@@ -31,7 +31,7 @@ router = APIRouter()
 @router.post("/v1/chat/completions")
 async def create_chat_completion(request: Request) -> Response:
     state, record = server_state(request), request_log(request)
-    body = parse_body(ChatCompletionRequest, await request.body())
+    body = await read_body(request, ChatCompletionRequest)
     model = state.resolve_model(body.model)
     record.request_id, record.model, record.stream = new_request_id("chatcmpl"), model, body.stream
     if state.settings.log_requests:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request, Response
 
 from kvserve.server import sse
-from kvserve.server.errors import parse_body
+from kvserve.server.body import read_body
 from kvserve.server.generation import Choice, Generation, collect_or_abort, new_request_id, start_generation, stream_events
 from kvserve.server.logprobs import add_completion_entries
 from kvserve.server.protocol import CompletionRequest, StreamOptions
@@ -21,7 +21,7 @@ router = APIRouter()
 @router.post("/v1/completions")
 async def create_completion(request: Request) -> Response:
     state, record = server_state(request), request_log(request)
-    body = parse_body(CompletionRequest, await request.body())
+    body = await read_body(request, CompletionRequest)
     model = state.resolve_model(body.model)
     record.request_id, record.model, record.stream = new_request_id("cmpl"), model, body.stream
     if state.settings.log_requests:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from kvserve.server.errors import parse_body
+from kvserve.server.body import read_body
 from kvserve.server.protocol import DetokenizeRequest, TokenizeRequest
 from kvserve.server.responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse
 from kvserve.server.state import ServerState, server_state
@@ -37,7 +37,7 @@ async def retrieve_model(model_id: str, request: Request) -> Response:
 @router.post("/tokenize")
 async def tokenize(request: Request) -> Response:
     state = server_state(request)
-    body = parse_body(TokenizeRequest, await request.body())
+    body = await read_body(request, TokenizeRequest)
     state.resolve_model(body.model)
     if body.messages is not None:
         tokens = state.chat_prompt(body.messages, body.add_generation_prompt)
@@ -49,6 +49,6 @@ async def tokenize(request: Request) -> Response:
 @router.post("/detokenize")
 async def detokenize(request: Request) -> Response:
     state = server_state(request)
-    body = parse_body(DetokenizeRequest, await request.body())
+    body = await read_body(request, DetokenizeRequest)
     state.resolve_model(body.model)
     return _json(DetokenizeResponse(prompt=state.decode(body.tokens)))
