@@ -126,6 +126,8 @@ def gateway() -> Any:
 class Process:
     """A subprocess server on a loopback port; stopped (killed if need be) at teardown."""
 
+    stop_timeout = 10.0  # seconds a SIGTERM gets before the kill
+
     def __init__(self, args: list[str], port: int) -> None:
         self.args, self.port = args, port
         self.proc: subprocess.Popen[bytes] | None = None
@@ -162,7 +164,7 @@ class Process:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
 

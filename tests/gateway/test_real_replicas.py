@@ -11,7 +11,6 @@ replicas keeps evicting them, while one that keeps each tenant on one replica do
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from kvserve.bench.datasets import DatasetConfig, load_samples
 from kvserve.bench.tokens import LocalTokenizer
 from tests.conftest import build_model, free_port
 
-from .conftest import ADMIN_KEY, fast_config, wait_until
+from .conftest import ADMIN_KEY, Process, fast_config, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,20 +46,17 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_model("llama", tmp_path_factory.mktemp("gateway-llama"), max_position_embeddings=MAX_MODEL_LEN)
 
 
-class Replica:
+class Replica(Process):
     """`kvserve serve` on a fixed loopback port, so that it can be killed and come back there."""
 
-    def __init__(self, model_dir: Path) -> None:
-        self.port = free_port()
-        self.args = [sys.executable, "-m", "kvserve.cli.main", "serve", "--model", str(model_dir),
-                     "--served-model-name", MODEL, "--port", str(self.port), "--max-model-len", str(MAX_MODEL_LEN),
-                     "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(POOL_BLOCKS),
-                     "--max-num-seqs", "8", "--log-level", "warning"]
-        self.proc: subprocess.Popen[bytes] | None = None
+    stop_timeout = 30.0
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, model_dir: Path) -> None:
+        port = free_port()
+        super().__init__([sys.executable, "-m", "kvserve.cli.main", "serve", "--model", str(model_dir),
+                     "--served-model-name", MODEL, "--port", str(port), "--max-model-len", str(MAX_MODEL_LEN),
+                     "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(POOL_BLOCKS),
+                     "--max-num-seqs", "8", "--log-level", "warning"], port)
 
     def launch(self) -> Replica:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -90,19 +86,6 @@ class Replica:
                 name = labelled.split("{", 1)[0]
                 values[name] = values.get(name, 0.0) + float(value)
         return values
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture(scope="module")

@@ -103,11 +103,6 @@ class BlockPool:
         block.block_hash = block_hash
         self._cached.setdefault(block_hash.digest, block)
 
-    def reset_prefix_cache(self) -> None:
-        for block in self.blocks:
-            block.block_hash = None
-        self._cached.clear()
-
     def _evict_hash(self, block: KVCacheBlock) -> None:
         if block.block_hash is None:
             return

@@ -64,9 +64,6 @@ class OutputProcessor:
     def abort(self, request_id: str) -> None:
         self._states.pop(request_id, None)
 
-    def has_request(self, request_id: str) -> bool:
-        return request_id in self._states
-
     def process(self, outputs: list[EngineOutput]) -> ProcessedOutputs:
         result = ProcessedOutputs([], [])
         for out in outputs:

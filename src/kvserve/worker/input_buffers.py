@@ -8,7 +8,6 @@ CUDA graphs read.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 # name -> (dtype, which size: "tokens" or "seqs" or "seqs+1" or "table")
