@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One GPU-machine session: correctness first, then the issue-7 workloads, a table last.
-#   bash scripts/gpu_run.sh [check|bench|all]     (results under $OUT or ./bench-results)
+#   bash scripts/gpu_run.sh [check|bench|big|hf|all]     (results under $OUT or ./bench-results)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -18,11 +18,16 @@ if [ "$what" = check ] || [ "$what" = all ]; then
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   bench qwen3-throughput 200 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --profile
+  bench qwen3-throughput-sync 200 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --no-async-scheduling
   bench llama8b-batch1 150 --arch llama3-8b --workload batch1 --max-model-len 4096 --max-num-seqs 8
-  bench llama8b-prefill8k 150 --arch llama3-8b --workload prefill8k --max-model-len 8448 --max-num-seqs 8 --max-num-batched-tokens 8192
+  bench llama8b-prefill8k 150 --arch llama3-8b --workload prefill8k --max-model-len 8448 --max-num-seqs 8 --max-num-batched-tokens 8192 --profile
 fi
-if [ "$what" = big ]; then
+if [ "$what" = big ] || [ "$what" = all ]; then
   bench llama8b-batch512 400 --arch llama3-8b --workload batch512 --max-model-len 2048 --max-num-seqs 512 --max-num-batched-tokens 16384
+fi
+if [ "$what" = hf ]; then  # the transformers peers, same weights and workloads, same process
+  bench qwen3-throughput-hf 420 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --compare-hf
+  bench llama8b-batch1-hf 200 --arch llama3-8b --workload batch1 --max-model-len 4096 --max-num-seqs 8 --compare-hf
 fi
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys

@@ -6,6 +6,7 @@ suite needs no network and no downloaded weights.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -129,6 +130,41 @@ def tiny_llama3_rope(tmp_path_factory) -> Path:
 def tiny_model(request) -> Path:
     """Each supported architecture in turn."""
     return request.getfixturevalue(f"tiny_{request.param}")
+
+
+# A tiny Qwen3 shape for `--arch` (random weights, synthetic tokenizer): starts in seconds on the CPU.
+TINY_SHAPE = {
+    "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 1000, "hidden_size": 64,
+    "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 16, "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+    "tie_word_embeddings": True, "torch_dtype": "float32", "eos_token_id": 1,
+}
+
+
+def write_tiny_shape(out_dir: Path) -> Path:
+    """TINY_SHAPE as a config.json file in out_dir (the argument `--arch` takes)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "tiny-config.json"
+    path.write_text(json.dumps(TINY_SHAPE))
+    return path
+
+
+@pytest.fixture(scope="session")
+def arch_server(tmp_path_factory):
+    """`kvserve serve --arch <tiny config.json>` on a free loopback port, shared by the session."""
+    from tests.server.conftest import ServerProcess
+
+    arch = write_tiny_shape(tmp_path_factory.mktemp("tiny-shape"))
+    log = tmp_path_factory.mktemp("arch-serve") / "server.log"
+    server = ServerProcess(["--arch", str(arch), "--kv-cache-gib", "0.05"], log)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    server.arch = str(arch)
+    yield server
+    server.stop()
 
 
 def free_port() -> int:

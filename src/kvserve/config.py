@@ -28,10 +28,15 @@ class ModelConfig:
     dtype: str = "auto"  # auto = the checkpoint's dtype on GPU, float32 on CPU
     max_model_len: int | None = None  # context length; None = the model's own
     seed: int = 0  # seed of the engine-wide generator (unseeded requests)
-    served_model_name: str | None = None  # name the API answers to; default from model
+    served_model_name: str | None = None  # name the API answers to; default: model or arch as given
     load_format: str = "auto"  # auto = the checkpoint's safetensors; dummy = random weights of its shape
+    arch: str | None = None  # instead of model: random weights of a named shape (qwen3-0.6b, ...) or config.json
 
     def __post_init__(self) -> None:
+        _require(
+            not (self.model and self.arch),
+            f"model and arch are mutually exclusive, got both {self.model!r} and {self.arch!r}",
+        )
         _require(self.load_format in LOAD_FORMATS, f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         _require(
@@ -67,6 +72,7 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 8192  # tokens (prefill + decode) in one step at most
     max_waiting: int = 1024  # waiting queue bound; beyond it add_request raises QueueFullError
     policy: str = "fcfs"  # fcfs | priority (lower priority value runs first)
+    async_scheduling: bool = True  # schedule and launch the next step before the current one's ids are back
 
     def __post_init__(self) -> None:
         _require(self.max_num_seqs >= 1, f"max_num_seqs must be at least 1, got {self.max_num_seqs}")

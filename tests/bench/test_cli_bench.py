@@ -35,6 +35,29 @@ def test_api_key_never_reaches_the_result_file(steady_upstream, tmp_path, capsys
     assert "sk-secret-123" not in text and json.loads(text)["settings"]["target"]["api_key_set"] is True
 
 
+def test_token_ids_workload_sends_the_offline_requests(steady_upstream, tmp_path, capsys):
+    from kvserve.bench.offline import WORKLOADS, make_requests
+
+    result_file = tmp_path / "ids.json"
+    code = main(["bench", "serve", "--base-url", steady_upstream, "--model", "m", "--dataset", "token-ids",
+                 "--offline-workload", "smoke", "--vocab-size", "1000", "--ignore-eos", "--no-progress",
+                 "--result-file", str(result_file)])
+    assert code == 0, capsys.readouterr().out
+    doc = json.loads(result_file.read_text())
+    expected = make_requests(WORKLOADS["smoke"], 1000, 0)
+    assert [(r["sized_prompt_len"], r["max_tokens"]) for r in doc["requests"]] == [(len(p), n) for p, n in expected]
+    assert doc["settings"]["dataset"]["num_prompts"] == 8
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([], "needs the served model's vocabulary size (--vocab-size"),
+    (["--vocab-size", "10", "--endpoint", "/v1/chat/completions"], "only /v1/completions takes"),
+])
+def test_token_ids_usage_errors(flags, message, capsys):
+    assert main(["bench", "serve", "--model", "m", "--dataset", "token-ids", *flags]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_non_loopback_host_is_refused_before_anything_is_sent(capsys):
     assert main(["bench", "serve", "--base-url", "http://192.0.2.10:8000", "--model", "m"]) == 2
     assert "--allow-host 192.0.2.10" in capsys.readouterr().err

@@ -123,6 +123,12 @@ def test_request_body_asks_for_usage_and_shapes_both_endpoints():
     assert chat["ignore_eos"] is True and "prompt" not in chat
 
 
+def test_a_sample_with_token_ids_sends_them_as_the_prompt():
+    sample = SampleRequest("", 3, 4, prompt_token_ids=(7, 0, 42))
+    body = request_body(Target("http://127.0.0.1:1", "m", ignore_eos=True), sample)
+    assert body["prompt"] == [7, 0, 42] and body["max_tokens"] == 4 and body["ignore_eos"] is True
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://127.9.9.9", "http://[::1]:80", "https://localhost/"])
 def test_loopback_hosts_are_allowed(url):
     check_host(url)

@@ -90,6 +90,35 @@ def test_prefix_workload_shares_one_system_prompt_per_tenant():
     assert [s.tenant for s in samples] != sorted(s.tenant for s in samples)  # interleaved, not in blocks
 
 
+def test_token_ids_are_exactly_the_offline_workloads_requests():
+    from kvserve.bench.offline import WORKLOADS, make_requests
+
+    samples = load_samples(DatasetConfig("token-ids", offline_workload="smoke", vocab_size=500, seed=3), WordCounter())
+    expected = make_requests(WORKLOADS["smoke"], 500, 3)
+    assert [(list(s.prompt_token_ids), s.output_len) for s in samples] == expected
+    assert [s.prompt_len for s in samples] == [len(ids) for ids, _ in expected] and {s.prompt for s in samples} == {""}
+    first = load_samples(DatasetConfig("token-ids", num_prompts=3, vocab_size=151936), WordCounter())
+    throughput = make_requests(WORKLOADS["throughput"], 151936, 0)
+    assert [(list(s.prompt_token_ids), s.output_len) for s in first] == throughput[:3]
+
+
+def test_num_prompts_defaults_to_100_or_to_the_whole_offline_workload():
+    assert DatasetConfig("random").num_prompts == 100
+    assert DatasetConfig("token-ids", vocab_size=10).num_prompts == 256
+    assert DatasetConfig("token-ids", offline_workload="batch1", vocab_size=10).num_prompts == 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(), "needs the served model's vocabulary size"),
+    (dict(vocab_size=0), "vocab_size must be at least 1"),
+    (dict(vocab_size=10, offline_workload="nope"), "offline workload must be one of"),
+    (dict(vocab_size=10, offline_workload="smoke", num_prompts=9), "has 8 requests, fewer than num_prompts=9"),
+])
+def test_bad_token_ids_settings_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        DatasetConfig("token-ids", **bad)
+
+
 @pytest.mark.parametrize("bad", [
     dict(name="nope"), dict(num_prompts=0), dict(range_ratio=1.0), dict(name="sharegpt"), dict(num_tenants=0),
 ])

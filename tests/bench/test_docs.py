@@ -7,6 +7,7 @@ a temporary result file and, for ShareGPT, a small file of that format.
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import shlex
@@ -20,10 +21,13 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 COLUMNS = ["command", "machine", "date", "figure", "peer/limit"]
 
 
-def bench_commands(kinds=("serve", "sweep")) -> list[str]:
+def bash_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(encoding="utf-8"), re.DOTALL)
-    commands = [" ".join(block.replace("\\\n", " ").split()) for block in blocks]
-    return [c for c in commands if c.startswith("kvserve bench ") and shlex.split(c)[2] in kinds]
+    return [" ".join(block.replace("\\\n", " ").split()) for block in blocks]
+
+
+def bench_commands(kinds=("serve", "sweep")) -> list[str]:
+    return [c for c in bash_commands() if c.startswith("kvserve bench ") and shlex.split(c)[2] in kinds]
 
 
 def test_the_doc_has_examples_of_every_command():
@@ -47,6 +51,21 @@ def test_documented_offline_commands_parse_and_one_runs(tmp_path, capsys):
         build_parser(shlex.split(command)[1:]).parse_args(shlex.split(command)[1:])
     assert main(shrunk_offline_argv(commands[0], tmp_path)) == 0, capsys.readouterr()
     assert json.loads((tmp_path / "r.json").read_text())["engine"]["output_tokens"] > 0
+
+
+def test_documented_serve_commands_parse_into_settings():
+    """The servers the examples run against (a real model, or random weights of a shape)."""
+    from kvserve.cli.serve import configs_from_args, register
+    from kvserve.models.shapes import shape_config
+
+    commands = [c for c in bash_commands() if c.startswith("kvserve serve ")]
+    assert any("--arch" in c for c in commands)
+    for command in commands:
+        parser = argparse.ArgumentParser(prog="kvserve")
+        register(parser.add_subparsers())
+        engine, _ = configs_from_args(parser.parse_args(shlex.split(command)[1:]))
+        if engine.model.arch:
+            assert shape_config(engine.model.arch)["vocab_size"] > 0
 
 
 @pytest.mark.parametrize("command", bench_commands())

@@ -117,3 +117,19 @@ def test_prefix_workload_over_chat_adds_up(real_server, tiny_llama, tmp_path):
     assert (s["prompt_tokens"], s["completion_tokens"]) == doc["server_counted"]
     assert sorted({r["tenant"] for r in doc["requests"]}) == ["tenant-0", "tenant-1"]
     assert_ordered_percentiles(s)
+
+
+def test_token_ids_workload_sends_the_offline_requests_to_an_arch_server(arch_server, tmp_path):
+    """`--dataset token-ids` against `kvserve serve --arch`: the server counts exactly the
+    offline workload's prompt tokens and, with --ignore-eos, its output lengths."""
+    from kvserve.bench.offline import WORKLOADS, make_requests
+
+    expected = make_requests(WORKLOADS["smoke"], 1000, 0)
+    doc = bench(arch_server.url, arch_server.arch, tmp_path / "ids.json", "--dataset", "token-ids",
+                "--offline-workload", "smoke", "--vocab-size", "1000")
+    s = doc["summary"]
+    assert s["sent"] == s["succeeded"] == len(expected) == 8
+    assert s["prompt_tokens"] == sum(len(ids) for ids, _ in expected)
+    assert s["completion_tokens"] == sum(n for _, n in expected)
+    assert (s["prompt_tokens"], s["completion_tokens"]) == doc["server_counted"]
+    assert [(r["prompt_tokens"], r["completion_tokens"]) for r in doc["requests"]] == [(len(i), n) for i, n in expected]

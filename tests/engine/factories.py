@@ -27,18 +27,19 @@ def make_request(rid, prompt_len=10, max_tokens=5, priority=0, arrival=0.0, toke
 
 
 def fake_run(sched_out: SchedulerOutput, scheduler: Scheduler, token=7) -> ModelRunnerOutput:
-    """Sample `token` for every request whose scheduled tokens reach its end."""
+    """Sample `token` for every request whose scheduled tokens reach its end: with results
+    applied after every step, those are the requests with a token in flight."""
     sampled = {}
-    for rid, n in sched_out.num_scheduled_tokens.items():
-        req = scheduler.requests[rid]
-        if req.num_computed_tokens + n == req.num_tokens:
+    for rid in sched_out.num_scheduled_tokens:
+        req = scheduler.requests.get(rid)
+        if req is not None and req.num_inflight_tokens:
             sampled[rid] = token
     return ModelRunnerOutput(sampled)
 
 
 def step(scheduler: Scheduler, token=7):
     out = scheduler.schedule()
-    return out, scheduler.update_from_output(out, fake_run(out, scheduler, token))
+    return out, scheduler.update_from_output(fake_run(out, scheduler, token))
 
 
 def run_to_completion(scheduler: Scheduler, max_steps=10_000):

@@ -54,7 +54,7 @@ def test_finish_on_max_tokens_eos_and_stop_token():
     assert done["stop"].finish_reason == FinishReason.STOP and done["stop"].stop_reason == 7
     s.add_request(make_request("eos", max_tokens=9))
     out = s.schedule()
-    [o] = s.update_from_output(out, ModelRunnerOutput({"eos": 1}))  # 1 is the request's EOS
+    [o] = s.update_from_output(ModelRunnerOutput({"eos": 1}))  # 1 is the request's EOS
     assert o.finish_reason == FinishReason.STOP and o.stop_reason is None
 
 
@@ -67,7 +67,7 @@ def test_min_tokens_delays_stop_tokens_and_ignore_eos():
         out = s.schedule()
         tokens = fake_run(out, s, token=7).sampled_token_ids
         tokens = {rid: (1 if rid == "i" else t) for rid, t in tokens.items()}  # "i" samples EOS
-        for o in s.update_from_output(out, ModelRunnerOutput(tokens)):
+        for o in s.update_from_output(ModelRunnerOutput(tokens)):
             counts[o.request_id] += 1
             if o.finished:
                 done[o.request_id] = o
@@ -176,3 +176,61 @@ def test_no_block_leaks_under_random_load():
     run_to_completion(s)
     assert s.kv_cache.pool.num_free == 40
     assert all(b.ref_cnt == 0 for b in s.kv_cache.pool.blocks)
+
+
+# ---- scheduling one step ahead of the results (the engine's overlapped loop) ----
+
+
+def sampled_by(out, s, token=7):
+    """What the runner returns for a step whose every row reaches its end (all of these tests'
+    steps: whole prompts and decodes)."""
+    return ModelRunnerOutput({rid: token for rid in out.num_scheduled_tokens})
+
+
+def test_next_step_is_scheduled_before_results_and_stops_at_max_tokens():
+    s = make_scheduler()
+    s.add_request(make_request("r", prompt_len=10, max_tokens=3))
+    first = s.schedule()  # the prompt; its first token is then in flight
+    assert first.num_scheduled_tokens == {"r": 10}
+    second = s.schedule()  # decodes the in-flight token before its id is known
+    assert second.num_scheduled_tokens == {"r": 1}
+    assert s.requests["r"].num_inflight_tokens == 2
+    assert s.update_from_output(sampled_by(first, s)) and s.requests["r"].num_output_tokens == 1
+    third = s.schedule()
+    assert third.num_scheduled_tokens == {"r": 1}  # the third and last token is now in flight
+    s.update_from_output(sampled_by(second, s))
+    assert s.schedule().is_empty  # max_tokens reached once the in-flight ids land: nothing to compute
+    [o] = s.update_from_output(sampled_by(third, s))
+    assert o.finish_reason == FinishReason.LENGTH and not s.has_unfinished_requests()
+    assert s.kv_cache.pool.num_free == 64
+
+
+def test_stop_token_costs_one_discarded_step_and_holds_the_id():
+    s = make_scheduler()
+    s.add_request(make_request("r", prompt_len=10, max_tokens=9))
+    first = s.schedule()
+    second = s.schedule()  # already scheduled when the first step's EOS arrives
+    [o] = s.update_from_output(ModelRunnerOutput({"r": 1}))
+    assert o.finish_reason == FinishReason.STOP and s.kv_cache.pool.num_free == 64
+    with pytest.raises(ValueError, match="already in use"):  # its token of `second` is still in flight
+        s.add_request(make_request("r"))
+    assert s.update_from_output(sampled_by(second, s)) == []  # discarded
+    s.add_request(make_request("r"))  # the id is free again
+    assert first.num_scheduled_tokens == {"r": 10}
+    assert s.schedule().num_scheduled_tokens == {"r": 2}  # the new "r" hits the old one's two full blocks
+
+
+def test_preempted_request_keeps_its_in_flight_token():
+    s = make_scheduler(num_blocks=6, block_size=4, prefix=False)
+    for i in range(3):
+        s.add_request(make_request(f"r{i}", prompt_len=8, max_tokens=6, arrival=float(i)))
+    first = s.schedule()
+    second = s.schedule()  # each needs a third block: r2 is preempted with its first token in flight
+    assert second.preempted_req_ids == {"r2"}
+    outputs = s.update_from_output(sampled_by(first, s))
+    assert {o.request_id for o in outputs} == {"r0", "r1", "r2"}
+    r2 = s.requests["r2"]
+    assert r2.num_output_tokens == 1 and r2.num_inflight_tokens == 0 and r2.num_computed_tokens == 0
+    s.update_from_output(sampled_by(second, s))
+    done = run_to_completion(s)
+    assert set(done) == {"r0", "r1", "r2"} and s.kv_cache.pool.num_free == 6

@@ -69,3 +69,30 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_reader_that_falls_behind_gets_one_merged_delta(tiny_llama):
+    async def run() -> None:
+        llm = await AsyncLLM.start(EngineConfig.from_flat(model=str(tiny_llama)))
+        try:
+            prompt = llm.tokenizer.encode("Paged attention stores keys")
+            params = SamplingParams(n=2, temperature=0, max_tokens=24, ignore_eos=True, logprobs=1)
+            behind = await llm.submit([prompt], params, "behind")
+            deadline = time.monotonic() + 60
+            while not behind.finished and time.monotonic() < deadline:  # every delta arrives unread
+                await asyncio.sleep(0.01)
+            merged = [choice async for choice in behind]
+            streamed = await llm.submit([prompt], params, "streamed")
+            per_step = [choice async for choice in streamed]
+        finally:
+            await llm.shutdown()
+        assert len(merged) == 2 and len(per_step) > 2
+        for index in (0, 1):
+            whole = [c.delta for c in merged if c.index == index]
+            steps = [c.delta for c in per_step if c.index == index]
+            assert sum(len(d.token_ids) for d in whole) == 24 and whole[-1].finish_reason == "length"
+            assert [t for d in whole for t in d.token_ids] == [t for d in steps for t in d.token_ids]
+            assert "".join(d.text for d in whole) == "".join(d.text for d in steps)
+            assert sum(len(d.logprobs) for d in whole) == 24
+
+    asyncio.run(run())

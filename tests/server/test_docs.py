@@ -37,6 +37,18 @@ def test_quickstart_serve_command_parses():
     assert args.port == 8000 and not hasattr(args, "model")  # the embedded default model
 
 
+def test_every_serve_command_of_the_page_parses():
+    from kvserve.cli.serve import configs_from_args
+
+    blocks = re.findall(r"```bash\n(.*?)```", DOCS.read_text(), flags=re.S)
+    commands = [shlex.split(b.replace("\\\n", " ")) for b in blocks if b.startswith("kvserve serve")]
+    assert any("--arch" in c for c in commands)
+    for command in commands:
+        parser = argparse.ArgumentParser(prog="kvserve")
+        register(parser.add_subparsers())
+        configs_from_args(parser.parse_args(command[1:]))
+
+
 def _against(server, code: str) -> str:
     assert DOCS_URL in code
     return code.replace(DOCS_URL, server.url)

@@ -55,3 +55,22 @@ def test_engine_args_alone_build_an_engine_config():
     parser = argparse.ArgumentParser()
     add_engine_args(parser)
     assert engine_config_from_args(parser.parse_args([])) == EngineConfig()
+
+
+def test_arch_is_a_flag_and_a_yaml_key_and_excludes_model(tmp_path):
+    engine, _ = configs_from_args(_parse("--arch", "qwen3-0.6b", "--max-model-len", "2048"))
+    assert engine.model.arch == "qwen3-0.6b" and engine.model.model is None
+    config = tmp_path / "serve.yaml"
+    config.write_text("arch: llama3-8b\n")
+    assert configs_from_args(_parse("--config", str(config)))[0].model.arch == "llama3-8b"
+    with pytest.raises(ConfigError, match="mutually exclusive"):
+        configs_from_args(_parse("--arch", "qwen3-0.6b", "--model", "/m"))
+
+
+def test_serve_refuses_model_with_arch_and_unknown_shapes_before_starting(capsys):
+    from kvserve.cli.serve import run
+
+    assert run(_parse("--arch", "qwen3-0.6b", "--model", "/m")) == 2
+    assert "model and arch are mutually exclusive" in capsys.readouterr().err
+    assert run(_parse("--arch", "qwen9-1t")) == 2
+    assert "unknown architecture shape 'qwen9-1t'" in capsys.readouterr().err

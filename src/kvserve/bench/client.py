@@ -84,8 +84,15 @@ def request_body(target: Target, sample: SampleRequest) -> dict:
         messages = [{"role": "system", "content": sample.system}] if sample.system else []
         body["messages"] = messages + [{"role": "user", "content": sample.prompt}]
     else:
-        body["prompt"] = f"{sample.system}\n\n{sample.prompt}" if sample.system else sample.prompt
+        body["prompt"] = completion_prompt(sample)
     return body
+
+
+def completion_prompt(sample: SampleRequest) -> str | list[int]:
+    """The `prompt` of a /v1/completions body: the token ids if the sample has them, else the text."""
+    if sample.prompt_token_ids is not None:
+        return list(sample.prompt_token_ids)
+    return f"{sample.system}\n\n{sample.prompt}" if sample.system else sample.prompt
 
 
 def _chunk_text(chunk: dict) -> str:

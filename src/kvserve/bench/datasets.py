@@ -1,9 +1,11 @@
 """Benchmark workloads: lists of prompts with the output length to ask for.
 
-Three kinds, picked by name from BUILDERS: `random` (sized prompts of random words),
-`sharegpt` (first human/gpt turns of a ShareGPT-format JSON file) and `prefix` (tenants
+Four kinds, picked by name from BUILDERS: `random` (sized prompts of random words),
+`sharegpt` (first human/gpt turns of a ShareGPT-format JSON file), `prefix` (tenants
 that each share a system prompt, followed by distinct questions: the workload that
-prefix caching and prefix-aware routing are judged on). Everything is seeded.
+prefix caching and prefix-aware routing are judged on) and `token-ids` (the request
+list of a `kvserve bench offline` workload, sent as token ids, so that served and
+offline throughput are measured on the same requests). Everything is seeded.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from kvserve.bench.offline import WORKLOADS, make_requests
 from kvserve.bench.tokens import TokenCounter
 
 # Plain words the random prompts are drawn from; varied enough that two prompts
@@ -39,14 +42,15 @@ class SampleRequest:
     output_len: int  # max_tokens to ask for
     system: str | None = None  # shared system prompt, for the `prefix` workload
     tenant: str | None = None  # which tenant the request belongs to, for `prefix`
+    prompt_token_ids: tuple[int, ...] | None = None  # sent instead of the text (`token-ids`; `prompt` is "")
 
 
 @dataclass
 class DatasetConfig:
     """Which workload to build and its sizes; validated when built."""
 
-    name: str = "random"  # random | sharegpt | prefix
-    num_prompts: int = 100  # requests in the workload (the run sends at most this many)
+    name: str = "random"  # random | sharegpt | prefix | token-ids
+    num_prompts: int | None = None  # requests in the workload (sent at most); None = 100 (token-ids: all of it)
     input_len: int = 256  # random: prompt tokens (centre of the range)
     output_len: int = 128  # random, prefix: output tokens; sharegpt: override if set > 0
     range_ratio: float = 0.0  # random: lengths uniform in [len*(1-r), len*(1+r)]
@@ -56,8 +60,12 @@ class DatasetConfig:
     prefix_len: int = 512  # prefix: tokens of each tenant's system prompt
     question_len: int = 64  # prefix: tokens of each question
     sharegpt_output_len: int = 0  # sharegpt: fixed output length; 0 = the gpt turn's length
+    offline_workload: str = "throughput"  # token-ids: a workload name of `kvserve bench offline`
+    vocab_size: int | None = None  # token-ids: the served model's vocabulary (ids drawn from 0..vocab_size-1)
 
     def __post_init__(self) -> None:
+        if self.num_prompts is None:
+            self.num_prompts = self._default_num_prompts()
         checks = [
             (self.name in BUILDERS, f"dataset must be one of {sorted(BUILDERS)}, got {self.name!r}"),
             (self.num_prompts >= 1, f"num_prompts must be at least 1, got {self.num_prompts}"),
@@ -69,9 +77,28 @@ class DatasetConfig:
             (self.prefix_len >= 1, f"prefix_len must be at least 1, got {self.prefix_len}"),
             (self.question_len >= 1, f"question_len must be at least 1, got {self.question_len}"),
         ]
+        if self.name == "token-ids":
+            checks += self._token_ids_checks()
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    def _default_num_prompts(self) -> int:
+        if self.name == "token-ids" and self.offline_workload in WORKLOADS:
+            return WORKLOADS[self.offline_workload].num_requests
+        return 100
+
+    def _token_ids_checks(self) -> list[tuple[bool, str]]:
+        if self.offline_workload not in WORKLOADS:
+            return [(False, f"offline workload must be one of {sorted(WORKLOADS)}, got {self.offline_workload!r}")]
+        size = WORKLOADS[self.offline_workload].num_requests
+        return [
+            (self.vocab_size is not None, "the token-ids dataset needs the served model's vocabulary size "
+                                          "(--vocab-size; 151936 for --arch qwen3-0.6b)"),
+            (self.vocab_size is None or self.vocab_size >= 1, f"vocab_size must be at least 1, got {self.vocab_size}"),
+            (self.num_prompts <= size, f"the offline workload {self.offline_workload!r} has {size} requests, "
+                                       f"fewer than num_prompts={self.num_prompts}"),
+        ]
 
 
 def text_of_tokens(target: int, counter: TokenCounter, rng: random.Random) -> tuple[str, int]:
@@ -160,10 +187,20 @@ def prefix_dataset(cfg: DatasetConfig, counter: TokenCounter) -> list[SampleRequ
     return samples
 
 
+def token_ids_dataset(cfg: DatasetConfig, counter: TokenCounter) -> list[SampleRequest]:
+    """The first `num_prompts` requests of `kvserve bench offline --workload <offline_workload>
+    --seed <seed>` on a model of `vocab_size` tokens: the same ids, the same output lengths.
+    The counter is not needed: the prompts are token ids already."""
+    requests = make_requests(WORKLOADS[cfg.offline_workload], cfg.vocab_size, cfg.seed)
+    return [SampleRequest("", len(ids), output_len, prompt_token_ids=tuple(ids))
+            for ids, output_len in requests[: cfg.num_prompts]]
+
+
 BUILDERS: dict[str, Callable[[DatasetConfig, TokenCounter], list[SampleRequest]]] = {
     "random": random_dataset,
     "sharegpt": sharegpt_dataset,
     "prefix": prefix_dataset,
+    "token-ids": token_ids_dataset,
 }
 
 

@@ -13,7 +13,6 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +50,20 @@ class Result:
     step_ms_median: float
     ttft_s_mean: float
     ttft_s_max: float
+    num_preemptions: int
+    kv_cache_tokens: int  # the KV pool's size
+    phases: dict  # "decode" (decode-only steps) and "prefill" (steps with prompt tokens): steps, seconds, tokens
+
+
+def phase_summary(step_log: list[tuple[int, int, float]]) -> dict:
+    """Split the steps into decode-only ones (one token per request) and the rest."""
+    phases = {name: {"steps": 0, "seconds": 0.0, "tokens": 0} for name in ("prefill", "decode")}
+    for tokens, seqs, seconds in step_log:
+        phase = phases["decode" if tokens == seqs else "prefill"]
+        phase["steps"] += 1
+        phase["seconds"] += seconds
+        phase["tokens"] += tokens
+    return phases
 
 
 def make_requests(workload: Workload, vocab_size: int, seed: int) -> list[tuple[list[int], int]]:
@@ -68,18 +81,21 @@ def run_engine(core, requests, name: str, progress: bool) -> Result:
     from kvserve.engine.request import EngineRequest
     from kvserve.sampling_params import SamplingParams
 
+    preemptions_before = core.stats().num_preemptions
     start = time.perf_counter()
     for i, (prompt, n_out) in enumerate(requests):
         params = SamplingParams(temperature=0.0, max_tokens=n_out, ignore_eos=True)
-        core.add_request(EngineRequest(f"bench-{i}", prompt, params))
+        core.add_request(EngineRequest(f"{name}-{i}", prompt, params))
     total_out = sum(n for _, n in requests)
     bar = _bar(total_out, progress)
-    step_times, first_token, produced = [], {}, 0
+    step_times, step_log, first_token, produced = [], [], {}, 0
     while core.has_unfinished_requests():
         t0 = time.perf_counter()
         outputs = core.step()
         now = time.perf_counter()
         step_times.append(now - t0)
+        stats = core.stats()
+        step_log.append((stats.step_num_tokens, stats.step_num_seqs, now - t0))
         for out in outputs:
             first_token.setdefault(out.request_id, now - start)
         produced += len(outputs)
@@ -96,20 +112,18 @@ def run_engine(core, requests, name: str, progress: bool) -> Result:
         steps=len(step_times), step_ms_mean=1000 * statistics.fmean(step_times),
         step_ms_median=1000 * statistics.median(step_times),
         ttft_s_mean=statistics.fmean(ttfts), ttft_s_max=max(ttfts),
+        num_preemptions=core.stats().num_preemptions - preemptions_before,
+        kv_cache_tokens=core.kv_cache.num_blocks * core.kv_cache.block_size, phases=phase_summary(step_log),
     )
 
 
 def build_engine(args: argparse.Namespace):
+    """(EngineCore, the temporary shape directory of --arch or None: keep it while the core is used)."""
     from kvserve.config import EngineConfig
     from kvserve.engine.engine_core import EngineCore
-    from kvserve.models.shapes import write_shape_dir
+    from kvserve.models.shapes import with_shape_dir
 
-    if args.arch:
-        model_dir = write_shape_dir(args.arch, Path(tempfile.mkdtemp(prefix="kvserve-shape-")), args.max_model_len)
-        load_format = "dummy"
-    else:
-        model_dir, load_format = Path(args.model), "auto"
-    settings = dict(model=str(model_dir), load_format=load_format, dtype=args.dtype,
+    settings = dict(model=args.model, arch=args.arch, dtype=args.dtype,
                     max_model_len=args.max_model_len, enforce_eager=args.enforce_eager)
     if args.max_num_seqs:
         settings["max_num_seqs"] = args.max_num_seqs
@@ -117,12 +131,29 @@ def build_engine(args: argparse.Namespace):
         settings["max_num_batched_tokens"] = args.max_num_batched_tokens
     if args.kv_cache_gib:
         settings["kv_cache_gib"] = args.kv_cache_gib
-    return EngineCore(EngineConfig.from_flat(**settings))
+    if not args.async_scheduling:
+        settings["async_scheduling"] = False
+    config, shape_dir = with_shape_dir(EngineConfig.from_flat(**settings))
+    try:
+        return EngineCore(config), shape_dir
+    except BaseException:
+        if shape_dir is not None:
+            shape_dir.cleanup()
+        raise
 
 
 def run(args: argparse.Namespace) -> int:
+    core, shape_dir = build_engine(args)
+    try:
+        return measure(core, args)
+    finally:
+        if shape_dir is not None:
+            shape_dir.cleanup()
+
+
+def measure(core, args: argparse.Namespace) -> int:
+    """Run the workload (after a warm-up), print and keep the figures; returns the exit code."""
     workload = WORKLOADS[args.workload]
-    core = build_engine(args)
     requests = make_requests(workload, core.info.vocab_size, args.seed)
     if args.warmup:
         run_engine(core, make_requests(WORKLOADS["smoke"], core.info.vocab_size, 1), "warmup", False)
@@ -132,7 +163,9 @@ def run(args: argparse.Namespace) -> int:
     if args.profile:
         from kvserve.bench.gpu_profile import profile_steps
 
-        report["profile"] = profile_steps(core, requests[: max(1, len(requests) // 4)])
+        # fresh prompts: the workload's own would now be prefix-cache hits
+        fresh = make_requests(workload, core.info.vocab_size, args.seed + 1)
+        report["profile"] = profile_steps(core, fresh[: max(1, len(fresh) // 4)])
         _print_profile(report["profile"])
     if args.compare_hf:
         from kvserve.bench.hf_peer import run_hf
@@ -150,6 +183,11 @@ def _print_result(name: str, r: Result) -> None:
     print(f"{name:<24} {r.output_tok_s:>12.1f} output tok/s  {r.total_tok_s:>10.1f} total tok/s  "
           f"{r.elapsed_s:8.2f} s  {r.steps} steps  step {r.step_ms_mean:.2f} ms mean / {r.step_ms_median:.2f} median  "
           f"TTFT mean {r.ttft_s_mean:.3f} s max {r.ttft_s_max:.3f} s")
+    print(f"  KV pool {r.kv_cache_tokens} tokens, {r.num_preemptions} preemptions")
+    for name, p in r.phases.items():
+        if p["steps"]:
+            print(f"  {name + ' steps':<22} {p['steps']:>6}  {p['seconds']:8.2f} s  "
+                  f"{1000 * p['seconds'] / p['steps']:7.2f} ms/step  {p['tokens'] / p['steps']:8.1f} tokens/step")
 
 
 def _print_profile(profile: dict) -> None:
@@ -187,6 +225,8 @@ def register(bench_subparsers) -> None:
     p.add_argument("--max-num-batched-tokens", type=int, default=None)
     p.add_argument("--kv-cache-gib", type=float, default=None, help="CPU KV pool size")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    p.add_argument("--no-async-scheduling", dest="async_scheduling", action="store_false",
+                   help="apply each step's results before scheduling the next (no CPU/GPU overlap)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false")
     p.add_argument("--compare-hf", action="store_true", help="also run transformers on the same weights")
     p.add_argument("--profile", action="store_true", help="profile a slice of the workload (GPU busy, top kernels)")

@@ -169,6 +169,10 @@ class BenchSpec:
     output: OutputConfig
     tokenizer: str | None = None  # local tokenizer directory that sizes the prompts
 
+    def __post_init__(self) -> None:
+        if self.dataset.name == "token-ids" and self.target.endpoint != "/v1/completions":
+            raise ValueError("the token-ids dataset sends token-id prompts, which only /v1/completions takes")
+
     def settings(self, counter: TokenCounter) -> dict:
         """The settings for the result file (the API key itself is never written)."""
         target = {k: v for k, v in asdict(self.target).items() if k != "api_key"}

@@ -35,9 +35,10 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("workload")
-    g.add_argument("--dataset", default="random", choices=["random", "sharegpt", "prefix"])
+    g.add_argument("--dataset", default="random", choices=["random", "sharegpt", "prefix", "token-ids"])
     g.add_argument("--dataset-path", default=None, help="ShareGPT-format JSON file (--dataset sharegpt)")
-    g.add_argument("--num-prompts", type=int, default=100, help="requests to send at most (per rate in a sweep)")
+    g.add_argument("--num-prompts", type=int, default=None,
+                   help="requests to send at most, per rate in a sweep (default: 100; token-ids: the whole workload)")
     g.add_argument("--input-len", type=int, default=256, help="random: prompt tokens")
     g.add_argument("--output-len", type=int, default=128, help="random, prefix: max_tokens per request")
     g.add_argument("--range-ratio", type=float, default=0.0, help="random: lengths vary by +-this fraction")
@@ -45,6 +46,10 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num-tenants", type=int, default=4, help="prefix: tenants with their own system prompt")
     g.add_argument("--prefix-len", type=int, default=512, help="prefix: tokens of each system prompt")
     g.add_argument("--question-len", type=int, default=64, help="prefix: tokens of each question")
+    g.add_argument("--offline-workload", default="throughput", metavar="NAME",
+                   help="token-ids: the `kvserve bench offline --workload` to send (default: throughput)")
+    g.add_argument("--vocab-size", type=int, default=None,
+                   help="token-ids: the served model's vocabulary size (151936 for --arch qwen3-0.6b)")
     g.add_argument("--seed", type=int, default=0)
 
 
@@ -83,6 +88,7 @@ def spec_from_args(args: argparse.Namespace, rate: float | None = None):
         name=args.dataset, num_prompts=args.num_prompts, input_len=args.input_len, output_len=args.output_len,
         range_ratio=args.range_ratio, seed=args.seed, path=args.dataset_path, num_tenants=args.num_tenants,
         prefix_len=args.prefix_len, question_len=args.question_len, sharegpt_output_len=args.sharegpt_output_len,
+        offline_workload=args.offline_workload, vocab_size=args.vocab_size,
     )
     load = LoadConfig(
         request_rate=args.request_rate if rate is None else rate, burstiness=args.burstiness,

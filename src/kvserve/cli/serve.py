@@ -40,14 +40,21 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kvserve.models.shapes import with_shape_dir
+
     try:
         engine_config, settings = configs_from_args(args)
+        engine_config, shape_dir = with_shape_dir(engine_config)  # --arch: a temporary model directory
     except ConfigError as exc:
         print(f"kvserve serve: {exc}", file=sys.stderr)
         return 2
     from kvserve.server.runner import run_server  # imports the web stack only when serving
 
-    return run_server(engine_config, settings)
+    try:
+        return run_server(engine_config, settings)
+    finally:
+        if shape_dir is not None:
+            shape_dir.cleanup()
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -54,13 +55,18 @@ class ChoiceDelta:
 
 
 class RequestStream:
-    """The deltas of one API request, all of its choices interleaved in arrival order."""
+    """The deltas of one API request, all of its choices interleaved in arrival order.
+
+    A reader that falls behind (a busy event loop, a slow client) gets what piled up for
+    a choice as a single delta: fewer, larger chunks instead of a growing backlog.
+    """
 
     def __init__(self, llm: AsyncLLM, child_ids: list[str], deadline: float | None, timeout: float | None) -> None:
         self._llm = llm
         self.child_ids = child_ids
         self._unfinished = set(child_ids)
-        self._queue: asyncio.Queue[ChoiceDelta | BaseException] = asyncio.Queue()
+        self._items: deque[ChoiceDelta | BaseException] = deque()
+        self._arrived = asyncio.Event()
         self._deadline = deadline
         self._timeout = timeout
         self.admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -73,7 +79,8 @@ class RequestStream:
     def _put(self, item: ChoiceDelta | BaseException) -> None:
         if isinstance(item, ChoiceDelta) and item.delta.finished:
             self._unfinished.discard(item.delta.request_id)
-        self._queue.put_nowait(item)
+        self._items.append(item)
+        self._arrived.set()
 
     def _fail(self, error: BaseException) -> None:
         if not self.admitted.done():
@@ -84,22 +91,40 @@ class RequestStream:
         return self
 
     async def __anext__(self) -> ChoiceDelta:
-        if self._queue.empty() and self.finished:
+        if not self._items and self.finished:
             raise StopAsyncIteration
         item = await self._next_item()
         if isinstance(item, BaseException):
             self.close()
             raise item
+        if self._items:
+            item = self._merge_queued(item)
+        return item
+
+    def _merge_queued(self, item: ChoiceDelta) -> ChoiceDelta:
+        """`item` joined by every queued delta of its choice (other choices keep their order)."""
+        others: deque[ChoiceDelta | BaseException] = deque()
+        for queued in self._items:
+            if isinstance(queued, ChoiceDelta) and queued.index == item.index:
+                item = ChoiceDelta(item.index, item.delta.then(queued.delta))
+            else:
+                others.append(queued)
+        self._items = others
         return item
 
     async def _next_item(self) -> ChoiceDelta | BaseException:
-        if self._deadline is None:
-            return await self._queue.get()
-        try:
-            return await asyncio.wait_for(self._queue.get(), max(0.0, self._deadline - time.monotonic()))
-        except asyncio.TimeoutError:
-            self.close()
-            raise RequestTimeoutError(f"the request did not finish within its timeout of {self._timeout:g} s") from None
+        while not self._items:
+            self._arrived.clear()
+            if self._deadline is None:
+                await self._arrived.wait()
+                continue
+            try:
+                await asyncio.wait_for(self._arrived.wait(), max(0.0, self._deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                self.close()
+                raise RequestTimeoutError(
+                    f"the request did not finish within its timeout of {self._timeout:g} s") from None
+        return self._items.popleft()
 
     def close(self) -> None:
         """Abort every choice that has not finished; forget the request."""

@@ -21,6 +21,7 @@ from kvserve.models.dummy import load_dummy_model
 from kvserve.models.loader import load_hf_config, load_model, model_info, resolve_dtype
 from kvserve.worker.kv_cache_budget import check_fits
 from kvserve.worker.model_runner import ModelRunner
+from kvserve.worker.step_handle import StepHandle
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ class EngineCore:
         self.kv_cache = KVCacheManager(num_blocks, config.cache.block_size, config.cache.enable_prefix_caching)
         self.scheduler = Scheduler(config.scheduler, self.kv_cache, self.max_model_len)
         self.eos_token_id = self.info.eos_token_ids[0] if self.info.eos_token_ids else None
-        self._last_step_tokens = 0
+        self._last_step = (0, 0)  # tokens and requests of the last step
+        self._pending: StepHandle | None = None  # the launched step whose results are not applied yet
+        self.overlap = config.scheduler.async_scheduling
         logger.info(
             "engine ready: %s on %s (%s), %d KV blocks of %d tokens, max_model_len %d",
             self.model_dir, device, dtype, num_blocks, config.cache.block_size, self.max_model_len,
@@ -105,10 +108,16 @@ class EngineCore:
         return self.scheduler.has_unfinished_requests()
 
     def step(self) -> list[EngineOutput]:
+        """Schedule and launch the next step, then apply the previous step's results: the
+        CPU work of a step overlaps the GPU work of the one before it."""
         sched = self.scheduler.schedule()
-        result = self.runner.execute(sched)
-        outputs = self.scheduler.update_from_output(sched, result)
-        self._last_step_tokens = sched.total_num_scheduled_tokens
+        handle = self.runner.execute(sched)
+        outputs = self.scheduler.update_from_output(self._pending.result()) if self._pending else []
+        self._pending = handle
+        if not self.overlap or not self.scheduler.has_unfinished_requests():  # nothing to overlap with
+            outputs += self.scheduler.update_from_output(handle.result())
+            self._pending = None
+        self._last_step = (sched.total_num_scheduled_tokens, len(sched.num_scheduled_tokens))
         return outputs
 
     def stats(self) -> EngineStats:
@@ -121,5 +130,6 @@ class EngineCore:
             prefix_cache_queries=prefix.queries,
             prefix_cache_hits=prefix.hits,
             num_preemptions=self.scheduler.num_preemptions,
-            step_num_tokens=self._last_step_tokens,
+            step_num_tokens=self._last_step[0],
+            step_num_seqs=self._last_step[1],
         )

@@ -6,7 +6,7 @@ back in `abort_ids` so that the caller aborts them in the engine core.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kvserve.engine.detokenizer import IncrementalDetokenizer
 from kvserve.engine.outputs import EngineOutput
@@ -34,6 +34,14 @@ class CompletionDelta:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+    def then(self, later: CompletionDelta) -> CompletionDelta:
+        """This delta and a later one of the same request, as one."""
+        logprobs = None
+        if self.logprobs is not None or later.logprobs is not None:
+            logprobs = (self.logprobs or []) + (later.logprobs or [])
+        return replace(later, text=self.text + later.text, token_ids=self.token_ids + later.token_ids,
+                       logprobs=logprobs)
 
 
 @dataclass

@@ -38,3 +38,4 @@ class EngineStats:
     prefix_cache_hits: int  # tokens found, cumulative
     num_preemptions: int  # cumulative
     step_num_tokens: int = 0  # tokens computed by the last step
+    step_num_seqs: int = 0  # requests in the last step (equal to its tokens: a decode-only step)

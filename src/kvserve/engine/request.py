@@ -49,9 +49,13 @@ class FinishReason(str, enum.Enum):
 class Request:
     """The scheduler's view of one request; its token ids grow as tokens are sampled.
 
-    `num_computed_tokens` counts tokens whose K/V are in the cache. Prefill and decode
-    are not separate phases: each step computes tokens until it catches up with
-    `num_tokens`, and a step that reaches `num_tokens` samples one new token.
+    `num_computed_tokens` counts tokens whose K/V are in the cache or being written by a
+    scheduled step (it advances when a step is scheduled). Prefill and decode are not
+    separate phases: each step computes tokens until it catches up with the known tokens,
+    and a step that reaches the end samples one new token. Until that token's id reaches
+    the host it is counted in `num_inflight_tokens`; the next step can already compute it
+    (the runner takes its id from the device), which is what lets scheduling overlap the
+    GPU.
     """
 
     def __init__(self, req: EngineRequest, max_model_len: int) -> None:
@@ -64,6 +68,7 @@ class Request:
         self.cache_salt = req.cache_salt
         self.all_token_ids: list[int] = list(req.prompt_token_ids)
         self.num_computed_tokens = 0
+        self.num_inflight_tokens = 0  # sampled by a launched step, id not known yet
         self.num_cached_tokens = 0  # prompt tokens served from the prefix cache (first admission)
         self.status = RequestStatus.WAITING
         self.finish_reason: FinishReason | None = None

@@ -5,6 +5,13 @@ admits waiting ones, within `max_num_batched_tokens` and `max_num_seqs`. Prefill
 decode tokens share a step; a prompt longer than the remaining budget is prefilled in
 chunks. When the KV pool runs dry, the worst running request (lowest priority, latest
 arrival) is preempted: its blocks are freed and it is recomputed later. Plain Python.
+
+Scheduling may run one step ahead of the results (the engine schedules and launches
+step N+1 before it reads step N's sampled ids): a request's computed count advances
+when it is scheduled, a token sampled by a step still in flight is counted in
+`num_inflight_tokens` and computed by the next step all the same, and stop conditions
+are applied when the ids arrive. A request that stops on a token thus costs one
+discarded step; one that will reach max_tokens is not scheduled past it.
 """
 
 from __future__ import annotations
@@ -87,12 +94,14 @@ class Scheduler:
         self.num_preemptions = 0
         self._seq = itertools.count()
         self._drop_ids: set[str] = set()  # finished/aborted since the last step: runner forgets them
+        # finished while a token of theirs was in flight: the id stays taken until it arrives
+        self._draining: dict[str, Request] = {}
         self._preempted_ids: set[str] = set()
 
     # ---- requests in and out ----
 
     def add_request(self, engine_req: EngineRequest) -> None:
-        if engine_req.request_id in self.requests:
+        if engine_req.request_id in self.requests or engine_req.request_id in self._draining:
             raise ValueError(f"request id {engine_req.request_id!r} is already in use")
         if len(self.waiting) >= self.config.max_waiting:
             raise QueueFullError(f"the waiting queue is full ({self.config.max_waiting} requests)")
@@ -134,7 +143,10 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget[0] > 0:
             req = self.running[i]
-            num_new = min(req.num_tokens - req.num_computed_tokens, budget[0])
+            if req.num_output_tokens + req.num_inflight_tokens >= req.max_tokens:
+                i += 1  # its last token is in flight: nothing more to compute
+                continue
+            num_new = min(req.num_tokens + req.num_inflight_tokens - req.num_computed_tokens, budget[0])
             new_ids = self.kv_cache.allocate_slots(req, num_new)
             while new_ids is None:
                 victim = self.running[-1]  # the worst; never one already scheduled this step
@@ -146,15 +158,14 @@ class Scheduler:
             if new_ids is None:
                 break
             out.scheduled_cached_reqs.append(CachedRequestData(req.request_id, new_ids, req.num_computed_tokens))
-            out.num_scheduled_tokens[req.request_id] = num_new
-            budget[0] -= num_new
+            self._scheduled(req, num_new, out, budget)
             i += 1
         return preempted_any
 
     def _schedule_waiting(self, budget: list[int], out: SchedulerOutput) -> None:
         while budget[0] > 0 and len(self.running) < self.config.max_num_seqs:
             req = self.waiting.peek()
-            if req is None:
+            if req is None or req.num_inflight_tokens:  # preempted with a token still in flight
                 return
             hits, num_hit = self.kv_cache.get_computed_blocks(req)
             num_new = min(req.num_tokens - num_hit, budget[0])
@@ -163,8 +174,15 @@ class Scheduler:
             self.waiting.pop()
             self._admit(req, num_hit)
             out.scheduled_new_reqs.append(self._new_request_data(req))
-            out.num_scheduled_tokens[req.request_id] = num_new
-            budget[0] -= num_new
+            self._scheduled(req, num_new, out, budget)
+
+    def _scheduled(self, req: Request, num_new: int, out: SchedulerOutput, budget: list[int]) -> None:
+        """Count a request's tokens in this step; reaching its end means it samples one."""
+        out.num_scheduled_tokens[req.request_id] = num_new
+        budget[0] -= num_new
+        req.num_computed_tokens += num_new
+        if req.num_computed_tokens == req.num_tokens + req.num_inflight_tokens:
+            req.num_inflight_tokens += 1
 
     def _admit(self, req: Request, num_hit: int) -> None:
         self.kv_cache.record_lookup(req.num_tokens, num_hit)
@@ -200,17 +218,17 @@ class Scheduler:
 
     # ---- results of a step ----
 
-    def update_from_output(self, sched: SchedulerOutput, result: ModelRunnerOutput) -> list[EngineOutput]:
+    def update_from_output(self, result: ModelRunnerOutput) -> list[EngineOutput]:
+        """Apply one step's sampled ids. Steps are applied in launch order, but the scheduler
+        may already have scheduled the next one (see the module note)."""
         outputs = []
         now = self.clock()
-        for req_id, num_tokens in sched.num_scheduled_tokens.items():
+        for req_id, token in result.sampled_token_ids.items():
             req = self.requests.get(req_id)
-            if req is None:
+            if req is None:  # finished or aborted since that step was scheduled
+                self._drained(req_id)
                 continue
-            req.num_computed_tokens += num_tokens
-            token = result.sampled_token_ids.get(req_id)
-            if token is None:
-                continue  # a prefill chunk that has not reached the end of the prompt
+            req.num_inflight_tokens -= 1
             req.append_token(token)
             finish, stop_reason = self._check_stop(req, token)
             out = self._engine_output(req, token, result, now)
@@ -219,6 +237,13 @@ class Scheduler:
                 self._finish(req, finish)
             outputs.append(out)
         return outputs
+
+    def _drained(self, req_id: str) -> None:
+        req = self._draining.get(req_id)
+        if req is not None:
+            req.num_inflight_tokens -= 1
+            if req.num_inflight_tokens <= 0:
+                del self._draining[req_id]
 
     def _check_stop(self, req: Request, token: int) -> tuple[FinishReason | None, int | None]:
         params = req.sampling_params
@@ -257,3 +282,5 @@ class Scheduler:
         req.finish_reason = reason
         del self.requests[req.request_id]
         self._drop_ids.add(req.request_id)
+        if req.num_inflight_tokens:
+            self._draining[req.request_id] = req

@@ -12,6 +12,7 @@ from kvserve.config import EngineConfig
 from kvserve.engine.fan_out import fan_out
 from kvserve.engine.llm_engine import LLMEngine
 from kvserve.engine.output_processor import CompletionDelta
+from kvserve.models.shapes import with_shape_dir
 from kvserve.outputs import CompletionOutput, RequestOutput
 from kvserve.sampling_params import SamplingParams
 from kvserve.tokenizer import apply_chat_template
@@ -35,6 +36,8 @@ class LLM:
         return llm
 
     def _start(self, config: EngineConfig) -> None:
+        # an `arch` becomes a temporary shape directory, kept as long as this LLM lives
+        config, self._shape_dir = with_shape_dir(config)
         self.engine = LLMEngine(config)
         self._ids = itertools.count()
 

@@ -1,12 +1,19 @@
 """Named architecture shapes (config.json contents) for benchmarks on random weights.
 
-Figures from the published config.json of each model.
+Figures from the published config.json of each model. A shape directory holds the
+config and a synthetic tokenizer covering the whole vocabulary, so that the same
+directory serves `kvserve bench offline` (token ids only) and `kvserve serve` (which
+needs a tokenizer to detokenize whatever random weights sample).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
+from dataclasses import replace
 from pathlib import Path
+
+from kvserve.config import ConfigError, EngineConfig
 
 _QWEN3_0_6B = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 151936, "hidden_size": 1024,
@@ -41,21 +48,75 @@ SHAPES: dict[str, dict] = {
 }
 
 
-def write_shape_dir(arch: str, out_dir: Path, min_positions: int | None = None) -> Path:
-    """A model directory holding only config.json: a named shape, or a given config.json path.
+def shape_config(arch: str, min_positions: int | None = None) -> dict:
+    """The config.json contents of a named shape, or of a given config.json path.
 
     `min_positions` raises max_position_embeddings when a workload needs one more position
     than the model has (an 8,192-token prompt on an 8,192-position model leaves no room to
     generate); with random weights nothing depends on what those positions would mean.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     if arch in SHAPES:
         config = dict(SHAPES[arch])
     elif Path(arch).is_file():
         config = json.loads(Path(arch).read_text())
     else:
-        raise ValueError(f"unknown architecture shape {arch!r}: one of {sorted(SHAPES)} or a config.json path")
+        raise ConfigError(f"unknown architecture shape {arch!r}: one of {sorted(SHAPES)} or a config.json path")
+    if not isinstance(config.get("vocab_size"), int):
+        raise ConfigError(f"the shape {arch!r} has no integer vocab_size")
     if min_positions and min_positions > config.get("max_position_embeddings", 0):
         config["max_position_embeddings"] = min_positions
+    return config
+
+
+def write_shape_dir(arch: str, out_dir: Path, min_positions: int | None = None) -> Path:
+    """A model directory for `load_format="dummy"`: config.json and a synthetic tokenizer."""
+    config = shape_config(arch, min_positions)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config, indent=1))
+    write_synthetic_tokenizer(config["vocab_size"], out_dir)
     return out_dir
+
+
+def synthetic_token(token_id: int) -> str:
+    """The text of token `token_id` in the synthetic tokenizer: `t` and the id in hex."""
+    return f"t{token_id:x}"
+
+
+def write_synthetic_tokenizer(vocab_size: int, out_dir: Path) -> None:
+    """tokenizer.json (+ tokenizer_config.json) with one word-level token per id.
+
+    Token i is synthetic_token(i); text splits on whitespace and punctuation, a word that
+    is no token becomes id 0, and decoding joins tokens with single spaces, so that every
+    id detokenizes on its own and incrementally. No special tokens, no chat template.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {synthetic_token(i): i for i in range(vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=synthetic_token(0)))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # no token has the prefix: a plain join
+    tokenizer.save(str(out_dir / "tokenizer.json"))
+    settings = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(settings, indent=1))
+
+
+def with_shape_dir(config: EngineConfig) -> tuple[EngineConfig, tempfile.TemporaryDirectory | None]:
+    """`config` with its `arch` written out as a shape directory, and that directory.
+
+    The returned config loads random weights (load_format dummy) from a temporary
+    directory and answers to the arch name unless a served_model_name was given; the
+    caller keeps the TemporaryDirectory for as long as the engine may read it. A config
+    without an `arch` comes back unchanged, with None.
+    """
+    model = config.model
+    if not model.arch:
+        return config, None
+    shape_dir = tempfile.TemporaryDirectory(prefix="kvserve-shape-")
+    try:
+        write_shape_dir(model.arch, Path(shape_dir.name), model.max_model_len)
+    except BaseException:
+        shape_dir.cleanup()
+        raise
+    model = replace(model, model=shape_dir.name, arch=None, load_format="dummy",
+                    served_model_name=model.served_model_name or model.arch)
+    return replace(config, model=model), shape_dir

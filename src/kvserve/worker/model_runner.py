@@ -2,7 +2,10 @@
 
 It keeps each request's tokens and block table (the scheduler sends only changes),
 builds the step's packed inputs, runs the model, and samples the rows whose requests
-reached the end of their known tokens.
+reached the end of their known tokens. `execute` returns as soon as the step is queued
+on the device (a StepHandle); the next step may be prepared and launched before that
+step's ids reach the host: an input token that is still on the device is copied there
+from the previous step's sampled ids.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ import torch
 
 from kvserve.attention import AttentionMetadata
 from kvserve.config import EngineConfig
-from kvserve.engine.scheduler_output import ModelRunnerOutput, SchedulerOutput
+from kvserve.engine.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
+from kvserve.sampling_params import SamplingParams
 from kvserve.worker.cuda_graphs import DecodeGraphs
 from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import Sampler
-from kvserve.worker.sampling_batch import build_sampling_batch
+from kvserve.worker.sampling_batch import build_sampling_batch, needs_history
+from kvserve.worker.step_handle import StepHandle
+
+
+WARM_UP_BLOCKS = 16  # the start-up warm-up's requests use the pool's first blocks
 
 
 @dataclass
@@ -47,6 +55,7 @@ class ModelRunner:
         self.kv_caches: list[torch.Tensor] = []
         self.buffers: InputBuffers | None = None
         self.graphs: DecodeGraphs | None = None
+        self._launched: list[StepHandle] = []  # steps whose results may not be on the host yet
 
     def init_kv_cache(self, max_model_len: int) -> int:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
@@ -57,36 +66,52 @@ class ModelRunner:
         max_blocks_per_seq = -(-max_model_len // self.block_size)
         self.buffers = InputBuffers(sched.max_num_batched_tokens + sched.max_num_seqs, sched.max_num_seqs,
                                     max_blocks_per_seq, self.device)
-        if self.device.type == "cuda" and num_blocks * self.block_size >= 64:
-            self.warm_up()
         if self.device.type == "cuda" and not self.config.device.enforce_eager:
             max_batch = min(sched.max_num_seqs, sched.max_num_batched_tokens)
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.buffers, max_batch, max_model_len)
             self.graphs.capture_all()
+        if self.device.type == "cuda" and num_blocks >= WARM_UP_BLOCKS and sched.max_num_seqs >= 3:
+            self.warm_up()
         return num_blocks
 
     @torch.inference_mode()
-    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+    def execute(self, sched: SchedulerOutput) -> StepHandle:
+        """Queue one step on the device and return its handle without waiting for it."""
+        self._settle()
         self._update_states(sched)
         if sched.is_empty:
-            return ModelRunnerOutput({})
+            return self._launch(StepHandle.empty())
+        self.buffers.flip()
         inputs = self._prepare_inputs(sched)
         if inputs.graph_size:
             hidden = self.graphs.replay(inputs.meta.num_seqs, inputs.graph_size)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
-        if not inputs.sample_states:
-            return ModelRunnerOutput({})
+        states = inputs.sample_states
+        if not states:
+            return self._launch(StepHandle.empty())
+        if needs_history(states) and self._launched:
+            self._launched[-1].result()  # penalties count every generated id: wait for the last
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
-        batch = build_sampling_batch(inputs.sample_states, self.info.vocab_size, self.device)
-        token_ids, logprobs = self.sampler(logits, batch)
-        result = ModelRunnerOutput({})
-        for state, token, lp in zip(inputs.sample_states, token_ids, logprobs):
-            state.token_ids.append(token)
-            result.sampled_token_ids[state.req_id] = token
-            if lp is not None:
-                result.logprobs[state.req_id] = lp
-        return result
+        batch = build_sampling_batch(states, self.info.vocab_size, self.device, self._upload_sampling_table)
+        sampled = self.sampler.sample(logits, batch)
+        host_ids = self.buffers.host["sampled_ids"][: len(states)] if self.device.type == "cuda" else None
+        return self._launch(StepHandle(states, sampled, host_ids))
+
+    def _launch(self, handle: StepHandle) -> StepHandle:
+        self._launched.append(handle)
+        return handle
+
+    def _settle(self) -> None:
+        """Bring every launched step but the last to the host: at most one step's ids are
+        in flight when the next is prepared, and host buffers are reused safely."""
+        for handle in self._launched[:-1]:
+            handle.result()
+        self._launched = [h for h in self._launched[-1:] if not h.done]
+
+    def _upload_sampling_table(self, rows: list[list[float]]) -> torch.Tensor:
+        self.buffers.np["sampling"][: len(rows)] = rows
+        return self.buffers.upload("sampling", len(rows))
 
     def _update_states(self, sched: SchedulerOutput) -> None:
         for req_id in sched.finished_req_ids:
@@ -111,6 +136,7 @@ class ModelRunner:
         """Pack the step's tokens into the input buffers (host side first, then one copy each)."""
         bs, np_ = self.block_size, self.buffers.np
         ids, positions, slots, query_lens, seq_lens, logits_idx, sampled = [], [], [], [], [], [], []
+        inflight_dst, inflight_src = [], []
         table, width = np_["block_tables"], 0
         for row, (req_id, num) in enumerate(sched.num_scheduled_tokens.items()):
             state = self.states[req_id]
@@ -118,7 +144,12 @@ class ModelRunner:
             end = start + num
             blocks = state.block_ids
             if num == 1:  # decode: the common case, kept to plain int arithmetic
-                ids.append(state.token_ids[start])
+                if start < len(state.token_ids):
+                    ids.append(state.token_ids[start])
+                else:  # sampled by the previous step, still on the device
+                    inflight_dst.append(len(ids))
+                    inflight_src.append(self._launched[-1].row_of[req_id])
+                    ids.append(0)
                 positions.append(start)
                 slots.append(blocks[start // bs] * bs + start % bs)
             else:
@@ -130,10 +161,21 @@ class ModelRunner:
             query_lens.append(num)
             seq_lens.append(end)
             state.num_computed_tokens = end
-            if end == len(state.token_ids):
+            if end == len(state.token_ids) + state.num_pending:
                 logits_idx.append(len(ids) - 1)
                 sampled.append(state)
-        return self._upload(ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width)
+        inputs = self._upload(ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width)
+        if inflight_dst:
+            self._copy_inflight_ids(inputs.input_ids, inflight_dst, inflight_src)
+        return inputs
+
+    def _copy_inflight_ids(self, input_ids: torch.Tensor, dst: list[int], src: list[int]) -> None:
+        """input_ids[dst] = the previous step's sampled ids[src], on the device."""
+        buf, n = self.buffers, len(dst)
+        buf.np["inflight_dst"][:n] = dst
+        buf.np["inflight_src"][:n] = src
+        previous = self._launched[-1].device_ids
+        input_ids.index_copy_(0, buf.upload("inflight_dst", n), previous.index_select(0, buf.upload("inflight_src", n)))
 
     def _upload(self, ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width) -> StepInputs:
         buf, np_ = self.buffers, self.buffers.np
@@ -185,10 +227,30 @@ class ModelRunner:
 
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Run every kernel variant once (prefill, decode, and both in one step) so that
-        JIT compilation happens at start-up, not in the first requests' latency."""
-        for query_lens, seq_lens in (([1, 1], [17, 40]), ([24], [24]), ([1, 24], [17, 40])):
-            self._dummy_forward(self.kv_caches, query_lens, seq_lens)
+        """Run real steps through execute() — a prefill, a mixed step whose decodes read
+        ids still on the device, a decode-only step — with the real buffers, so that every
+        kernel variant is JIT-compiled at start-up and not in the first requests' latency.
+        The three requests write junk into the first blocks of the (still unused) pool."""
+        bs, greedy = self.block_size, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
+        lens = {"warm-up-a": 24, "warm-up-b": 17, "warm-up-c": 40}
+        blocks, first = {}, 0
+        for rid, n in lens.items():
+            blocks[rid] = list(range(first, first + -(-(n + 2) // bs)))
+            first += len(blocks[rid])
+        new = {rid: NewRequestData(rid, [0] * n, n, greedy, blocks[rid], 0) for rid, n in lens.items()}
+        a, b, c = lens
+        steps = [
+            SchedulerOutput([new[a], new[b]], [], {a: lens[a], b: lens[b]}, lens[a] + lens[b]),
+            SchedulerOutput([new[c]], [CachedRequestData(r, [], lens[r]) for r in (a, b)],
+                            {a: 1, b: 1, c: lens[c]}, 2 + lens[c]),
+            SchedulerOutput([], [CachedRequestData(r, [], lens[r] + (r != c)) for r in lens], dict.fromkeys(lens, 1), 3),
+            SchedulerOutput([], [], {}, 0, finished_req_ids=set(lens)),
+        ]
+        for sched in steps:
+            self.execute(sched)
+        for handle in self._launched:
+            handle.result()
+        self._launched = []
 
     def _dummy_forward(self, caches: list[torch.Tensor], query_lens: list[int], seq_lens: list[int]) -> None:
         """Sequences laid over consecutive blocks from block 0 (their contents are junk)."""

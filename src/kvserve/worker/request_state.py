@@ -19,10 +19,11 @@ class RequestState:
     num_computed_tokens: int
     eos_token_id: int | None
     generator: torch.Generator | None  # seeded requests only; survives preemption
+    num_pending: int = 0  # sampled by launched steps, not yet appended to token_ids
 
     @property
     def num_output_tokens(self) -> int:
-        return len(self.token_ids) - self.num_prompt_tokens
+        return len(self.token_ids) + self.num_pending - self.num_prompt_tokens
 
     def banned_token_ids(self) -> list[int]:
         """Tokens that may not be sampled yet because min_tokens is not reached."""

@@ -80,11 +80,42 @@ def draw(probs: torch.Tensor, generators: list[torch.Generator | None], default:
     return (probs / noise).argmax(dim=-1)
 
 
+@dataclass
+class LogprobTensors:
+    """Logprob figures of a step's sampled rows, still on the device."""
+
+    chosen: torch.Tensor  # [N] logprob of the sampled token
+    ranks: torch.Tensor  # [N] its rank, 1 = most likely
+    top_vals: torch.Tensor  # [N, k]
+    top_ids: torch.Tensor  # [N, k]
+
+
+@dataclass
+class SampledTokens:
+    """One step's sampled ids (and logprob figures) on the device, before the host sees them."""
+
+    ids: torch.Tensor  # [N] int64
+    logprobs: LogprobTensors | None
+    num_logprobs: list[int | None]  # per row, as asked
+
+    def logprobs_to_host(self, token_ids: list[int]) -> list[TokenLogprobs | None]:
+        if self.logprobs is None:
+            return [None] * len(token_ids)
+        lp = self.logprobs
+        chosen, ranks, vals, ids = lp.chosen.tolist(), lp.ranks.tolist(), lp.top_vals.tolist(), lp.top_ids.tolist()
+        result: list[TokenLogprobs | None] = []
+        for row, n in enumerate(self.num_logprobs):
+            top = list(zip(ids[row][:n], vals[row][:n])) if n is not None else None
+            result.append(None if n is None else TokenLogprobs(token_ids[row], chosen[row], ranks[row], top))
+        return result
+
+
 class Sampler:
     def __init__(self, generator: torch.Generator | None = None) -> None:
         self.generator = generator
 
-    def __call__(self, logits: torch.Tensor, batch: SamplingBatch) -> tuple[list[int], list[TokenLogprobs | None]]:
+    def sample(self, logits: torch.Tensor, batch: SamplingBatch) -> SampledTokens:
+        """Everything on the device: no host synchronisation."""
         logits = logits.float()  # [N, V]
         raw_logprobs = logits.log_softmax(dim=-1) if any(n is not None for n in batch.num_logprobs) else None
         logits = apply_penalties(logits, batch)
@@ -98,25 +129,20 @@ class Sampler:
                 scaled = filter_logits(scaled, batch.top_k, batch.top_p, batch.min_p)
             sampled = draw(scaled.softmax(dim=-1), batch.generators, self.generator)
             ids = torch.where(batch.temperature < 1e-5, greedy_ids, sampled)
-        token_ids = ids.tolist()  # the step's one host sync
-        logprobs = collect_logprobs(raw_logprobs, ids, token_ids, batch.num_logprobs) if raw_logprobs is not None else []
-        return token_ids, logprobs or [None] * len(token_ids)
+        logprobs = logprob_tensors(raw_logprobs, ids, batch.num_logprobs) if raw_logprobs is not None else None
+        return SampledTokens(ids, logprobs, batch.num_logprobs)
+
+    def __call__(self, logits: torch.Tensor, batch: SamplingBatch) -> tuple[list[int], list[TokenLogprobs | None]]:
+        """Sample and bring the ids (and logprobs) to the host at once."""
+        sampled = self.sample(logits, batch)
+        token_ids = sampled.ids.tolist()
+        return token_ids, sampled.logprobs_to_host(token_ids)
 
 
-def collect_logprobs(
-    raw: torch.Tensor, ids: torch.Tensor, token_ids: list[int], wanted: list[int | None]
-) -> list[TokenLogprobs | None]:
-    """The sampled token's logprob and rank, and the top-k alternatives, for rows that asked."""
+def logprob_tensors(raw: torch.Tensor, ids: torch.Tensor, wanted: list[int | None]) -> LogprobTensors:
+    """The sampled token's logprob and rank, and the top-k alternatives, for every row."""
     k = max(n for n in wanted if n is not None)
     chosen = raw.gather(1, ids[:, None])  # [N, 1]
     ranks = (raw > chosen).sum(dim=-1) + 1
     top_vals, top_ids = raw.topk(max(k, 1), dim=-1)
-    chosen_l, ranks_l, vals_l, ids_l = chosen[:, 0].tolist(), ranks.tolist(), top_vals.tolist(), top_ids.tolist()
-    result: list[TokenLogprobs | None] = []
-    for row, n in enumerate(wanted):
-        if n is None:
-            result.append(None)
-            continue
-        top = list(zip(ids_l[row][:n], vals_l[row][:n]))
-        result.append(TokenLogprobs(token_ids[row], chosen_l[row], ranks_l[row], top))
-    return result
+    return LogprobTensors(chosen[:, 0], ranks, top_vals, top_ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from kvserve.worker.request_state import RequestState
@@ -18,12 +20,23 @@ def _counts(rows: list[list[int]], vocab_size: int, device: torch.device) -> tor
     return counts
 
 
-def build_sampling_batch(states: list[RequestState], vocab_size: int, device: torch.device) -> SamplingBatch:
+# The per-row settings, in the column order of the [N, 7] float32 table sent to the device.
+COLUMNS = ("temperature", "top_k", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty")
+
+
+def _table_on_device(device: torch.device) -> Callable[[list[list[float]]], torch.Tensor]:
+    return lambda rows: torch.tensor(rows, dtype=torch.float32, device=device)
+
+
+def build_sampling_batch(
+    states: list[RequestState],
+    vocab_size: int,
+    device: torch.device,
+    upload_table: Callable[[list[list[float]]], torch.Tensor] | None = None,
+) -> SamplingBatch:
+    """`upload_table` puts the [N, 7] settings table on the device (the runner's goes
+    through pinned memory, so that no copy waits for the GPU)."""
     params = [s.params for s in states]
-
-    def column(name: str, dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor([getattr(p, name) for p in params], dtype=dtype, device=device)
-
     needs_counts = any(p.presence_penalty or p.frequency_penalty for p in params)
     needs_seen = any(p.repetition_penalty != 1.0 for p in params)
     output_counts = seen = None
@@ -36,14 +49,16 @@ def build_sampling_batch(states: list[RequestState], vocab_size: int, device: to
     num_logprobs = [p.logprobs for p in params]
     if all_greedy and not (needs_counts or needs_seen or banned) and all(n is None for n in num_logprobs):
         return SamplingBatch.plain_greedy(len(states))  # the common benchmark case: argmax only
+    table = (upload_table or _table_on_device(device))([[float(getattr(p, c)) for c in COLUMNS] for p in params])
+    temperature, top_k, top_p, min_p, presence, frequency, repetition = table.unbind(dim=1)
     return SamplingBatch(
-        temperature=column("temperature", torch.float32),
-        top_k=column("top_k", torch.int64),
-        top_p=column("top_p", torch.float32),
-        min_p=column("min_p", torch.float32),
-        presence_penalty=column("presence_penalty", torch.float32),
-        frequency_penalty=column("frequency_penalty", torch.float32),
-        repetition_penalty=column("repetition_penalty", torch.float32),
+        temperature=temperature,
+        top_k=top_k.long(),
+        top_p=top_p,
+        min_p=min_p,
+        presence_penalty=presence,
+        frequency_penalty=frequency,
+        repetition_penalty=repetition,
         output_counts=output_counts,
         seen_mask=seen,
         banned=banned,
@@ -52,3 +67,10 @@ def build_sampling_batch(states: list[RequestState], vocab_size: int, device: to
         all_greedy=all_greedy,
         any_filter=any(p.top_k > 0 or p.top_p < 1.0 or p.min_p > 0.0 for p in params),
     )
+
+
+def needs_history(states: list[RequestState]) -> bool:
+    """Whether sampling these rows reads their generated ids (penalties), which must then
+    all be on the host."""
+    return any(s.params.presence_penalty or s.params.frequency_penalty or s.params.repetition_penalty != 1.0
+               for s in states)

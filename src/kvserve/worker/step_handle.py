@@ -1,0 +1,63 @@
+"""A launched step: its sampled ids are on the way to the host while the CPU moves on.
+
+The runner returns a StepHandle as soon as a step's work is queued on the GPU. The
+sampled ids are copied into pinned memory behind that work and an event is recorded;
+`result()` waits for the event (the step's one synchronisation), appends the ids to the
+requests' token lists and returns them. Until then the next step can already read the
+ids on the device (`device_ids` and `row_of`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kvserve.engine.scheduler_output import ModelRunnerOutput
+from kvserve.worker.request_state import RequestState
+from kvserve.worker.sampler import SampledTokens
+
+
+class StepHandle:
+    def __init__(self, states: list[RequestState], sampled: SampledTokens | None = None,
+                 host_ids: torch.Tensor | None = None) -> None:
+        self.states = states
+        self.sampled = sampled
+        self.row_of = {s.req_id: row for row, s in enumerate(states)}
+        self._host_ids = host_ids
+        self._event: torch.cuda.Event | None = None
+        self._result: ModelRunnerOutput | None = ModelRunnerOutput({}) if not states else None
+        if sampled is not None and host_ids is not None:
+            host_ids.copy_(sampled.ids, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        for state in states:
+            state.num_pending += 1
+
+    @classmethod
+    def empty(cls) -> "StepHandle":
+        return cls([])
+
+    @property
+    def device_ids(self) -> torch.Tensor:
+        return self.sampled.ids
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None
+
+    def result(self) -> ModelRunnerOutput:
+        """Wait for the sampled ids; the first call also appends them to the requests."""
+        if self._result is None:
+            if self._event is not None:
+                self._event.synchronize()
+                token_ids = self._host_ids.tolist()
+            else:
+                token_ids = self.sampled.ids.tolist()
+            out = ModelRunnerOutput({})
+            for state, token, lp in zip(self.states, token_ids, self.sampled.logprobs_to_host(token_ids)):
+                state.token_ids.append(token)
+                state.num_pending -= 1
+                out.sampled_token_ids[state.req_id] = token
+                if lp is not None:
+                    out.logprobs[state.req_id] = lp
+            self._result = out
+        return self._result
