@@ -96,3 +96,25 @@ def test_a_reader_that_falls_behind_gets_one_merged_delta(tiny_llama):
             assert sum(len(d.logprobs) for d in whole) == 24
 
     asyncio.run(run())
+
+
+def test_a_step_larger_than_the_pipe_buffer_arrives_whole_under_uvloop(tiny_llama):
+    """300 requests in one step: their outputs (> 64 KiB pickled) exceed a pipe's buffer,
+    and uvloop makes the watched fd non-blocking; the message must still be read whole."""
+    import uvloop
+
+    async def run() -> list[int]:
+        llm = await AsyncLLM.start(EngineConfig.from_flat(model=str(tiny_llama), max_num_seqs=320))
+        try:
+            prompt = llm.tokenizer.encode("Paged attention stores keys")
+            params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
+
+            async def one(i: int) -> int:
+                stream = await llm.submit([prompt], params, f"wide-request-with-a-long-id-{i:04d}")
+                return sum([len(choice.delta.token_ids) async for choice in stream])
+
+            return await asyncio.gather(*(one(i) for i in range(300)))
+        finally:
+            await llm.shutdown()
+
+    assert uvloop.run(run()) == [3] * 300

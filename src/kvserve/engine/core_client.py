@@ -144,22 +144,63 @@ def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connecti
             stats=core.stats(),
         )
     )
-    failed = not CoreLoop(core, inputs, outputs).run()
+    sender = OutputSender(outputs)
+    failed = not CoreLoop(core, inputs, sender).run()
+    sender.close()
     outputs.close()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1 if failed else 0)  # skip interpreter teardown (a second or more with torch): nothing to clean
 
 
+class OutputSender:
+    """Sends the core's messages from a thread of its own, in order.
+
+    The loop hands a message over and goes on stepping: a frontend that is slow to read
+    (its event loop busy writing streams) does not stall the GPU, and the frontend, once
+    behind, merges what piled up into fewer chunks. A backlog of `max_backlog` messages
+    makes the loop wait (memory stays bounded). If the frontend is gone, `on_lost` runs.
+    """
+
+    _CLOSE = object()
+
+    def __init__(self, outputs: Connection, max_backlog: int = 256) -> None:
+        self.outputs = outputs
+        self.on_lost: Any = None
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_backlog)
+        self._thread = threading.Thread(target=self._run, name="kvserve-core-sender", daemon=True)
+        self._thread.start()
+
+    def send(self, message: object) -> None:
+        self._queue.put(message)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is queued, then stop."""
+        self._queue.put(self._CLOSE)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (message := self._queue.get()) is not self._CLOSE:
+            try:
+                self.outputs.send(message)
+            except OSError:
+                if self.on_lost is not None:
+                    self.on_lost()
+                while self._queue.get() is not self._CLOSE:  # drain, so that senders never block
+                    pass
+                return
+
+
 class CoreLoop:
     """ingest → step → send, blocking on input when there is nothing to step."""
 
-    def __init__(self, core: Any, inputs: Connection, outputs: Connection) -> None:
+    def __init__(self, core: Any, inputs: Connection, outputs: OutputSender) -> None:
         self.core = core
         self.outputs = outputs
         self.inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.stopping = False
         self.changed = False  # an abort or add since the last stats we sent
+        outputs.on_lost = lambda: self.inbox.put(Shutdown())  # the frontend is gone: stop
         threading.Thread(target=self._read_inputs, args=(inputs,), daemon=True).start()
 
     def _read_inputs(self, inputs: Connection) -> None:
@@ -270,6 +311,9 @@ class CoreClient:
         self._loop = loop
         self._on_message = on_message
         loop.add_reader(self._outputs.fileno(), self._drain)
+        # uvloop (libuv) makes a watched fd non-blocking; a message larger than the pipe's
+        # buffer (a big step's outputs) must still be read whole once its first bytes are in
+        os.set_blocking(self._outputs.fileno(), True)
         self._reading = True
 
     def send(self, message: object) -> None:
