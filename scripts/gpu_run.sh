@@ -26,7 +26,7 @@ if [ "$what" = big ] || [ "$what" = all ]; then
   bench llama8b-batch512 400 --arch llama3-8b --workload batch512 --max-model-len 2048 --max-num-seqs 512 --max-num-batched-tokens 16384
 fi
 if [ "$what" = hf ]; then  # the transformers peers, same weights and workloads, same process
-  bench qwen3-throughput-hf 420 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --compare-hf
+  bench qwen3-throughput-hf 580 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --compare-hf
   bench llama8b-batch1-hf 200 --arch llama3-8b --workload batch1 --max-model-len 4096 --max-num-seqs 8 --compare-hf
 fi
 python3 - "$OUT" <<'PY'
