@@ -4,12 +4,15 @@ Runs transformers on the very weights the engine used (copied under their HF nam
 through hf_state_dict) and the same requests, in the same process, after freeing the engine's
 KV cache. Batch-1 workloads use `generate` (eager, then the static-cache compiled path
 after a warm-up); multi-request workloads use continuous batching (`generate_batch`'s
-manager, so that each request keeps its own output length); a 1-token workload times
+manager, set up as `generate_batch` does where transformers allows, so that each
+request keeps its own output length); a 1-token workload times
 one prefill forward (time to first token).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import sys
 import time
 
@@ -69,30 +72,52 @@ def time_prefill(model, prompt: list[int]) -> float:
 
 
 def time_continuous_batching(model, requests) -> tuple[float, int]:
+    """transformers continuous batching on the workload, each request with its own output
+    length; timed from the first request added to the last result (warm-up excluded)."""
     from transformers import GenerationConfig
 
     config = GenerationConfig(do_sample=False, max_new_tokens=max(n for _, n in requests), eos_token_id=None,
                               pad_token_id=0)
+    with _batching_manager(model, config, requests) as manager:
+        start = time.perf_counter()
+        for i, (prompt, n_out) in enumerate(requests):
+            manager.add_request(prompt, request_id=f"r{i}", max_new_tokens=n_out)
+        produced, done = 0, 0
+        while done < len(requests):
+            result = manager.get_result(timeout=60)
+            if result is None:
+                raise RuntimeError("transformers continuous batching produced nothing for 60 s")
+            if result.is_finished():
+                done += 1
+                produced += len(result.generated_tokens)
+                if done % 32 == 0:  # a run cut short by a time limit still says how fast it went
+                    elapsed = time.perf_counter() - start
+                    print(f"hf generate_batch: {done}/{len(requests)} requests, {produced} tokens in {elapsed:.1f} s "
+                          f"({produced / elapsed:.1f} tok/s so far)", file=sys.stderr, flush=True)
+        elapsed = time.perf_counter() - start
+    return elapsed, produced
+
+
+@contextlib.contextmanager
+def _batching_manager(model, config, requests):
+    """The manager as `generate_batch` sets it up — sized from workload hints and warmed up
+    (CUDA graphs) — where this transformers version has those; else a plain one."""
+    from transformers.generation.continuous_batching import continuous_api
+
+    hints_type = getattr(continuous_api, "WorkloadHints", None)
+    session = getattr(model, "continuous_batching_context_manager", None)
+    if hints_type is not None and session is not None and "workload_hints" in inspect.signature(session).parameters:
+        hints = hints_type(max_prompt_length=max(len(p) for p, _ in requests),
+                           max_generated_length=max(n for _, n in requests), num_requests=len(requests))
+        with session(generation_config=config, block=True, timeout=5, warmup=True, workload_hints=hints) as manager:
+            yield manager
+        return
     manager = model.init_continuous_batching(generation_config=config)
     manager.start()
-    start = time.perf_counter()
-    for i, (prompt, n_out) in enumerate(requests):
-        manager.add_request(prompt, request_id=f"r{i}", max_new_tokens=n_out)
-    produced, done = 0, 0
-    while done < len(requests):
-        result = manager.get_result(timeout=60)
-        if result is None:
-            raise RuntimeError("transformers continuous batching produced nothing for 60 s")
-        if result.is_finished():
-            done += 1
-            produced += len(result.generated_tokens)
-            if done % 32 == 0:  # a run cut short by a time limit still says how fast it went
-                elapsed = time.perf_counter() - start
-                print(f"hf generate_batch: {done}/{len(requests)} requests, {produced} tokens in {elapsed:.1f} s "
-                      f"({produced / elapsed:.1f} tok/s so far)", file=sys.stderr, flush=True)
-    elapsed = time.perf_counter() - start
-    manager.stop(block=True)
-    return elapsed, produced
+    try:
+        yield manager
+    finally:
+        manager.stop(block=True)
 
 
 def run_hf(core, requests, args) -> dict:
