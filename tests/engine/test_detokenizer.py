@@ -44,3 +44,20 @@ def test_unfinished_character_is_flushed_at_the_end(tiny_llama):
     assert detok.take_new_text(finished=False) == ""
     detok.flush()
     assert detok.take_new_text(finished=True) != ""
+
+
+def test_direct_decoding_equals_the_tokenizers_decode(tiny_llama, tmp_path):
+    import random
+
+    from kvserve.engine.detokenizer import ids_decoder
+    from kvserve.models.shapes import write_synthetic_tokenizer
+
+    write_synthetic_tokenizer(500, tmp_path)
+    rng = random.Random(0)
+    for tok in (load_tokenizer(tiny_llama), load_tokenizer(tmp_path)):
+        specials = list(getattr(tok, "all_special_ids", []))
+        for skip in (True, False):
+            decode = ids_decoder(tok, skip)
+            for _ in range(200):
+                ids = [rng.randrange(min(tok.vocab_size, 500)) for _ in range(rng.randint(1, 8))] + specials[:1]
+                assert decode(ids) == tok.decode(ids, skip_special_tokens=skip)

@@ -63,3 +63,28 @@ def test_context_check_says_the_numbers():
     assert "you requested 31 tokens (10 in the messages, 21 in the completion)" in info.value.message
     with pytest.raises(APIError):
         check_context(30, None, 30, "prompt")  # no room for a single token
+
+
+TRICKY_TEXTS = ["", "plain", 'quo"te \\ back', "line\nbreak\ttab\r\x00\x1f\x7f", "Größe 東京 🙂", "\u2028\u2029</script>"]
+
+
+def test_stream_chunks_without_models_are_byte_for_byte_the_models():
+    from kvserve.server import sse
+    from kvserve.server.responses import (
+        ChatChunkChoice, ChatCompletionChunk, Completion, CompletionChoice, DeltaMessage,
+    )
+
+    for text in TRICKY_TEXTS:
+        for finish, stop in ((None, None), ("stop", "END"), ("stop", 7), ("length", None)):
+            completion = sse.ChunkEncoder("text_completion", "cmpl-1", 1700000000, "m/ü\"",
+                                          ',"usage":null,"system_fingerprint":null')
+            expected = Completion(id="cmpl-1", created=1700000000, model="m/ü\"", choices=[
+                CompletionChoice(index=3, text=text, finish_reason=finish, stop_reason=stop)])
+            assert completion.event({"index": 3, "text": text, "logprobs": None, "finish_reason": finish,
+                                     "stop_reason": stop}) == sse.event(expected.model_dump_json())
+            chat = sse.ChunkEncoder("chat.completion.chunk", "chatcmpl-1", 1700000000, "m", ',"usage":null')
+            expected = ChatCompletionChunk(id="chatcmpl-1", created=1700000000, model="m", choices=[
+                ChatChunkChoice(index=0, delta=DeltaMessage(content=text or None), finish_reason=finish,
+                                stop_reason=stop)])
+            assert chat.event({"index": 0, "delta": {"content": text or None}, "logprobs": None,
+                               "finish_reason": finish, "stop_reason": stop}) == sse.event(expected.model_dump_json())

@@ -8,15 +8,27 @@ still join them right.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 REPLACEMENT = "\ufffd"
 _CONTEXT_TOKENS = 5  # left context used to decode the next piece
+
+
+def ids_decoder(tokenizer, skip_special_tokens: bool) -> Callable[[list[int]], str]:
+    """`tokenizer.decode` for lists of ids; straight to the Rust tokenizer when the
+    transformers wrapper would add nothing (no clean-up of spaces), which saves a few
+    microseconds of Python per call: two calls per generated token."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or getattr(tokenizer, "clean_up_tokenization_spaces", True):
+        return lambda ids: tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+    return lambda ids: backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer, prompt_token_ids: list[int], stop: list[str],
                  include_stop: bool = False, skip_special_tokens: bool = True) -> None:
         self.tokenizer = tokenizer
-        self.skip_special_tokens = skip_special_tokens
+        self._decode = ids_decoder(tokenizer, skip_special_tokens)
         self.tokens = list(prompt_token_ids[-_CONTEXT_TOKENS:])
         self.prefix_offset = 0
         self.read_offset = len(self.tokens)
@@ -27,9 +39,6 @@ class IncrementalDetokenizer:
         self.text = ""  # all text so far, stop string removed once found
         self.sent = 0  # characters of `text` already handed out
         self.stop_reason: str | None = None
-
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
 
     def add_tokens(self, token_ids: list[int]) -> None:
         """Append new ids; updates `text` and, if a stop string appears, `stop_reason`."""

@@ -15,6 +15,26 @@ def event(payload: str) -> bytes:
     return b"data: " + payload.encode() + b"\n\n"
 
 
+class ChunkEncoder:
+    """Stream chunks as JSON without building response models, for the common chunk (one
+    choice, no logprobs, no usage): the envelope (`id`, `object`, `created`, `model`) is
+    encoded once per request; each chunk adds its choice. Byte for byte what the pydantic
+    models give (tests/server/test_protocol.py compares them); saves their validation and
+    serialization on every chunk of every stream."""
+
+    def __init__(self, obj: str, request_id: str, created: int, model: str, trailer: str) -> None:
+        head = _dumps({"id": request_id, "object": obj, "created": created, "model": model})
+        self._head = head[:-1] + ',"choices":['
+        self._tail = "]" + trailer + "}"  # the fields after `choices`, e.g. ',"usage":null'
+
+    def event(self, choice: dict) -> bytes:
+        return event(self._head + _dumps(choice) + self._tail)
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def error_event(body: dict) -> bytes:
     """An error after the 200 went out: OpenAI clients raise on a `data: {"error": ...}` event."""
     return event(json.dumps(body))

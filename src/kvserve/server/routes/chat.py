@@ -61,12 +61,21 @@ def _choice(choice: Choice, body: ChatCompletionRequest) -> ChatChoice:
 async def _chunks(gen: Generation, body: ChatCompletionRequest, model: str) -> AsyncIterator[bytes]:
     options = body.stream_options or StreamOptions()
 
+    plain = not body.logprobs and not options.continuous_usage_stats  # chunks without models
+    fast = sse.ChunkEncoder("chat.completion.chunk", gen.request_id, gen.created, model, ',"usage":null')
+
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
         message = ChatCompletionChunk(id=gen.request_id, created=gen.created, model=model, choices=choices, usage=usage)
         return sse.event(message.model_dump_json())
 
     yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content="")) for i in range(len(gen.choices))])
     async for choice in gen.deltas():
+        delta = choice.delta
+        if plain:
+            if delta.text or delta.finished:  # else text held back (a stop string may be starting, ...)
+                yield fast.event({"index": choice.index, "delta": {"content": delta.text or None}, "logprobs": None,
+                                  "finish_reason": delta.finish_reason, "stop_reason": delta.stop_reason})
+            continue
         out = _chunk_choice(choice, body)
         if out is not None:
             yield chunk([out], gen.usage() if options.continuous_usage_stats else None)

@@ -63,6 +63,10 @@ async def _chunks(gen: Generation, body: CompletionRequest, model: str, echoes: 
     pending_echo = {i: echoes[i // body.n] for i in range(len(gen.choices)) if echoes[i // body.n]}
     offsets = [0] * len(gen.choices)
 
+    plain = body.logprobs is None and not options.continuous_usage_stats  # chunks without models
+    fast = sse.ChunkEncoder("text_completion", gen.request_id, gen.created, model,
+                            ',"usage":null,"system_fingerprint":null')
+
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> bytes:
         message = Completion(id=gen.request_id, created=gen.created, model=model, choices=choices, usage=usage)
         return sse.event(message.model_dump_json())
@@ -72,6 +76,10 @@ async def _chunks(gen: Generation, body: CompletionRequest, model: str, echoes: 
         text = pending_echo.pop(index, "") + delta.text
         if not text and not delta.finished and body.logprobs is None:
             continue  # text held back (a stop string may be starting, or a character is incomplete)
+        if plain:
+            yield fast.event({"index": index, "text": text, "logprobs": None, "finish_reason": delta.finish_reason,
+                              "stop_reason": delta.stop_reason})
+            continue
         logprobs = None
         if body.logprobs is not None:
             logprobs = CompletionLogprobs()
