@@ -8,20 +8,18 @@ or signal a process use subprocesses (`python -m kvserve.bench.fake_upstream`,
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
 from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer
+from kvserve.bench.uvicorn_thread import UvicornThread
 from kvserve.gateway.app import GatewayApp
 from kvserve.gateway.config import parse_config
 from kvserve.gateway.state import GatewayState
@@ -51,36 +49,12 @@ def one_pool(urls: list[str], policy: str = "round_robin", **pool: Any) -> dict[
     return {"fake": {"pool": {"policy": policy, "endpoints": urls, **pool}}}
 
 
-class GatewayThread:
+class GatewayThread(UvicornThread):
     """A real gateway (uvicorn) on a free loopback port, in a background thread."""
 
     def __init__(self, config: dict[str, Any], config_path: Path | None = None) -> None:
         self.state = GatewayState(parse_config(config), config_path)
-        self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> GatewayThread:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(GatewayApp(self.state), lifespan="on", log_level="warning", proxy_headers=False,
-                                timeout_graceful_shutdown=2)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        wait_until(lambda: self._server is not None and self._server.started, 10, "gateway did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+        super().__init__(GatewayApp(self.state), lifespan="on", proxy_headers=False, timeout_graceful_shutdown=2)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, message: str, step: float = 0.01) -> None:

@@ -22,13 +22,13 @@ import dataclasses
 import hashlib
 import json
 import random
-import socket
-import threading
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
+
+from kvserve.bench.uvicorn_thread import UvicornThread
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -335,49 +335,11 @@ async def respond(send: Send, status: int, body: bytes, headers: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
-class FakeUpstreamServer:
+class FakeUpstreamServer(UvicornThread):
     """Runs a FakeUpstream with uvicorn on a loopback port in a background thread."""
 
     def __init__(self, config: FakeUpstreamConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.app = FakeUpstream(config)
-        self.host, self.port = host, port
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> FakeUpstreamServer:
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=1)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake upstream did not start")
-            time.sleep(0.005)
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = self._thread = None
-
-    def __enter__(self) -> FakeUpstreamServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(FakeUpstream(config), host, port, lifespan="off")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -58,11 +58,16 @@ class Ticket:
         return None
 
 
-async def serve_idempotent(store: Store, ticket: Ticket, send: Send) -> bool:
+async def _stored(store: Store, key: str | None) -> bytes | None:
+    """The stored value, or None when there is none or Redis cannot be reached."""
     try:
-        stored = await store.get(ticket.idem_key or "")
+        return await store.get(key or "")
     except RedisUnavailable:
-        return False
+        return None
+
+
+async def serve_idempotent(store: Store, ticket: Ticket, send: Send) -> bool:
+    stored = await _stored(store, ticket.idem_key)
     if stored is None:
         return False
     await send({"type": "http.response.start", "status": 200,
@@ -73,10 +78,7 @@ async def serve_idempotent(store: Store, ticket: Ticket, send: Send) -> bool:
 
 
 async def serve_cached(store: Store, ticket: Ticket, request: ClientRequest, send: Send) -> bool:
-    try:
-        raw = await store.get(ticket.cache_key or "")
-    except RedisUnavailable:
-        return False
+    raw = await _stored(store, ticket.cache_key)
     if raw is None:
         return False
     ticket.cached = Entry.loads(raw)

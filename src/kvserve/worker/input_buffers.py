@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-NUM_SAMPLING_COLUMNS = 7  # see sampling_batch.COLUMNS
+from kvserve.worker.sampling_batch import COLUMNS as SAMPLING_COLUMNS
 
 # name -> (dtype, which size: "tokens" or "seqs" or "seqs+1" or "table" or "sampling")
 FIELDS = {
@@ -37,7 +37,7 @@ class InputBuffers:
             "seqs": (max_seqs,),
             "seqs+1": (max_seqs + 1,),
             "table": (max_seqs, max_blocks_per_seq),
-            "sampling": (max_seqs, NUM_SAMPLING_COLUMNS),
+            "sampling": (max_seqs, len(SAMPLING_COLUMNS)),
         }
         pin = device.type == "cuda"
         self._hosts = [{n: torch.zeros(shapes[s], dtype=d, pin_memory=pin) for n, (d, s) in FIELDS.items()}

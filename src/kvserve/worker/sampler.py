@@ -105,8 +105,11 @@ class SampledTokens:
         chosen, ranks, vals, ids = lp.chosen.tolist(), lp.ranks.tolist(), lp.top_vals.tolist(), lp.top_ids.tolist()
         result: list[TokenLogprobs | None] = []
         for row, n in enumerate(self.num_logprobs):
-            top = list(zip(ids[row][:n], vals[row][:n])) if n is not None else None
-            result.append(None if n is None else TokenLogprobs(token_ids[row], chosen[row], ranks[row], top))
+            if n is None:
+                result.append(None)
+            else:
+                top = list(zip(ids[row][:n], vals[row][:n]))
+                result.append(TokenLogprobs(token_ids[row], chosen[row], ranks[row], top))
         return result
 
 

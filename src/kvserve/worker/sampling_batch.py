@@ -37,8 +37,8 @@ def build_sampling_batch(
     """`upload_table` puts the [N, 7] settings table on the device (the runner's goes
     through pinned memory, so that no copy waits for the GPU)."""
     params = [s.params for s in states]
-    needs_counts = any(p.presence_penalty or p.frequency_penalty for p in params)
-    needs_seen = any(p.repetition_penalty != 1.0 for p in params)
+    needs_counts = any(_counts_outputs(p) for p in params)
+    needs_seen = any(_counts_prompt(p) for p in params)
     output_counts = seen = None
     if needs_counts:
         output_counts = _counts([s.token_ids[s.num_prompt_tokens:] for s in states], vocab_size, device)
@@ -72,5 +72,12 @@ def build_sampling_batch(
 def needs_history(states: list[RequestState]) -> bool:
     """Whether sampling these rows reads their generated ids (penalties), which must then
     all be on the host."""
-    return any(s.params.presence_penalty or s.params.frequency_penalty or s.params.repetition_penalty != 1.0
-               for s in states)
+    return any(_counts_outputs(s.params) or _counts_prompt(s.params) for s in states)
+
+
+def _counts_outputs(params) -> bool:  # presence / frequency penalties count generated ids
+    return bool(params.presence_penalty or params.frequency_penalty)
+
+
+def _counts_prompt(params) -> bool:  # the repetition penalty marks prompt and generated ids
+    return params.repetition_penalty != 1.0
