@@ -59,9 +59,22 @@ bench() {  # workload, seed, result file, more flags...
 }
 # warm-up: the offline bench's own (the smoke workload, seed 1), so that start-up JIT is not timed
 bench smoke 1 "$OUT/serve-warmup.json" > "$OUT/serve-warmup.txt" 2>&1 || { echo "warm-up failed:"; cat "$OUT/serve-warmup.txt"; }
+engine_counters() {  # steps and seconds in steps so far, from the server's /metrics
+  python3 - "$URL/metrics" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+value = lambda name: sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+print(int(value("kvserve:engine_steps_total")), value("kvserve:engine_step_seconds_total"))
+PY
+}
 echo "== kvserve bench serve --dataset token-ids --offline-workload $WORKLOAD (all at once)"
+read -r steps0 seconds0 < <(engine_counters)
 bench "$WORKLOAD" 0 "$OUT/serve-$WORKLOAD.json"
 status=$?
+read -r steps1 seconds1 < <(engine_counters)
+python3 -c 'import sys; n, s = int(sys.argv[2]) - int(sys.argv[1]), float(sys.argv[4]) - float(sys.argv[3])
+print(f"engine while serving: {n} steps, {s:.2f} s inside steps ({1000 * s / max(n, 1):.2f} ms a step)")' \
+  "$steps0" "$steps1" "$seconds0" "$seconds1"
 stop_server
 
 [ -f "$OUT/serve-$WORKLOAD.json" ] && python3 - "$OUT" "$WORKLOAD" <<'PY'

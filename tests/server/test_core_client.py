@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pickle
 import subprocess
 import sys
 import time
@@ -10,6 +11,10 @@ from pathlib import Path
 
 from kvserve.config import EngineConfig
 from kvserve.engine.async_llm import AsyncLLM
+from kvserve.engine.core_client import StepOutputs
+from kvserve.engine.outputs import EngineOutput, EngineStats
+from kvserve.engine.request import FinishReason, RequestMetrics
+from kvserve.engine.scheduler_output import TokenLogprobs
 from kvserve.sampling_params import SamplingParams
 
 
@@ -110,11 +115,36 @@ def test_a_step_larger_than_the_pipe_buffer_arrives_whole_under_uvloop(tiny_llam
             params = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
 
             async def one(i: int) -> int:
-                stream = await llm.submit([prompt], params, f"wide-request-with-a-long-id-{i:04d}")
+                stream = await llm.submit([prompt], params, _long_id(i))
                 return sum([len(choice.delta.token_ids) async for choice in stream])
 
             return await asyncio.gather(*(one(i) for i in range(300)))
         finally:
             await llm.shutdown()
 
+    assert len(pickle.dumps(StepOutputs([EngineOutput(_long_id(i), [1]) for i in range(300)], _STATS))) > 65536
     assert uvloop.run(run()) == [3] * 300
+
+
+def _long_id(i: int) -> str:
+    return f"wide-request-{i:04d}-" + "x" * 240
+
+
+_STATS = EngineStats(1, 0, 0.5, 100, 0, 0, 0, num_steps=3, step_seconds=0.25)
+
+
+def test_step_outputs_cross_the_pipe_compactly_and_whole():
+    """Plain outputs travel as tuples without their metrics; outputs that end a request or
+    carry logprobs travel whole."""
+    metrics = RequestMetrics(arrival_time=1.0, first_scheduled_time=1.5, first_token_time=2.0, last_token_time=3.0)
+    plain = EngineOutput("a", [7], num_prompt_tokens=12, num_cached_tokens=4, metrics=metrics)
+    last = EngineOutput("b", [8], finish_reason=FinishReason.LENGTH, num_prompt_tokens=5, metrics=metrics)
+    stopped = EngineOutput("c", [9], finish_reason=FinishReason.STOP, stop_reason=9, metrics=metrics)
+    with_logprobs = EngineOutput("d", [3], new_logprobs=[TokenLogprobs(3, -0.5, 1, [(3, -0.5), (4, -1.5)])],
+                                 num_prompt_tokens=2, metrics=metrics)
+    received = pickle.loads(pickle.dumps(StepOutputs([plain, last, stopped, with_logprobs], _STATS)))
+    assert received.stats == _STATS
+    assert received.outputs[0] == EngineOutput("a", [7], num_prompt_tokens=12, num_cached_tokens=4)
+    assert received.outputs[1:] == [last, stopped, with_logprobs]
+    many = [EngineOutput(f"cmpl-{i:08x}-0", [i], num_prompt_tokens=500, metrics=metrics) for i in range(256)]
+    assert len(pickle.dumps(StepOutputs(many, _STATS))) < 40 * 256  # ~30 bytes an output, not ~200

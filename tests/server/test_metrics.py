@@ -8,7 +8,7 @@ from kvserve.engine.outputs import EngineStats
 from kvserve.server.metrics import RequestRecord, RequestTimer, ServerMetrics
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "server.md"
-KVSERVE_ONLY = {"kvserve:request_rejected"}
+KVSERVE_ONLY = {"kvserve:request_rejected", "kvserve:engine_steps", "kvserve:engine_step_seconds"}
 
 
 def _families(metrics: ServerMetrics) -> set[str]:
@@ -41,13 +41,17 @@ def test_docs_list_every_metric():
 
 def test_engine_counters_advance_by_the_difference_of_cumulative_snapshots():
     metrics = ServerMetrics("m")
-    metrics.update_engine(EngineStats(3, 2, 0.5, 100, prefix_cache_queries=40, prefix_cache_hits=16, num_preemptions=1))
-    metrics.update_engine(EngineStats(1, 0, 0.25, 100, prefix_cache_queries=50, prefix_cache_hits=32, num_preemptions=1))
+    metrics.update_engine(EngineStats(3, 2, 0.5, 100, prefix_cache_queries=40, prefix_cache_hits=16, num_preemptions=1,
+                                      num_steps=7, step_seconds=0.5))
+    metrics.update_engine(EngineStats(1, 0, 0.25, 100, prefix_cache_queries=50, prefix_cache_hits=32, num_preemptions=1,
+                                      num_steps=9, step_seconds=0.75))
     assert _value(metrics, "vllm:num_requests_running") == 1
     assert _value(metrics, "vllm:kv_cache_usage_perc") == 0.25
     assert _value(metrics, "vllm:prefix_cache_queries_total") == 50
     assert _value(metrics, "kvserve:prefix_cache_hits_total") == 32
     assert _value(metrics, "vllm:num_preemptions_total") == 1
+    assert _value(metrics, "kvserve:engine_steps_total") == 9
+    assert _value(metrics, "kvserve:engine_step_seconds_total") == 0.75
 
 
 def test_request_timer_and_record():

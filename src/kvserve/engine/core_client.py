@@ -104,8 +104,23 @@ class Admission:
 
 @dataclass
 class StepOutputs:
+    """One step's outputs. Pickled compactly: an output that neither ends its request nor
+    carries logprobs — nearly all of them — crosses the pipe as a tuple, without its
+    metrics (the frontend reads them from the last output only)."""
+
     outputs: list[EngineOutput]
     stats: EngineStats
+
+    def __reduce__(self) -> tuple:
+        rows = [o if o.finish_reason is not None or o.new_logprobs else
+                (o.request_id, o.new_token_ids, o.num_prompt_tokens, o.num_cached_tokens) for o in self.outputs]
+        return _unpickle_step_outputs, (rows, self.stats)
+
+
+def _unpickle_step_outputs(rows: list, stats: EngineStats) -> StepOutputs:
+    outputs = [row if isinstance(row, EngineOutput) else
+               EngineOutput(row[0], row[1], num_prompt_tokens=row[2], num_cached_tokens=row[3]) for row in rows]
+    return StepOutputs(outputs, stats)
 
 
 @dataclass

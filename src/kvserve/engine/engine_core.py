@@ -7,6 +7,7 @@ frontend (LLMEngine for the offline API, AsyncLLM for the server).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -56,6 +57,7 @@ class EngineCore:
         self.scheduler = Scheduler(config.scheduler, self.kv_cache, self.max_model_len)
         self.eos_token_id = self.info.eos_token_ids[0] if self.info.eos_token_ids else None
         self._last_step = (0, 0)  # tokens and requests of the last step
+        self._num_steps, self._step_seconds = 0, 0.0
         self._pending: StepHandle | None = None  # the launched step whose results are not applied yet
         self.overlap = config.scheduler.async_scheduling
         logger.info(
@@ -110,6 +112,7 @@ class EngineCore:
     def step(self) -> list[EngineOutput]:
         """Schedule and launch the next step, then apply the previous step's results: the
         CPU work of a step overlaps the GPU work of the one before it."""
+        start = time.perf_counter()
         sched = self.scheduler.schedule()
         handle = self.runner.execute(sched)
         outputs = self.scheduler.update_from_output(self._pending.result()) if self._pending else []
@@ -118,6 +121,8 @@ class EngineCore:
             outputs += self.scheduler.update_from_output(handle.result())
             self._pending = None
         self._last_step = (sched.total_num_scheduled_tokens, len(sched.num_scheduled_tokens))
+        self._num_steps += 1
+        self._step_seconds += time.perf_counter() - start
         return outputs
 
     def stats(self) -> EngineStats:
@@ -132,4 +137,6 @@ class EngineCore:
             num_preemptions=self.scheduler.num_preemptions,
             step_num_tokens=self._last_step[0],
             step_num_seqs=self._last_step[1],
+            num_steps=self._num_steps,
+            step_seconds=self._step_seconds,
         )

@@ -39,3 +39,5 @@ class EngineStats:
     num_preemptions: int  # cumulative
     step_num_tokens: int = 0  # tokens computed by the last step
     step_num_seqs: int = 0  # requests in the last step (equal to its tokens: a decode-only step)
+    num_steps: int = 0  # cumulative
+    step_seconds: float = 0.0  # wall time inside steps, cumulative (launch, then wait for the step before)

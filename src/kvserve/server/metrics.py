@@ -105,6 +105,9 @@ class ServerMetrics:
         self.prefix_queries = family(Counter, "prefix_cache_queries", "Prompt tokens looked up in the prefix cache.").labels()
         self.prefix_hits = family(Counter, "prefix_cache_hits", "Prompt tokens found in the prefix cache.").labels()
         self.preemptions = family(Counter, "num_preemptions", "Requests preempted (recomputed later).").labels()
+        self.steps = family(Counter, "engine_steps", "Engine steps run.", prefixes=("kvserve:",)).labels()
+        self.step_seconds = family(Counter, "engine_step_seconds", "Wall time the engine loop spent in steps.",
+                                   prefixes=("kvserve:",)).labels()
         self.prompt_tokens = family(Counter, "prompt_tokens", "Prompt tokens of requests admitted.").labels()
         self.generation_tokens = family(Counter, "generation_tokens", "Tokens generated.").labels()
         self._success = family(Counter, "request_success", "Requests finished, by finish reason.", ["finished_reason"])
@@ -132,6 +135,8 @@ class ServerMetrics:
         self.prefix_queries.inc(max(0, stats.prefix_cache_queries - (last.prefix_cache_queries if last else 0)))
         self.prefix_hits.inc(max(0, stats.prefix_cache_hits - (last.prefix_cache_hits if last else 0)))
         self.preemptions.inc(max(0, stats.num_preemptions - (last.num_preemptions if last else 0)))
+        self.steps.inc(max(0, stats.num_steps - (last.num_steps if last else 0)))
+        self.step_seconds.inc(max(0.0, stats.step_seconds - (last.step_seconds if last else 0.0)))
         self._last = stats
 
     def request_finished(self, record: RequestRecord) -> None:
