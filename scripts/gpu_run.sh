@@ -30,7 +30,7 @@ case $what in hf|hf-llama)  # the transformers peers, same weights and workloads
   bench llama8b-batch1-hf 200 --arch llama3-8b --workload batch1 --max-model-len 4096 --max-num-seqs 8 --compare-hf ;;
 esac
 case $what in hf|hf-qwen)  # transformers' continuous batching takes minutes here: time-boxed (see bench/hf_peer.py)
-  bench qwen3-throughput-hf 420 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --compare-hf --hf-time-limit 240 ;;
+  bench qwen3-throughput-hf 400 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --compare-hf --hf-time-limit 200 ;;
 esac
 python3 - "$OUT" <<'PY'
 import json, pathlib, sys

@@ -33,8 +33,7 @@ def build_hf_model(core):
     config = AutoConfig.from_pretrained(core.model_dir)
     ours = core.runner.model
     dtype = next(ours.parameters()).dtype
-    core.runner.kv_caches = []  # the engine's pool would leave no room for a second model
-    torch.cuda.empty_cache()
+    core.runner.release_kv_cache()  # the engine's pool would leave no room for a second model
     with torch.device(ours_device(ours)):  # random init on the GPU: minutes faster for an 8B model than on the CPU
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
     missing, unexpected = model.load_state_dict(hf_state_dict(ours), strict=False)

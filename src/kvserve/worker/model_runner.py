@@ -10,6 +10,7 @@ from the previous step's sampled ids.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +74,18 @@ class ModelRunner:
         if self.device.type == "cuda" and num_blocks >= WARM_UP_BLOCKS and sched.max_num_seqs >= 3:
             self.warm_up()
         return num_blocks
+
+    def release_kv_cache(self) -> None:
+        """Free the KV pool and the decode graphs that point into it (for a benchmark's second
+        model on the same GPU); the runner cannot step again."""
+        for handle in self._launched:
+            handle.result()
+        self._launched.clear()
+        self.graphs = None
+        self.kv_caches = []
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> StepHandle:
