@@ -63,3 +63,30 @@ def test_start_up_warm_up_steps_leave_no_trace(tiny_llama):
     core.add_request(EngineRequest("after", prompt, params))
     after, _, _ = drive(core)
     assert after["after"] == before["before"]
+
+
+def test_a_higher_priority_request_overtakes_a_running_one_which_then_resumes_unchanged(tiny_llama):
+    core = make_core(tiny_llama, policy="priority", max_num_seqs=1, enable_prefix_caching=False)
+    greedy = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    core.add_request(EngineRequest("alone", list(range(50, 80)), greedy, priority=5))
+    alone, _, _ = drive(core)  # the reference: the same request, never set aside
+
+    core.add_request(EngineRequest("low", list(range(50, 80)), greedy, priority=5))
+    tokens: dict[str, list[int]] = {"low": [], "high": []}
+    order, low_progress = [], None
+    for i in range(200):
+        if i == 5:
+            core.add_request(EngineRequest("high", list(range(90, 110)), SamplingParams(max_tokens=4, ignore_eos=True),
+                                           priority=0))
+        for out in core.step():
+            tokens[out.request_id].extend(out.new_token_ids)
+            if out.finished:
+                order.append(out.request_id)
+                if out.request_id == "high":
+                    low_progress = len(tokens["low"])
+        if not core.has_unfinished_requests():
+            break
+    assert order == ["high", "low"] and core.scheduler.num_preemptions == 1
+    assert 0 < low_progress < 24  # low had started, was set aside for high, and resumed after it
+    assert tokens["low"] == alone["alone"]  # recomputed from its tokens: greedy output unchanged
+    assert len(tokens["high"]) == 4 and core.kv_cache.usage() == 0.0

@@ -159,16 +159,17 @@ def test_same_step_copies_share_prompt_blocks():
     assert s.kv_cache.pool.num_free == 64 - (5 + 1 + 1)
 
 
-def test_no_block_leaks_under_random_load():
+@pytest.mark.parametrize("policy", ["fcfs", "priority"])
+def test_no_block_leaks_under_random_load(policy):
     rng = random.Random(0)
-    s = make_scheduler(num_blocks=40, block_size=4, max_num_batched_tokens=32, max_num_seqs=8)
+    s = make_scheduler(num_blocks=40, block_size=4, max_num_batched_tokens=32, max_num_seqs=8, policy=policy)
     ids = []
     for i in range(60):
         rid = f"r{i}"
         ids.append(rid)
         common = [5] * rng.choice([0, 4, 8])
         s.add_request(make_request(rid, tokens=common + [rng.randrange(10, 900) for _ in range(rng.randint(1, 30))],
-                                   max_tokens=rng.randint(1, 20), arrival=float(i)))
+                                   max_tokens=rng.randint(1, 20), arrival=float(i), priority=rng.randint(0, 3)))
         if rng.random() < 0.3:
             step(s)
         if rng.random() < 0.1:
@@ -234,3 +235,72 @@ def test_preempted_request_keeps_its_in_flight_token():
     s.update_from_output(sampled_by(second, s))
     done = run_to_completion(s)
     assert set(done) == {"r0", "r1", "r2"} and s.kv_cache.pool.num_free == 6
+
+
+def test_higher_priority_arrival_preempts_a_running_lower_priority_request():
+    s = make_scheduler(max_num_seqs=2, policy="priority")
+    s.add_request(make_request("batch", max_tokens=20, priority=9, arrival=0.0))
+    s.add_request(make_request("normal", max_tokens=20, priority=1, arrival=1.0))
+    step(s)
+    step(s)
+    s.add_request(make_request("vip", max_tokens=3, priority=0, arrival=2.0))
+    out, _ = step(s)  # no free slot: the lowest priority gives its place, the other keeps running
+    assert out.preempted_req_ids == {"batch"}
+    assert [r.req_id for r in out.scheduled_new_reqs] == ["vip"] and "normal" in out.num_scheduled_tokens
+    done = run_to_completion(s)
+    assert set(done) == {"batch", "normal", "vip"}
+    assert len(done["batch"].new_token_ids) == 1 and s.requests == {}
+    assert s.kv_cache.pool.num_free == s.kv_cache.num_blocks
+
+
+def test_priority_preemption_frees_blocks_only_as_far_as_needed():
+    # 8 blocks of 4 tokens; three low-priority requests hold 2 blocks each (room to decode in them), 2 are free
+    s = make_scheduler(num_blocks=8, block_size=4, prefix=False, policy="priority")
+    for i in range(3):
+        s.add_request(make_request(f"low{i}", prompt_len=6, max_tokens=2, priority=5, arrival=float(i)))
+    step(s)
+    s.add_request(make_request("vip", prompt_len=12, max_tokens=2, priority=0, arrival=9.0))  # needs 3 blocks
+    out, outputs = step(s)
+    assert out.preempted_req_ids == {"low2"}  # the latest arrival of the lowest priority; one is enough
+    assert [r.req_id for r in out.scheduled_new_reqs] == ["vip"]
+    finished = {o.request_id for o in outputs if o.finished} | set(run_to_completion(s))
+    assert finished == {"low0", "low1", "low2", "vip"}
+
+
+def test_priority_preemption_leaves_room_for_the_running_requests_next_tokens():
+    # as above, but each running request needs a third block for its next token
+    s = make_scheduler(num_blocks=8, block_size=4, prefix=False, policy="priority")
+    for i in range(3):
+        s.add_request(make_request(f"low{i}", prompt_len=8, max_tokens=2, priority=5, arrival=float(i)))
+    step(s)
+    s.add_request(make_request("vip", prompt_len=12, max_tokens=2, priority=0, arrival=9.0))
+    out, outputs = step(s)
+    assert out.preempted_req_ids == {"low2", "low1"} and [r.req_id for r in out.scheduled_new_reqs] == ["vip"]
+    assert "low0" in out.num_scheduled_tokens
+    finished = {o.request_id for o in outputs if o.finished} | set(run_to_completion(s))
+    assert finished == {"low0", "low1", "low2", "vip"}
+
+
+def test_no_preemption_for_equal_priority_or_under_fcfs():
+    for policy, priority in (("priority", 5), ("fcfs", 0)):
+        s = make_scheduler(max_num_seqs=1, policy=policy)
+        s.add_request(make_request("first", max_tokens=4, priority=5, arrival=0.0))
+        step(s)
+        s.add_request(make_request("second", max_tokens=4, priority=priority, arrival=1.0))
+        steps = [step(s)[0] for _ in range(3)]
+        assert all(not o.preempted_req_ids and not o.scheduled_new_reqs for o in steps), policy
+
+
+def test_priority_preemption_with_a_token_in_flight():
+    s = make_scheduler(max_num_seqs=1, policy="priority")
+    s.add_request(make_request("low", max_tokens=6, priority=5))
+    first = s.schedule()  # low's prefill samples its first token
+    s.add_request(make_request("high", max_tokens=2, priority=0, arrival=1.0))
+    second = s.schedule()  # scheduled before the first step's id arrived
+    assert second.preempted_req_ids == {"low"} and [r.req_id for r in second.scheduled_new_reqs] == ["high"]
+    s.update_from_output(sampled_by(first, s))
+    assert s.requests["low"].num_output_tokens == 1 and s.requests["low"].num_inflight_tokens == 0
+    s.update_from_output(sampled_by(second, s))
+    done = run_to_completion(s)
+    assert len(done["low"].new_token_ids) == 1 and set(done) == {"low", "high"}
+    assert s.kv_cache.pool.num_free == s.kv_cache.num_blocks

@@ -84,6 +84,16 @@ class KVCacheManager:
             self.stats.queries += num_tokens
             self.stats.hits += num_hit_tokens
 
+    @property
+    def num_free_blocks(self) -> int:
+        return self.pool.num_free
+
+    def blocks_needed(self, request: Request, num_new_tokens: int, computed_blocks: list[KVCacheBlock] = ()) -> int:
+        """Free blocks that `allocate_slots` would take for these tokens (nothing is changed):
+        the blocks the request lacks, and prefix hits it would revive from the free queue."""
+        _, num_new_blocks = self._extent(request, num_new_tokens, computed_blocks)
+        return num_new_blocks + sum(1 for b in computed_blocks if b.ref_cnt == 0)
+
     def allocate_slots(
         self, request: Request, num_new_tokens: int, computed_blocks: list[KVCacheBlock] | None = None
     ) -> list[int] | None:
@@ -93,22 +103,25 @@ class KVCacheManager:
         block table; they count as computed. Returns the ids of newly added blocks, or None when the pool is
         too small right now (nothing is changed then).
         """
-        state = self._reqs.setdefault(request.request_id, _RequestBlocks())
         computed_blocks = computed_blocks or []
-        total = request.num_computed_tokens + len(computed_blocks) * self.block_size + num_new_tokens
-        num_needed = -(-total // self.block_size) - len(state.blocks) - len(computed_blocks)
-        num_revived = sum(1 for b in computed_blocks if b.ref_cnt == 0)
-        if max(num_needed, 0) + num_revived > self.pool.num_free:
-            if not state.blocks:
-                del self._reqs[request.request_id]
+        if self.blocks_needed(request, num_new_tokens, computed_blocks) > self.pool.num_free:
             return None
+        total, num_new_blocks = self._extent(request, num_new_tokens, computed_blocks)
+        state = self._reqs.setdefault(request.request_id, _RequestBlocks())
         self.pool.touch(computed_blocks)
         state.blocks.extend(computed_blocks)
         state.num_cached_blocks = max(state.num_cached_blocks, len(computed_blocks))
-        new_blocks = self.pool.allocate(max(num_needed, 0))
+        new_blocks = self.pool.allocate(num_new_blocks)
         state.blocks.extend(new_blocks)
         self._cache_full_blocks(request, state, total)
         return [b.block_id for b in computed_blocks + new_blocks]
+
+    def _extent(self, request: Request, num_new_tokens: int, computed_blocks: list[KVCacheBlock]) -> tuple[int, int]:
+        """(tokens the request will span, blocks it lacks for them)."""
+        state = self._reqs.get(request.request_id)
+        num_held = len(state.blocks) if state is not None else 0
+        total = request.num_computed_tokens + len(computed_blocks) * self.block_size + num_new_tokens
+        return total, max(-(-total // self.block_size) - num_held - len(computed_blocks), 0)
 
     def free(self, request: Request) -> None:
         state = self._reqs.pop(request.request_id, None)

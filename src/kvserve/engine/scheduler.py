@@ -4,7 +4,10 @@ Each step serves running requests first (decodes and unfinished prefill chunks),
 admits waiting ones, within `max_num_batched_tokens` and `max_num_seqs`. Prefill and
 decode tokens share a step; a prompt longer than the remaining budget is prefilled in
 chunks. When the KV pool runs dry, the worst running request (lowest priority, latest
-arrival) is preempted: its blocks are freed and it is recomputed later. Plain Python.
+arrival) is preempted: its blocks are freed and it is recomputed later. Under the
+priority policy a waiting request also preempts running requests of a lower priority
+when there is no room for it (no sequence slot, or not enough blocks for its prompt's
+first chunk). Plain Python.
 
 Scheduling may run one step ahead of the results (the engine schedules and launches
 step N+1 before it reads step N's sampled ids): a request's computed count advances
@@ -129,6 +132,8 @@ class Scheduler:
         budget = [self.config.max_num_batched_tokens]
         out = SchedulerOutput([], [], {}, 0, self._drop_ids, self._preempted_ids)
         self._drop_ids, self._preempted_ids = set(), set()
+        if self.config.policy == "priority":
+            self._make_room_for_priority()
         preempted = self._schedule_running(budget, out)
         if not preempted:
             self._schedule_waiting(budget, out)
@@ -136,6 +141,28 @@ class Scheduler:
         out.preempted_req_ids |= self._preempted_ids
         self._preempted_ids = set()
         return out
+
+    def _make_room_for_priority(self) -> None:
+        """Preempt running requests of a lower priority than the first waiting one, the
+        lowest first, until it would fit; requests of its own priority or better stay."""
+        req = self.waiting.peek()
+        if req is None or req.num_inflight_tokens:
+            return
+        hits, num_hit = self.kv_cache.get_computed_blocks(req)
+        num_new = min(req.num_tokens - num_hit, self.config.max_num_batched_tokens)
+        while self.running:
+            if len(self.running) < self.config.max_num_seqs and self._fits_beside_running(req, num_new, hits):
+                return
+            worst = max(self.running, key=self.key)
+            if worst.priority <= req.priority:
+                return
+            self._preempt(worst)
+
+    def _fits_beside_running(self, req: Request, num_new: int, hits: list) -> bool:
+        """Room for `req`'s first chunk once every running request has grown by its next tokens."""
+        growth = sum(self.kv_cache.blocks_needed(r, r.num_tokens + r.num_inflight_tokens - r.num_computed_tokens)
+                     for r in self.running)
+        return growth + self.kv_cache.blocks_needed(req, num_new, hits) <= self.kv_cache.num_free_blocks
 
     def _schedule_running(self, budget: list[int], out: SchedulerOutput) -> bool:
         self.running.sort(key=self.key)
