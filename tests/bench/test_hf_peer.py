@@ -1,5 +1,5 @@
-"""`kvserve bench offline --compare-hf` on the CPU: transformers runs the same requests on the
-same weights, in the same process, and its figures are real counts."""
+"""`kvserve bench offline` on the CPU: `--compare-hf` runs transformers on the same requests and
+weights in the same process and reports real counts; steps are timed in the phase they belong to."""
 
 from __future__ import annotations
 
@@ -41,3 +41,18 @@ def test_hf_time_limit_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "offline", "--arch", "qwen3-0.6b", "--workload", "smoke", "--compare-hf", "--hf-time-limit", "0"])
     assert "positive number of seconds" in capsys.readouterr().err
+
+
+def test_overlapped_steps_are_timed_where_their_wait_belongs():
+    from kvserve.bench.offline import phase_summary
+
+    # one 8k prefill launched (20 ms), then a call that launched nothing and waited 205 ms for it
+    log = [(8192, 1, 0.020), (0, 0, 0.205)]
+    assert phase_summary(log, overlapped=True) == {"prefill": {"steps": 1, "seconds": pytest.approx(0.225), "tokens": 8192},
+                                                   "decode": {"steps": 0, "seconds": 0.0, "tokens": 0}}
+    # two decode steps after a prefill: each call's seconds belong to the step launched before it
+    log = [(100, 2, 0.001), (2, 2, 0.050), (2, 2, 0.007), (0, 0, 0.007)]
+    phases = phase_summary(log, overlapped=True)
+    assert phases["prefill"] == {"steps": 1, "seconds": pytest.approx(0.051), "tokens": 100}
+    assert phases["decode"]["steps"] == 2 and phases["decode"]["seconds"] == pytest.approx(0.014)
+    assert phase_summary(log, overlapped=False)["prefill"]["seconds"] == 0.001

@@ -55,14 +55,21 @@ class Result:
     phases: dict  # "decode" (decode-only steps) and "prefill" (steps with prompt tokens): steps, seconds, tokens
 
 
-def phase_summary(step_log: list[tuple[int, int, float]]) -> dict:
-    """Split the steps into decode-only ones (one token per request) and the rest."""
+def phase_summary(step_log: list[tuple[int, int, float]], overlapped: bool) -> dict:
+    """Split the steps into decode-only ones (one token per request) and the rest.
+
+    `step_log` holds (tokens, requests, seconds) per `EngineCore.step()` call. An overlapped
+    call launches its step and then waits for the one before, so its seconds are that step's:
+    they are counted there, and a last call that launched nothing is no step of its own.
+    """
     phases = {name: {"steps": 0, "seconds": 0.0, "tokens": 0} for name in ("prefill", "decode")}
-    for tokens, seqs, seconds in step_log:
-        phase = phases["decode" if tokens == seqs else "prefill"]
-        phase["steps"] += 1
-        phase["seconds"] += seconds
-        phase["tokens"] += tokens
+    names = ["decode" if tokens == seqs else "prefill" for tokens, seqs, _ in step_log]
+    for i, (tokens, _, seconds) in enumerate(step_log):
+        if tokens:
+            phases[names[i]]["steps"] += 1
+            phases[names[i]]["tokens"] += tokens
+        owner = i - 1 if overlapped and i > 0 else i
+        phases[names[owner]]["seconds"] += seconds
     return phases
 
 
@@ -113,7 +120,7 @@ def run_engine(core, requests, name: str, progress: bool) -> Result:
         step_ms_median=1000 * statistics.median(step_times),
         ttft_s_mean=statistics.fmean(ttfts), ttft_s_max=max(ttfts),
         num_preemptions=core.stats().num_preemptions - preemptions_before,
-        kv_cache_tokens=core.kv_cache.num_blocks * core.kv_cache.block_size, phases=phase_summary(step_log),
+        kv_cache_tokens=core.kv_cache.num_blocks * core.kv_cache.block_size, phases=phase_summary(step_log, core.overlap),
     )
 
 
