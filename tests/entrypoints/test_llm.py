@@ -111,6 +111,26 @@ def test_penalties_change_greedy_output(tiny_qwen3):
     assert len(set(rep.token_ids)) > len(set(base.token_ids))  # the base output loops on few tokens
 
 
+def test_penalised_rows_scheduled_ahead_match_a_step_by_step_engine_and_transformers(tiny_qwen3):
+    """Penalties read every generated id; with the next step scheduled before the last ids reach
+    the host, the id still on the device must count too. Mixed batch: penalised and plain rows."""
+    settings = [dict(repetition_penalty=1.3), dict(frequency_penalty=0.8), dict(presence_penalty=1.1), {},
+                dict(frequency_penalty=0.5, presence_penalty=0.5, repetition_penalty=1.2)]
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(len(settings))]
+    params = [SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True, **kw) for kw in settings]
+    ahead = LLM(model=str(tiny_qwen3), kv_cache_gib=0.01).generate(prompts, params)
+    step_by_step = LLM(model=str(tiny_qwen3), kv_cache_gib=0.01, async_scheduling=False).generate(prompts, params)
+    assert [o.outputs[0].token_ids for o in ahead] == [o.outputs[0].token_ids for o in step_by_step]
+    assert ahead[1].outputs[0].token_ids != ahead[3].outputs[0].token_ids  # the penalties did something
+
+    tok = AutoTokenizer.from_pretrained(tiny_qwen3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3, dtype=torch.float32)
+    ids = tok(prompts[0], return_tensors="pt").input_ids
+    reference = model.generate(ids, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                               repetition_penalty=1.3)[0, ids.shape[1]:].tolist()
+    assert ahead[0].outputs[0].token_ids == reference
+
+
 def test_token_id_prompts_and_chat(tiny_llama):
     llm = LLM(model=str(tiny_llama), kv_cache_gib=0.01)
     tok = llm.get_tokenizer()

@@ -25,7 +25,7 @@ from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import Sampler
-from kvserve.worker.sampling_batch import build_sampling_batch, needs_history
+from kvserve.worker.sampling_batch import PendingIds, build_sampling_batch, needs_history, to_device
 from kvserve.worker.step_handle import StepHandle
 
 
@@ -103,13 +103,22 @@ class ModelRunner:
         states = inputs.sample_states
         if not states:
             return self._launch(StepHandle.empty())
-        if needs_history(states) and self._launched:
-            self._launched[-1].result()  # penalties count every generated id: wait for the last
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
-        batch = build_sampling_batch(states, self.info.vocab_size, self.device, self._upload_sampling_table)
+        pending = self._pending_ids(states) if needs_history(states) else None
+        batch = build_sampling_batch(states, self.info.vocab_size, self.device, self._upload_sampling_table, pending)
         sampled = self.sampler.sample(logits, batch)
         host_ids = self.buffers.host["sampled_ids"][: len(states)] if self.device.type == "cuda" else None
         return self._launch(StepHandle(states, sampled, host_ids))
+
+    def _pending_ids(self, states: list[RequestState]) -> PendingIds | None:
+        """Penalties count every generated id, including one the step in flight sampled:
+        those are read on the device, so penalised rows keep the overlap too."""
+        rows = [row for row, state in enumerate(states) if state.num_pending]
+        if not rows:
+            return None
+        previous = self._launched[-1]  # at most one step is in flight (see _settle)
+        index = to_device(torch.tensor([rows, [previous.row_of[states[r].req_id] for r in rows]]), self.device)
+        return PendingIds(index[0], previous.device_ids.index_select(0, index[1]).long())
 
     def _launch(self, handle: StepHandle) -> StepHandle:
         self._launched.append(handle)

@@ -2,22 +2,46 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import SamplingBatch
 
 
-def _counts(rows: list[list[int]], vocab_size: int, device: torch.device) -> torch.Tensor:
-    """[N, V] float32: how often each token id occurs in each row's list."""
+@dataclass
+class PendingIds:
+    """Ids sampled by the step still in flight, for rows whose last token is one of them:
+    `ids[i]` (on the device) is the newest token of row `rows[i]`."""
+
+    rows: torch.Tensor  # [P] int64, on the device
+    ids: torch.Tensor  # [P] int64, on the device
+
+
+def _counts(rows: list[list[int]], vocab_size: int, device: torch.device, pending: PendingIds | None) -> torch.Tensor:
+    """[N, V] float32: how often each token id occurs in each row's list (plus its pending id).
+    One copy from pinned memory and one scatter: nothing here waits for the GPU."""
     counts = torch.zeros(len(rows), vocab_size, dtype=torch.float32, device=device)
-    for i, token_ids in enumerate(rows):
-        if token_ids:
-            idx = torch.tensor(token_ids, dtype=torch.int64, device=device)
-            counts[i].index_add_(0, idx, torch.ones(len(token_ids), device=device))
+    lengths = [len(token_ids) for token_ids in rows]
+    if total := sum(lengths):  # flattened in C: ~4 ms for 256 rows of 500 ids (a nested torch.tensor takes ~40)
+        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
+        index = to_device(torch.from_numpy(np.stack([np.repeat(np.arange(len(rows)), lengths), flat])), device)
+        counts.index_put_((index[0], index[1]), torch.ones((), device=device).expand(total), accumulate=True)
+    if pending is not None:
+        counts.index_put_((pending.rows, pending.ids), torch.ones((), device=device).expand(len(pending.rows)),
+                          accumulate=True)
     return counts
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without a blocking copy (through pinned memory on a GPU)."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 # The per-row settings, in the column order of the [N, 7] float32 table sent to the device.
@@ -33,17 +57,19 @@ def build_sampling_batch(
     vocab_size: int,
     device: torch.device,
     upload_table: Callable[[list[list[float]]], torch.Tensor] | None = None,
+    pending: PendingIds | None = None,
 ) -> SamplingBatch:
     """`upload_table` puts the [N, 7] settings table on the device (the runner's goes
-    through pinned memory, so that no copy waits for the GPU)."""
+    through pinned memory, so that no copy waits for the GPU). `pending`: the rows whose
+    newest token is still on the device (see `needs_history`)."""
     params = [s.params for s in states]
     needs_counts = any(_counts_outputs(p) for p in params)
     needs_seen = any(_counts_prompt(p) for p in params)
     output_counts = seen = None
     if needs_counts:
-        output_counts = _counts([s.token_ids[s.num_prompt_tokens:] for s in states], vocab_size, device)
+        output_counts = _counts([s.token_ids[s.num_prompt_tokens:] for s in states], vocab_size, device, pending)
     if needs_seen:
-        seen = _counts([s.token_ids for s in states], vocab_size, device) > 0
+        seen = _counts([s.token_ids for s in states], vocab_size, device, pending) > 0
     banned = [(row, ids) for row, s in enumerate(states) if (ids := s.banned_token_ids())]
     all_greedy = all(p.greedy for p in params)
     num_logprobs = [p.logprobs for p in params]
@@ -70,8 +96,8 @@ def build_sampling_batch(
 
 
 def needs_history(states: list[RequestState]) -> bool:
-    """Whether sampling these rows reads their generated ids (penalties), which must then
-    all be on the host."""
+    """Whether sampling these rows reads their generated ids (penalties): the runner then
+    passes the ids still on the device as `PendingIds`."""
     return any(_counts_outputs(s.params) or _counts_prompt(s.params) for s in states)
 
 
