@@ -67,9 +67,11 @@ def build_sampling_batch(
     needs_seen = any(_counts_prompt(p) for p in params)
     output_counts = seen = None
     if needs_counts:
-        output_counts = _counts([s.token_ids[s.num_prompt_tokens:] for s in states], vocab_size, device, pending)
-    if needs_seen:
-        seen = _counts([s.token_ids for s in states], vocab_size, device, pending) > 0
+        rows = [s.token_ids[s.num_prompt_tokens:] if _counts_outputs(s.params) else [] for s in states]
+        output_counts = _counts(rows, vocab_size, device, pending)
+    if needs_seen:  # rows that are not penalised stay empty: one penalised request costs little
+        seen = _counts([s.token_ids if _counts_prompt(s.params) else [] for s in states], vocab_size, device,
+                       pending) > 0
     banned = [(row, ids) for row, s in enumerate(states) if (ids := s.banned_token_ids())]
     all_greedy = all(p.greedy for p in params)
     num_logprobs = [p.logprobs for p in params]
