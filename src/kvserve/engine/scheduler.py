@@ -146,8 +146,10 @@ class Scheduler:
         """Preempt running requests of a lower priority than the first waiting one, the
         lowest first, until it would fit; requests of its own priority or better stay."""
         req = self.waiting.peek()
-        if req is None or req.num_inflight_tokens:
+        if req is None or req.num_inflight_tokens or not self.running:
             return
+        if max(r.priority for r in self.running) <= req.priority:
+            return  # the common case under load: nothing running ranks below it
         hits, num_hit = self.kv_cache.get_computed_blocks(req)
         num_new = min(req.num_tokens - num_hit, self.config.max_num_batched_tokens)
         while self.running:
