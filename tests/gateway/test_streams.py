@@ -92,3 +92,61 @@ def test_idempotency_key_returns_the_stored_answer_once_billed(upstream, gateway
     assert stored == [] or b"order-42" in stored[0]
     rows = httpx.get(gw1.url + "/admin/usage", headers=bearer(ADMIN_KEY)).json()["data"]
     assert rows[0]["requests"] == 1 and rows[0]["completion_tokens"] == 5
+
+
+def test_a_second_request_with_a_running_idempotency_key_gets_409_and_a_failed_one_frees_it(
+        upstream, gateway, tmp_path, redis_server, redis_prefix):
+    import threading
+
+    up = upstream(num_tokens=20, tokens_per_second=20.0)  # one answer takes about a second
+    keys = tmp_path / "keys.yaml"
+    key = make_key(keys)
+    config = shared_config(keys, [up.url], redis_server.url, redis_prefix)
+    gw1, gw2 = gateway(config), gateway(config)
+    headers = {**bearer(key), "idempotency-key": "order-7"}
+    first: list[httpx.Response] = []
+    runner = threading.Thread(target=lambda: first.append(
+        httpx.post(gw1.url + "/v1/chat/completions", json=chat(), headers=headers, timeout=30)))
+    runner.start()
+    wait_until(lambda: redis.Redis.from_url(redis_server.url).keys(f"{redis_prefix}:idem:*"), 5, "not claimed")
+    during = httpx.post(gw2.url + "/v1/chat/completions", json=chat(), headers=headers)  # the other gateway
+    runner.join()
+    assert during.status_code == 409 and during.json()["error"]["code"] == "idempotency_key_in_use"
+    assert first[0].status_code == 200
+    wait_until(lambda: httpx.post(gw2.url + "/v1/chat/completions", json=chat(), headers=headers)
+               .headers.get("idempotent-replayed") == "true", 5, "answer not replayed")
+    rows = httpx.get(gw1.url + "/admin/usage", headers=bearer(ADMIN_KEY)).json()["data"]
+    assert rows[0]["requests"] == 1  # generated once
+
+    retry = {**bearer(key), "idempotency-key": "order-8"}
+    failed = httpx.post(gw1.url + "/v1/chat/completions", json=chat(model="no-such-model"), headers=retry)
+    assert failed.status_code == 404 and failed.json()["error"]["code"] == "model_not_found"  # was a 500 with keys on
+    wait_until(lambda: httpx.post(gw2.url + "/v1/chat/completions", json=chat(), headers=retry).status_code == 200,
+               5, "the failed request kept its key")
+
+
+def test_claims_are_atomic_and_expire_in_both_stores(redis_server, redis_prefix):
+    import asyncio
+
+    from kvserve.gateway.access_config import RedisConfig
+    from kvserve.gateway.kvstore import MemoryStore, RedisStore
+    from kvserve.gateway.redis_link import RedisLink
+
+    async def exercise(store) -> None:
+        results = await asyncio.gather(*(store.claim("k", b"held", 0.3) for _ in range(5)))
+        assert sorted(results) == [False] * 4 + [True] and await store.get("k") == b"held"
+        await store.delete("k")
+        assert await store.claim("k", b"again", 0.2) and await store.get("k") == b"again"
+        await asyncio.sleep(0.3)
+        assert await store.get("k") is None and await store.claim("k", b"after expiry", 5)
+
+    asyncio.run(exercise(MemoryStore(100)))
+
+    async def with_redis() -> None:
+        link = RedisLink(RedisConfig(url=redis_server.url, prefix=redis_prefix), on_error=lambda op: None)
+        try:
+            await exercise(RedisStore(link))
+        finally:
+            await link.close()
+
+    asyncio.run(with_redis())

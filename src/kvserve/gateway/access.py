@@ -30,7 +30,14 @@ from kvserve.gateway.ratelimit import Charge, Decision, Limiter, MemoryLimiter, 
 from kvserve.gateway.ratelimit_redis import RedisLimiter
 from kvserve.gateway.redis_link import RedisLink, RedisUnavailable
 from kvserve.gateway.request import ClientRequest
-from kvserve.gateway.responses import Ticket, finish_ticket, replay_entry, serve_cached, serve_idempotent
+from kvserve.gateway.responses import (
+    Ticket,
+    finish_ticket,
+    release_idempotency_key,
+    replay_entry,
+    serve_cached,
+    serve_idempotent,
+)
 from kvserve.gateway.safety import DEFAULT_CONTROL_TOKENS, InputGuard, tokenizer_special_tokens
 from kvserve.gateway.semantic_cache import SemanticCache, partition_key, query_text
 from kvserve.gateway.streams import StreamRecorder, replay, stream_key
@@ -137,16 +144,18 @@ class AccessControl:
         if request.stream or idem is None:
             return False
         ticket.idem_key = f"idem:{ticket.tenant}:{ticket.key_id}:{idem.decode('latin-1')[:256]}"
-        return await serve_idempotent(self.store, ticket, send)
+        return await serve_idempotent(self.store, ticket, send, self.config.streams.idempotency_claim_s)
 
     def check(self, ticket: Ticket, request: ClientRequest) -> None:
-        """403 for a model the key may not use; 400/413 for unsafe or oversized input."""
+        """403 for a model the key may not use; 400/413 for unsafe or oversized input. A model
+        the gateway does not serve passes here: the model table answers 404 for it next."""
         limits = ticket.record.limits if ticket.record is not None else KeyLimits()
         try:
             if ticket.record is not None and not ticket.record.allows(request.model):
                 raise forbidden_model(request.model)
-            self.guards[request.model].check(request.payload, len(request.body), request.route.est_prompt_tokens,
-                                             limits)
+            guard = self.guards.get(request.model)
+            if guard is not None:
+                guard.check(request.payload, len(request.body), request.route.est_prompt_tokens, limits)
             self._max_tokens(request, limits)
         except GatewayError as error:
             self.metrics.refused.labels(error.code or "invalid").inc()
@@ -277,9 +286,10 @@ class AccessControl:
         """Settle usage and store answers in the background (the client is not kept waiting)."""
         if ticket.recorder is not None:
             ticket.recorder.finish()
-        if ticket.charge is None or ticket.decision is None:
-            return
-        task = asyncio.ensure_future(finish_ticket(self, ticket, status))
+        if ticket.charge is None or ticket.decision is None:  # refused before admission: nothing to settle
+            task = asyncio.ensure_future(release_idempotency_key(self.store, ticket))
+        else:
+            task = asyncio.ensure_future(finish_ticket(self, ticket, status))
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 

@@ -76,6 +76,7 @@ class StreamsConfig(Section):
     ttl_s: float = Field(300.0, gt=0)  # how long a stream's events can be resumed
     poll_s: float = Field(0.02, gt=0)  # a resumed stream that is still generating is re-read this often
     idempotency_ttl_s: float = Field(86400.0, gt=0)  # stored answers for Idempotency-Key
+    idempotency_claim_s: float = Field(600.0, gt=0)  # a running request's hold on its key (freed at its end)
 
 
 class PrivacyConfig(Section):

@@ -19,6 +19,11 @@ class Store(Protocol):
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    async def claim(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Set `key` only if it holds nothing; True when this call set it."""
+
+    async def delete(self, key: str) -> None: ...
+
     async def append(self, key: str, items: list[bytes], done: bool, ttl_s: float) -> None:
         """Add events to a stream (and mark it finished when `done`)."""
 
@@ -48,6 +53,15 @@ class MemoryStore:
         while len(self.values) > self.max_entries:
             self.values.popitem(last=False)
 
+    async def claim(self, key: str, value: bytes, ttl_s: float) -> bool:
+        if await self.get(key) is not None:
+            return False
+        await self.set(key, value, ttl_s)
+        return True
+
+    async def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
     async def append(self, key: str, items: list[bytes], done: bool, ttl_s: float) -> None:
         now = self.clock()
         if len(self.streams) > self.max_entries:
@@ -75,6 +89,14 @@ class RedisStore:
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self.link.call("set", lambda: self.client.set(self.link.key(key), value, px=int(ttl_s * 1000)))
+
+    async def claim(self, key: str, value: bytes, ttl_s: float) -> bool:
+        done = await self.link.call("claim", lambda: self.client.set(self.link.key(key), value, px=int(ttl_s * 1000),
+                                                                     nx=True))
+        return bool(done)
+
+    async def delete(self, key: str) -> None:
+        await self.link.call("delete", lambda: self.client.delete(self.link.key(key)))
 
     async def append(self, key: str, items: list[bytes], done: bool, ttl_s: float) -> None:
         name, ttl = self.link.key(key), int(ttl_s * 1000)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from kvserve.gateway import pii
 from kvserve.gateway.cache import Entry, entry_from_json
+from kvserve.gateway.errors import GatewayError
 from kvserve.gateway.keys import KeyRecord
 from kvserve.gateway.kvstore import Store
 from kvserve.gateway.ratelimit import Charge, Decision, Usage
@@ -43,6 +44,8 @@ class Ticket:
     limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     cache_key: str | None = None  # set when the answer may be cached
     idem_key: str | None = None  # set for a request with an Idempotency-Key
+    idem_claimed: bool = False  # this request holds its Idempotency-Key until its answer is stored
+    idem_stored: bool = False
     tap: ResponseTap | None = None
     recorder: StreamRecorder | None = None
     cached: Entry | None = None  # the entry a cache hit was answered from
@@ -66,10 +69,28 @@ async def _stored(store: Store, key: str | None) -> bytes | None:
         return None
 
 
-async def serve_idempotent(store: Store, ticket: Ticket, send: Send) -> bool:
-    stored = await _stored(store, ticket.idem_key)
-    if stored is None:
+IN_PROGRESS = b"\x00in-progress"  # the value of a key whose request is running (never a JSON answer)
+
+
+async def serve_idempotent(store: Store, ticket: Ticket, send: Send, claim_s: float) -> bool:
+    """Replay the stored answer to an earlier request with this Idempotency-Key. With none
+    stored, the request takes the key (False: go on); while another request holds it, 409.
+    Without Redis the request runs as if it had no key."""
+    key = ticket.idem_key or ""
+    try:
+        stored = await store.get(key)
+        if stored is None:
+            if await store.claim(key, IN_PROGRESS, claim_s):
+                ticket.idem_claimed = True
+                return False
+            stored = await store.get(key)  # taken in between by another request
+    except RedisUnavailable:
         return False
+    if stored is None:
+        return False  # that request ended without an answer to keep: this one runs, unclaimed
+    if stored == IN_PROGRESS:
+        raise GatewayError(409, "a request with this Idempotency-Key is still running; retry once it has finished",
+                           code="idempotency_key_in_use")
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", JSON), (b"idempotent-replayed", b"true")]})
     await send({"type": "http.response.body", "body": stored})
@@ -125,6 +146,16 @@ async def finish_ticket(access: AccessControl, ticket: Ticket, status: int) -> N
     await settle(access, ticket.charge, ticket.decision, usage)
     if status == 200 and ticket.tap is not None and ticket.tap.status == 200:
         await store_answers(access, ticket)
+    await release_idempotency_key(access.store, ticket)
+
+
+async def release_idempotency_key(store: Store, ticket: Ticket) -> None:
+    """A request that took its Idempotency-Key and leaves no answer frees the key for a retry."""
+    if ticket.idem_claimed and not ticket.idem_stored:
+        try:
+            await store.delete(ticket.idem_key or "")
+        except RedisUnavailable:
+            log.debug("idempotency key not released: redis down (it expires after idempotency_claim_s)")
 
 
 async def settle(access: AccessControl, charge: Charge, decision: Decision, usage: Usage) -> None:
@@ -146,6 +177,7 @@ async def store_answers(access: AccessControl, ticket: Ticket) -> None:
     try:
         if ticket.idem_key is not None and tap.body:
             await access.store.set(ticket.idem_key, bytes(tap.body), config.streams.idempotency_ttl_s)
+            ticket.idem_stored = True
         raw = cache_entry(ticket, config.cache.max_entry_bytes)
         if raw is not None and ticket.cache_key is not None:
             await access.store.set(ticket.cache_key, raw, config.cache.ttl_s)
