@@ -34,6 +34,19 @@ def test_deterministic_answers_are_cached_per_tenant(cached_gateway):
     assert "x-cache" not in other_tenant.headers and other_tenant.json()["id"] != first.json()["id"]
 
 
+def test_an_idempotency_key_answered_from_the_cache_keeps_that_answer(cached_gateway):
+    from .conftest import wait_until
+
+    gw, keys = cached_gateway
+    ask(gw, keys["a"], temperature=0, content="fill the cache")
+    with_key = {"idempotency-key": "pay-1"}
+    hit = ask(gw, keys["a"], with_key, temperature=0, content="fill the cache")
+    assert hit.headers["x-cache"] == "hit"
+    wait_until(lambda: ask(gw, keys["a"], with_key, temperature=0, content="fill the cache")
+               .headers.get("idempotent-replayed") == "true", 5, "the cached answer was not kept for the key")
+    assert ask(gw, keys["a"], with_key, temperature=0, content="fill the cache").json()["id"] == hit.json()["id"]
+
+
 def test_a_cached_answer_is_replayed_as_sse_to_a_streaming_request(cached_gateway):
     gw, keys = cached_gateway
     first = ask(gw, keys["a"], seed=7, content="stream me")

@@ -146,7 +146,17 @@ async def finish_ticket(access: AccessControl, ticket: Ticket, status: int) -> N
     await settle(access, ticket.charge, ticket.decision, usage)
     if status == 200 and ticket.tap is not None and ticket.tap.status == 200:
         await store_answers(access, ticket)
+    elif status == 200 and ticket.cached is not None and ticket.idem_claimed:  # answered from a cache
+        try:
+            await keep_idempotent_answer(access, ticket, ticket.cached.as_json())
+        except RedisUnavailable:
+            log.debug("answer not stored: redis down")
     await release_idempotency_key(access.store, ticket)
+
+
+async def keep_idempotent_answer(access: AccessControl, ticket: Ticket, body: bytes) -> None:
+    await access.store.set(ticket.idem_key or "", body, access.config.streams.idempotency_ttl_s)
+    ticket.idem_stored = True
 
 
 async def release_idempotency_key(store: Store, ticket: Ticket) -> None:
@@ -176,8 +186,7 @@ async def store_answers(access: AccessControl, ticket: Ticket) -> None:
     assert tap is not None
     try:
         if ticket.idem_key is not None and tap.body:
-            await access.store.set(ticket.idem_key, bytes(tap.body), config.streams.idempotency_ttl_s)
-            ticket.idem_stored = True
+            await keep_idempotent_answer(access, ticket, bytes(tap.body))
         raw = cache_entry(ticket, config.cache.max_entry_bytes)
         if raw is not None and ticket.cache_key is not None:
             await access.store.set(ticket.cache_key, raw, config.cache.ttl_s)
