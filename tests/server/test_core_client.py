@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kvserve.config import EngineConfig
 from kvserve.engine.async_llm import AsyncLLM
-from kvserve.engine.core_client import StepOutputs
+from kvserve.engine.core_messages import StepOutputs
 from kvserve.engine.outputs import EngineOutput, EngineStats
 from kvserve.engine.request import FinishReason, RequestMetrics
 from kvserve.engine.scheduler_output import TokenLogprobs

@@ -23,11 +23,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from kvserve.config import EngineConfig
-from kvserve.engine.core_client import (
+from kvserve.engine.core_client import CoreClient
+from kvserve.engine.core_messages import (
     AbortRequests,
     AddRequests,
     Admission,
-    CoreClient,
     EngineDeadError,
     EngineFailed,
     EngineInfo,

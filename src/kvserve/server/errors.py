@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kvserve.engine.async_llm import RequestTimeoutError
-from kvserve.engine.core_client import EngineDeadError
+from kvserve.engine.core_messages import EngineDeadError
 from kvserve.engine.scheduler import QueueFullError
 from kvserve.server.protocol import ParamError
 from kvserve.server.request_log import STATE_KEY

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from kvserve.engine.async_llm import ChoiceDelta, RequestStream, RequestTimeoutError
-from kvserve.engine.core_client import EngineDeadError
+from kvserve.engine.core_messages import EngineDeadError
 from kvserve.engine.output_processor import CompletionDelta
 from kvserve.engine.scheduler import QueueFullError
 from kvserve.outputs import PositionLogprobs

@@ -19,7 +19,7 @@ import uvloop
 
 from kvserve.config import EngineConfig
 from kvserve.engine.async_llm import AsyncLLM
-from kvserve.engine.core_client import EngineStartupError
+from kvserve.engine.core_messages import EngineStartupError
 from kvserve.server.app import build_app
 from kvserve.server.request_log import configure_request_logger
 from kvserve.server.settings import ServerSettings
