@@ -95,12 +95,11 @@ def run_engine(core, requests, name: str, progress: bool, frequency_penalty: flo
         core.add_request(EngineRequest(f"{name}-{i}", prompt, params))
     total_out = sum(n for _, n in requests)
     bar = _bar(total_out, progress)
-    step_times, step_log, first_token, produced = [], [], {}, 0
+    step_log, first_token, produced = [], {}, 0
     while core.has_unfinished_requests():
         t0 = time.perf_counter()
         outputs = core.step()
         now = time.perf_counter()
-        step_times.append(now - t0)
         stats = core.stats()
         step_log.append((stats.step_num_tokens, stats.step_num_seqs, now - t0))
         for out in outputs:
@@ -113,6 +112,7 @@ def run_engine(core, requests, name: str, progress: bool, frequency_penalty: flo
         bar.close()
     prompt_tokens = sum(len(p) for p, _ in requests)
     ttfts = list(first_token.values())
+    step_times = [seconds for _, _, seconds in step_log]
     return Result(
         workload=name, num_requests=len(requests), prompt_tokens=prompt_tokens, output_tokens=produced,
         elapsed_s=elapsed, output_tok_s=produced / elapsed, total_tok_s=(prompt_tokens + produced) / elapsed,

@@ -92,7 +92,7 @@ class KVCacheManager:
         """Free blocks that `allocate_slots` would take for these tokens (nothing is changed):
         the blocks the request lacks, and prefix hits it would revive from the free queue."""
         _, num_new_blocks = self._extent(request, num_new_tokens, computed_blocks)
-        return num_new_blocks + sum(1 for b in computed_blocks if b.ref_cnt == 0)
+        return num_new_blocks + _num_revived(computed_blocks)
 
     def allocate_slots(
         self, request: Request, num_new_tokens: int, computed_blocks: list[KVCacheBlock] | None = None
@@ -104,9 +104,9 @@ class KVCacheManager:
         too small right now (nothing is changed then).
         """
         computed_blocks = computed_blocks or []
-        if self.blocks_needed(request, num_new_tokens, computed_blocks) > self.pool.num_free:
-            return None
         total, num_new_blocks = self._extent(request, num_new_tokens, computed_blocks)
+        if num_new_blocks + _num_revived(computed_blocks) > self.pool.num_free:
+            return None
         state = self._reqs.setdefault(request.request_id, _RequestBlocks())
         self.pool.touch(computed_blocks)
         state.blocks.extend(computed_blocks)
@@ -153,3 +153,8 @@ class KVCacheManager:
         for i in range(state.num_cached_blocks, num_full):
             self.pool.cache(state.blocks[i], hashes[i])
         state.num_cached_blocks = num_full
+
+
+def _num_revived(computed_blocks: list[KVCacheBlock]) -> int:
+    """Prefix hits that sit in the free queue: taking them takes free blocks."""
+    return sum(1 for b in computed_blocks if b.ref_cnt == 0)

@@ -44,8 +44,7 @@ class Ticket:
     limit_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     cache_key: str | None = None  # set when the answer may be cached
     idem_key: str | None = None  # set for a request with an Idempotency-Key
-    idem_claimed: bool = False  # this request holds its Idempotency-Key until its answer is stored
-    idem_stored: bool = False
+    idem_held: bool = False  # this request holds its Idempotency-Key: its answer replaces the hold, or it is freed
     tap: ResponseTap | None = None
     recorder: StreamRecorder | None = None
     cached: Entry | None = None  # the entry a cache hit was answered from
@@ -81,7 +80,7 @@ async def serve_idempotent(store: Store, ticket: Ticket, send: Send, claim_s: fl
         stored = await store.get(key)
         if stored is None:
             if await store.claim(key, IN_PROGRESS, claim_s):
-                ticket.idem_claimed = True
+                ticket.idem_held = True
                 return False
             stored = await store.get(key)  # taken in between by another request
     except RedisUnavailable:
@@ -146,7 +145,7 @@ async def finish_ticket(access: AccessControl, ticket: Ticket, status: int) -> N
     await settle(access, ticket.charge, ticket.decision, usage)
     if status == 200 and ticket.tap is not None and ticket.tap.status == 200:
         await store_answers(access, ticket)
-    elif status == 200 and ticket.cached is not None and ticket.idem_claimed:  # answered from a cache
+    elif status == 200 and ticket.cached is not None and ticket.idem_held:  # answered from a cache
         try:
             await keep_idempotent_answer(access, ticket, ticket.cached.as_json())
         except RedisUnavailable:
@@ -156,12 +155,12 @@ async def finish_ticket(access: AccessControl, ticket: Ticket, status: int) -> N
 
 async def keep_idempotent_answer(access: AccessControl, ticket: Ticket, body: bytes) -> None:
     await access.store.set(ticket.idem_key or "", body, access.config.streams.idempotency_ttl_s)
-    ticket.idem_stored = True
+    ticket.idem_held = False
 
 
 async def release_idempotency_key(store: Store, ticket: Ticket) -> None:
     """A request that took its Idempotency-Key and leaves no answer frees the key for a retry."""
-    if ticket.idem_claimed and not ticket.idem_stored:
+    if ticket.idem_held:
         try:
             await store.delete(ticket.idem_key or "")
         except RedisUnavailable:

@@ -11,7 +11,7 @@ from the previous step's sampled ids.
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -40,6 +40,9 @@ class StepInputs:
     logits_indices: torch.Tensor  # [N] rows of the hidden states to sample from
     sample_states: list[RequestState]  # the N requests sampled this step
     graph_size: int | None = None  # a decode step replayed from the graph of this batch size
+    # sampled rows whose input token is still on the device, and those ids (gathered on the device)
+    inflight_rows: list[int] = field(default_factory=list)
+    inflight_ids: torch.Tensor | None = None
 
 
 class ModelRunner:
@@ -78,9 +81,7 @@ class ModelRunner:
     def release_kv_cache(self) -> None:
         """Free the KV pool and the decode graphs that point into it (for a benchmark's second
         model on the same GPU); the runner cannot step again."""
-        for handle in self._launched:
-            handle.result()
-        self._launched.clear()
+        self._wait_for_all()
         self.graphs = None
         self.kv_caches = []
         gc.collect()
@@ -104,25 +105,27 @@ class ModelRunner:
         if not states:
             return self._launch(StepHandle.empty())
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
-        pending = self._pending_ids(states) if needs_history(states) else None
+        pending = self._pending_ids(inputs) if needs_history(states) else None
         batch = build_sampling_batch(states, self.info.vocab_size, self.device, self._upload_sampling_table, pending)
         sampled = self.sampler.sample(logits, batch)
         host_ids = self.buffers.host["sampled_ids"][: len(states)] if self.device.type == "cuda" else None
         return self._launch(StepHandle(states, sampled, host_ids))
 
-    def _pending_ids(self, states: list[RequestState]) -> PendingIds | None:
-        """Penalties count every generated id, including one the step in flight sampled:
-        those are read on the device, so penalised rows keep the overlap too."""
-        rows = [row for row, state in enumerate(states) if state.num_pending]
-        if not rows:
+    def _pending_ids(self, inputs: StepInputs) -> PendingIds | None:
+        """Penalties count every generated id, including one the step in flight sampled: the
+        ids this step's inputs took from the device, so penalised rows keep the overlap too."""
+        if not inputs.inflight_rows:
             return None
-        previous = self._launched[-1]  # at most one step is in flight (see _settle)
-        index = to_device(torch.tensor([rows, [previous.row_of[states[r].req_id] for r in rows]]), self.device)
-        return PendingIds(index[0], previous.device_ids.index_select(0, index[1]).long())
+        return PendingIds(to_device(torch.tensor(inputs.inflight_rows), self.device), inputs.inflight_ids)
 
     def _launch(self, handle: StepHandle) -> StepHandle:
         self._launched.append(handle)
         return handle
+
+    def _wait_for_all(self) -> None:
+        for handle in self._launched:
+            handle.result()
+        self._launched = []
 
     def _settle(self) -> None:
         """Bring every launched step but the last to the host: at most one step's ids are
@@ -158,7 +161,7 @@ class ModelRunner:
         """Pack the step's tokens into the input buffers (host side first, then one copy each)."""
         bs, np_ = self.block_size, self.buffers.np
         ids, positions, slots, query_lens, seq_lens, logits_idx, sampled = [], [], [], [], [], [], []
-        inflight_dst, inflight_src = [], []
+        inflight_dst, inflight_src, inflight_rows = [], [], []
         table, width = np_["block_tables"], 0
         for row, (req_id, num) in enumerate(sched.num_scheduled_tokens.items()):
             state = self.states[req_id]
@@ -168,9 +171,10 @@ class ModelRunner:
             if num == 1:  # decode: the common case, kept to plain int arithmetic
                 if start < len(state.token_ids):
                     ids.append(state.token_ids[start])
-                else:  # sampled by the previous step, still on the device
+                else:  # sampled by the previous step, still on the device; this row samples next
                     inflight_dst.append(len(ids))
                     inflight_src.append(self._launched[-1].row_of[req_id])
+                    inflight_rows.append(len(sampled))
                     ids.append(0)
                 positions.append(start)
                 slots.append(blocks[start // bs] * bs + start % bs)
@@ -188,16 +192,18 @@ class ModelRunner:
                 sampled.append(state)
         inputs = self._upload(ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width)
         if inflight_dst:
-            self._copy_inflight_ids(inputs.input_ids, inflight_dst, inflight_src)
+            inputs.inflight_rows = inflight_rows
+            inputs.inflight_ids = self._copy_inflight_ids(inputs.input_ids, inflight_dst, inflight_src)
         return inputs
 
-    def _copy_inflight_ids(self, input_ids: torch.Tensor, dst: list[int], src: list[int]) -> None:
-        """input_ids[dst] = the previous step's sampled ids[src], on the device."""
+    def _copy_inflight_ids(self, input_ids: torch.Tensor, dst: list[int], src: list[int]) -> torch.Tensor:
+        """input_ids[dst] = the previous step's sampled ids[src], on the device; returns those ids."""
         buf, n = self.buffers, len(dst)
         buf.np["inflight_dst"][:n] = dst
         buf.np["inflight_src"][:n] = src
-        previous = self._launched[-1].device_ids
-        input_ids.index_copy_(0, buf.upload("inflight_dst", n), previous.index_select(0, buf.upload("inflight_src", n)))
+        ids = self._launched[-1].device_ids.index_select(0, buf.upload("inflight_src", n))
+        input_ids.index_copy_(0, buf.upload("inflight_dst", n), ids)
+        return ids
 
     def _upload(self, ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width) -> StepInputs:
         buf, np_ = self.buffers, self.buffers.np
@@ -242,9 +248,22 @@ class ModelRunner:
     @torch.inference_mode()
     def _profile_run(self, num_tokens: int) -> None:
         """One forward over `num_tokens` dummy prompt tokens, to measure the activation peak."""
-        caches = allocate_kv_caches(-(-num_tokens // self.block_size), self.block_size, self.info, self.dtype,
-                                    self.device)
-        self._dummy_forward(caches, [num_tokens], [num_tokens])
+        bs, dev = self.block_size, self.device
+        num_blocks = -(-num_tokens // bs)
+        caches = allocate_kv_caches(num_blocks, bs, self.info, self.dtype, dev)
+        meta = AttentionMetadata(
+            slot_mapping=torch.arange(num_tokens, device=dev),  # blocks 0, 1, ... in order: position p is slot p
+            query_start_loc=torch.tensor([0, num_tokens], dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor([num_tokens], dtype=torch.int32, device=dev),
+            block_tables=torch.arange(num_blocks, dtype=torch.int32, device=dev)[None],
+            query_lens_cpu=[num_tokens],
+            seq_lens_cpu=[num_tokens],
+            max_query_len=num_tokens,
+            max_seq_len=num_tokens,
+        )
+        ids = torch.zeros(num_tokens, dtype=torch.int64, device=dev)
+        hidden = self.model(ids, torch.arange(num_tokens, device=dev), caches, meta)
+        self.model.compute_logits(hidden[-self.config.scheduler.max_num_seqs:])
         del caches
 
     @torch.inference_mode()
@@ -270,31 +289,4 @@ class ModelRunner:
         ]
         for sched in steps:
             self.execute(sched)
-        for handle in self._launched:
-            handle.result()
-        self._launched = []
-
-    def _dummy_forward(self, caches: list[torch.Tensor], query_lens: list[int], seq_lens: list[int]) -> None:
-        """Sequences laid over consecutive blocks from block 0 (their contents are junk)."""
-        bs, dev = self.block_size, self.device
-        tables, first = [], 0
-        for n in seq_lens:
-            tables.append(list(range(first, first + -(-n // bs))))
-            first += len(tables[-1])
-        slots = [tables[i][p // bs] * bs + p % bs for i, (q, n) in enumerate(zip(query_lens, seq_lens))
-                 for p in range(n - q, n)]
-        width = max(len(t) for t in tables)
-        meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            query_start_loc=torch.tensor(np.cumsum([0] + query_lens), dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq_lens, dtype=torch.int32, device=dev),
-            block_tables=torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32, device=dev),
-            query_lens_cpu=query_lens,
-            seq_lens_cpu=seq_lens,
-            max_query_len=max(query_lens),
-            max_seq_len=max(seq_lens),
-        )
-        positions = [p for q, n in zip(query_lens, seq_lens) for p in range(n - q, n)]
-        ids = torch.zeros(len(positions), dtype=torch.int64, device=dev)
-        hidden = self.model(ids, torch.tensor(positions, device=dev), caches, meta)
-        self.model.compute_logits(hidden[-self.config.scheduler.max_num_seqs:])
+        self._wait_for_all()
