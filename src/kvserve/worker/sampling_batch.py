@@ -27,7 +27,7 @@ def _counts(rows: list[list[int]], vocab_size: int, device: torch.device, pendin
     One copy from pinned memory and one scatter: nothing here waits for the GPU."""
     counts = torch.zeros(len(rows), vocab_size, dtype=torch.float32, device=device)
     lengths = [len(token_ids) for token_ids in rows]
-    if total := sum(lengths):  # flattened in C: ~4 ms for 256 rows of 500 ids (a nested torch.tensor takes ~40)
+    if total := sum(lengths):  # flattened by numpy in C, not row by row in Python
         flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=total)
         index = to_device(torch.from_numpy(np.stack([np.repeat(np.arange(len(rows)), lengths), flat])), device)
         counts.index_put_((index[0], index[1]), torch.ones((), device=device).expand(total), accumulate=True)
