@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from kvserve.server.errors import APIError, parse_body
+from kvserve.openai_error import OpenAIError
+from kvserve.server.errors import parse_body
 from kvserve.server.protocol import ChatCompletionRequest, CompletionRequest
 from kvserve.server.sampling import check_context, to_sampling_params
 
 
-def _error(model, raw: str) -> APIError:
-    with pytest.raises(APIError) as info:
+def _error(model, raw: str) -> OpenAIError:
+    with pytest.raises(OpenAIError) as info:
         parse_body(model, raw.encode())
     assert info.value.status == 400
     return info.value
@@ -57,11 +58,11 @@ def test_sampling_params_mapping():
 
 def test_context_check_says_the_numbers():
     check_context(10, 20, 30, "messages")
-    with pytest.raises(APIError) as info:
+    with pytest.raises(OpenAIError) as info:
         check_context(10, 21, 30, "messages")
     assert "maximum context length is 30 tokens" in info.value.message
     assert "you requested 31 tokens (10 in the messages, 21 in the completion)" in info.value.message
-    with pytest.raises(APIError):
+    with pytest.raises(OpenAIError):
         check_context(30, None, 30, "prompt")  # no room for a single token
 
 

@@ -7,7 +7,8 @@ import hmac
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from kvserve.server.errors import APIError
+from kvserve.openai_error import OpenAIError
+from kvserve.server.errors import json_response
 
 # paths that need the key; probes, /metrics and /version stay open for orchestrators
 PROTECTED_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
@@ -22,9 +23,9 @@ class ApiKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIXES) and not self._allowed(scope):
-            error = APIError(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key",
-                             headers={"WWW-Authenticate": "Bearer"})
-            response: JSONResponse = error.response()
+            error = OpenAIError(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key",
+                                headers={"WWW-Authenticate": "Bearer"})
+            response: JSONResponse = json_response(error)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

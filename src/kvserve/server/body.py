@@ -7,7 +7,8 @@ from typing import TypeVar
 from pydantic import BaseModel
 from starlette.requests import Request
 
-from kvserve.server.errors import APIError, parse_body
+from kvserve.openai_error import OpenAIError
+from kvserve.server.errors import parse_body
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # far above any context's worth of text or token ids
 
@@ -28,6 +29,6 @@ async def read_body(request: Request, model: type[Model]) -> Model:
     return parse_body(model, b"".join(chunks))
 
 
-def _too_large() -> APIError:
-    return APIError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", "invalid_request_error",
+def _too_large() -> OpenAIError:
+    return OpenAIError(413, f"The request body is larger than {MAX_BODY_BYTES} bytes.", "invalid_request_error",
                     code="request_too_large")

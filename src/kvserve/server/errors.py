@@ -1,13 +1,12 @@
 """OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` for every failure.
 
-Handlers raise `APIError`; `install_error_handlers` turns it, unknown routes, engine
+Handlers raise `kvserve.openai_error.OpenAIError`; `install_error_handlers` turns it, unknown routes, engine
 errors and any unexpected exception into that body (never a traceback for the client).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +18,7 @@ from kvserve.engine.async_llm import RequestTimeoutError
 from kvserve.engine.core_messages import EngineDeadError
 from kvserve.engine.scheduler import QueueFullError
 from kvserve.server.protocol import ParamError
+from kvserve.openai_error import OpenAIError
 from kvserve.server.request_log import STATE_KEY
 
 logger = logging.getLogger("kvserve.server")
@@ -26,47 +26,30 @@ logger = logging.getLogger("kvserve.server")
 RETRY_AFTER_S = 1  # what a 503 for a full queue asks the client to wait
 
 
-class APIError(Exception):
-    """An error answered with an HTTP status and OpenAI's error body."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+def json_response(error: OpenAIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(400, message, "invalid_request_error", param, code)
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:
+    return OpenAIError(400, message, "invalid_request_error", param, code)
 
 
-def model_not_found(name: str) -> APIError:
-    return APIError(404, f"The model `{name}` does not exist.", "invalid_request_error", "model", "model_not_found")
+def model_not_found(name: str) -> OpenAIError:
+    return OpenAIError(404, f"The model `{name}` does not exist.", "invalid_request_error", "model", "model_not_found")
 
 
-def from_engine_error(exc: BaseException) -> APIError:
+def from_engine_error(exc: BaseException) -> OpenAIError:
     """Map what AsyncLLM raises onto HTTP: full queue 503, timeout 408, refused prompt 400."""
     if isinstance(exc, QueueFullError):
-        return APIError(503, f"The server is overloaded: {exc}. Retry later.", "service_unavailable_error",
+        return OpenAIError(503, f"The server is overloaded: {exc}. Retry later.", "service_unavailable_error",
                         code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, RequestTimeoutError):
-        return APIError(408, str(exc), "timeout_error", "request_timeout", "request_timeout")
+        return OpenAIError(408, str(exc), "timeout_error", "request_timeout", "request_timeout")
     if isinstance(exc, EngineDeadError):
-        return APIError(503, "The engine is not running.", "service_unavailable_error", code="engine_dead")
+        return OpenAIError(503, "The engine is not running.", "service_unavailable_error", code="engine_dead")
     if isinstance(exc, ValueError):
         return bad_request(str(exc))
-    return APIError(500, "Internal server error.", "internal_server_error")
+    return OpenAIError(500, "Internal server error.", "internal_server_error")
 
 
 def parse_body(model: type[BaseModel], raw: bytes) -> Any:
@@ -77,7 +60,7 @@ def parse_body(model: type[BaseModel], raw: bytes) -> Any:
         raise from_validation_error(exc) from None
 
 
-def from_validation_error(exc: ValidationError) -> APIError:
+def from_validation_error(exc: ValidationError) -> OpenAIError:
     error = max(exc.errors(include_url=False), key=_telling)
     kind, loc = error["type"], _field_path(error["loc"])
     param = loc or None
@@ -123,28 +106,28 @@ def _short(value: object) -> bool:
 
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, APIError)
+    assert isinstance(exc, OpenAIError)
     record = request.scope.get("state", {}).get(STATE_KEY)
     if record is not None:
         record.error = exc.message
         record.outcome = record.outcome or "error"
-    return exc.response()
+    return json_response(exc)
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kind = "invalid_request_error" if exc.status_code < 500 else "internal_server_error"
     codes = {404: "not_found", 405: "method_not_allowed"}
-    error = APIError(exc.status_code, str(exc.detail), kind, code=codes.get(exc.status_code))
+    error = OpenAIError(exc.status_code, str(exc.detail), kind, code=codes.get(exc.status_code))
     return JSONResponse(error.body(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return APIError(500, "Internal server error.", "internal_server_error").response()
+    return json_response(OpenAIError(500, "Internal server error.", "internal_server_error"))
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(OpenAIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

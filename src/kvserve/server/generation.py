@@ -18,7 +18,8 @@ from kvserve.engine.scheduler import QueueFullError
 from kvserve.outputs import PositionLogprobs
 from kvserve.sampling_params import SamplingParams
 from kvserve.server import sse
-from kvserve.server.errors import APIError, from_engine_error
+from kvserve.openai_error import OpenAIError
+from kvserve.server.errors import from_engine_error
 from kvserve.server.metrics import RequestRecord, RequestTimer
 from kvserve.server.request_log import RequestLogRecord
 from kvserve.server.responses import Usage
@@ -147,7 +148,7 @@ async def collect_or_abort(gen: Generation, request: Request) -> list[Choice]:
             task.cancel()
     if not work.done() or work.cancelled():
         gen.finish("client_disconnected")
-        raise APIError(499, "The client closed the connection.", "client_closed_request")
+        raise OpenAIError(499, "The client closed the connection.", "client_closed_request")
     try:
         choices = work.result()
     except RUN_ERRORS as exc:

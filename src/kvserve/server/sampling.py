@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from kvserve.sampling_params import SamplingParams
-from kvserve.server.errors import APIError, bad_request
+from kvserve.openai_error import OpenAIError
+from kvserve.server.errors import bad_request
 from kvserve.server.protocol import SamplingFields
 
 
@@ -50,6 +51,6 @@ def to_sampling_params(body: SamplingFields, max_tokens: int | None, logprobs: i
         raise _param_error(exc) from None
 
 
-def _param_error(exc: ValueError) -> APIError:
+def _param_error(exc: ValueError) -> OpenAIError:
     message = str(exc)  # SamplingParams names the field first: "min_tokens must not exceed ..."
     return bad_request(message, param=message.split(" ", 1)[0], code="invalid_value")
