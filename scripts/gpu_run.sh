@@ -14,7 +14,7 @@ bench() {  # name, timeout, args...
     2>&1 | grep -v "it/s]" | tail -n 25
 }
 if [ "$what" = check ] || [ "$what" = all ]; then
-  timeout 240 python3 -m pytest -q -m gpu -x tests/gpu tests/models -p no:cacheprovider 2>&1 | tail -n 15
+  timeout 480 python3 -m pytest -q -m gpu tests/gpu tests/models -p no:cacheprovider --durations=8 2>&1 | tail -n 30
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   bench qwen3-throughput 200 --arch qwen3-0.6b --workload throughput --max-model-len 2048 --profile

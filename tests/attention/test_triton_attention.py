@@ -93,6 +93,19 @@ def test_shape_grid_mixed_batch(head_dim, num_heads, num_kv_heads, block_size):
                   head_dim=head_dim, num_heads=num_heads, num_kv_heads=num_kv_heads, block_size=block_size)
 
 
+@pytest.mark.parametrize("head_dim", [8, 80, 96, 100])  # padded to 16 / 128: masked features
+def test_head_sizes_that_are_not_a_power_of_two(head_dim):
+    # a mixed batch (decode, chunk continuation, fresh prompt), then decodes over 2 splits (merge kernel)
+    check_backend([(300, 1), (16, 19), (0, 5)], num_sms=1, head_dim=head_dim, num_heads=4, num_kv_heads=2)
+    check_backend([(600, 1), (9, 1)], num_sms=1, head_dim=head_dim, num_heads=2, num_kv_heads=1)  # 2 splits
+
+
+def test_head_size_past_the_kernels_is_refused_with_its_value():
+    q, k, v, kv_cache, meta = make_step([(0, 3)], head_dim=320)
+    with pytest.raises(ValueError, match="head sizes 1..256, got 320"):
+        TritonAttentionBackend().forward(q, k, v, kv_cache, meta, 0.3)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_mixed_batch(dtype):
     check_backend([(33, 1), (10, 30)], dtype=dtype, num_heads=8, num_kv_heads=1, head_dim=64, block_size=32)

@@ -1,10 +1,13 @@
 """EngineCore's overlapped loop on a tiny real model: step N+1 is scheduled and launched
 before step N's sampled ids are applied."""
 
-from kvserve.config import EngineConfig
+import pytest
+
+from kvserve.config import ConfigError, EngineConfig
 from kvserve.engine.engine_core import EngineCore
 from kvserve.engine.request import EngineRequest, FinishReason
 from kvserve.sampling_params import SamplingParams
+from tests.conftest import build_model
 
 
 def make_core(model_dir, **settings) -> EngineCore:
@@ -90,3 +93,12 @@ def test_a_higher_priority_request_overtakes_a_running_one_which_then_resumes_un
     assert 0 < low_progress < 24  # low had started, was set aside for high, and resumed after it
     assert tokens["low"] == alone["alone"]  # recomputed from its tokens: greedy output unchanged
     assert len(tokens["high"]) == 4 and core.kv_cache.usage() == 0.0
+
+
+def test_head_size_the_backend_cannot_take_is_refused_before_loading(tmp_path):
+    model_dir = build_model("qwen3", tmp_path / "h320", head_dim=320)
+    config = EngineConfig.from_flat(model=str(model_dir), attention_backend="triton", kv_cache_gib=0.01)
+    with pytest.raises(ConfigError, match=r"head sizes 1\.\.256, got 320 .*--attention-backend torch"):
+        EngineCore(config)
+    # the torch backend takes it
+    EngineCore(EngineConfig.from_flat(model=str(model_dir), kv_cache_gib=0.01)).shutdown()

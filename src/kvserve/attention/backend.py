@@ -34,6 +34,10 @@ class AttentionBackend(Protocol):
 
     name: str
 
+    def check_head_dim(self, head_dim: int) -> None:
+        """Raise ValueError, naming the value and the sizes supported, for heads it cannot take."""
+        ...
+
     def forward(
         self,
         q: torch.Tensor,  # [T, num_heads, head_dim]

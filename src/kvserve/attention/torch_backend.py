@@ -27,6 +27,9 @@ def causal_mask(query_len: int, seq_len: int, device: torch.device) -> torch.Ten
 class TorchAttentionBackend:
     name = "torch"
 
+    def check_head_dim(self, head_dim: int) -> None:
+        """Any head size: SDPA takes them all."""
+
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         write_kv(k, v, kv_cache, meta.slot_mapping)
         out = torch.empty_like(q)

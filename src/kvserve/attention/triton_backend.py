@@ -33,6 +33,9 @@ class TritonAttentionBackend:
             num_sms = torch.cuda.get_device_properties().multi_processor_count if torch.cuda.is_available() else 132
         self.num_sms = num_sms  # sizes the decode split so that small batches still fill the GPU
 
+    def check_head_dim(self, head_dim: int) -> None:
+        self.kernels.check_head_dim(head_dim)
+
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         self.kernels.store_kv(k, v, kv_cache, meta.slot_mapping)
         out = torch.empty_like(q)  # [T, num_heads, head_dim]

@@ -18,9 +18,10 @@ from kvserve.engine.kv_cache_manager import KVCacheManager
 from kvserve.engine.outputs import EngineOutput, EngineStats
 from kvserve.engine.request import EngineRequest
 from kvserve.engine.scheduler import Scheduler
+from kvserve.models import ARCHITECTURES
 from kvserve.models.dummy import load_dummy_model
-from kvserve.models.loader import load_hf_config, load_model, model_info, resolve_dtype
-from kvserve.worker.kv_cache_budget import check_fits
+from kvserve.models.loader import architecture_of, load_hf_config, load_model, model_info, resolve_dtype
+from kvserve.worker.kv_cache_budget import check_fits, check_gpu_memory, tensor_bytes
 from kvserve.worker.model_runner import ModelRunner
 from kvserve.worker.step_handle import StepHandle
 
@@ -49,6 +50,7 @@ class EngineCore:
         self.max_model_len = self._max_model_len(config, self.info)
         dtype = resolve_dtype(config.model.dtype, hf_config, device)
         backend = get_backend(config.device.attention_backend, device.type)
+        self._check_fits_device(hf_config, backend, dtype, device)
         model = MODEL_LOADERS[config.model.load_format](self.model_dir, backend, dtype, device)
         self.runner = ModelRunner(config, model, self.info, device, dtype)
         num_blocks = self.runner.init_kv_cache(self.max_model_len)
@@ -64,6 +66,27 @@ class EngineCore:
             "engine ready: %s on %s (%s), %d KV blocks of %d tokens, max_model_len %d",
             self.model_dir, device, dtype, num_blocks, config.cache.block_size, self.max_model_len,
         )
+
+    def _check_fits_device(self, hf_config, backend, dtype: torch.dtype, device: torch.device) -> None:
+        """Refuse at once, before any weight is read, what the backend or the GPU cannot take."""
+        try:
+            backend.check_head_dim(self.info.head_dim)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (this model's heads; the torch attention backend takes any size: "
+                              "--attention-backend torch)") from None
+        if device.type == "cuda":
+            with torch.device("meta"):
+                shape_only = ARCHITECTURES[architecture_of(hf_config, self.model_dir)](hf_config, backend)
+            check_gpu_memory(self.config, device, tensor_bytes(shape_only.to(dtype)))
+
+    def shutdown(self) -> None:
+        """Free the engine's device memory (KV pool, graphs, weights); it cannot step again."""
+        self._pending = None
+        self.runner.shutdown()
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self.runner.model is None
 
     @staticmethod
     def _max_model_len(config: EngineConfig, info) -> int:

@@ -23,6 +23,8 @@ class LLMEngine:
 
     def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, priority: int = 0) -> None:
         """Queue one engine request (n == 1; callers fan out n > 1 with kvserve.engine.fan_out)."""
+        if self.core.is_shut_down:
+            raise RuntimeError("this engine was shut down: create a new LLM to generate")
         eos = self.tokenizer.eos_token_id
         self.core.add_request(EngineRequest(request_id, prompt_token_ids, params, priority, eos_token_id=eos))
         self.processor.add_request(request_id, prompt_token_ids, params)
@@ -34,6 +36,10 @@ class LLMEngine:
 
     def has_unfinished_requests(self) -> bool:
         return self.core.has_unfinished_requests()
+
+    def shutdown(self) -> None:
+        """Free the engine's device memory; it cannot step again."""
+        self.core.shutdown()
 
     def step(self) -> list[CompletionDelta]:
         processed = self.processor.process(self.core.step())

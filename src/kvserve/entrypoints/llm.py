@@ -6,6 +6,7 @@ Shaped like vLLM's `LLM` so that code written for it runs unchanged.
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Sequence
 
 from kvserve.config import EngineConfig
@@ -40,6 +41,20 @@ class LLM:
         config, self._shape_dir = with_shape_dir(config)
         self.engine = LLMEngine(config)
         self._ids = itertools.count()
+        # `del llm` (or the LLM going out of scope) frees the device memory at once
+        self._finalizer = weakref.finalize(self, self.engine.shutdown)
+
+    def shutdown(self) -> None:
+        """Free the engine's device memory (KV pool, CUDA graphs, weights, pinned buffers) now;
+        the LLM cannot generate afterwards. `del llm` and leaving a `with LLM(...)` block do
+        the same."""
+        self._finalizer()
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
 
     def get_tokenizer(self):
         return self.engine.tokenizer

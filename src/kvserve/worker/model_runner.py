@@ -22,7 +22,7 @@ from kvserve.engine.scheduler_output import CachedRequestData, NewRequestData, S
 from kvserve.sampling_params import SamplingParams
 from kvserve.worker.cuda_graphs import DecodeGraphs
 from kvserve.worker.input_buffers import InputBuffers
-from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks
+from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import Sampler
 from kvserve.worker.sampling_batch import PendingIds, build_sampling_batch, needs_history, to_device
@@ -64,7 +64,8 @@ class ModelRunner:
     def init_kv_cache(self, max_model_len: int) -> int:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
         capture the decode graphs (CUDA, unless enforce_eager). Returns the block count."""
-        num_blocks = num_kv_blocks(self.config, self.info, self.dtype, self.device, self._profile_run)
+        num_blocks = num_kv_blocks(self.config, self.info, self.dtype, self.device,
+                                   lambda tokens: self._profile_run(tokens, max_model_len), tensor_bytes(self.model))
         self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.dtype, self.device)
         sched = self.config.scheduler
         max_blocks_per_seq = -(-max_model_len // self.block_size)
@@ -84,8 +85,28 @@ class ModelRunner:
         self._wait_for_all()
         self.graphs = None
         self.kv_caches = []
-        gc.collect()
+        self._free_device_memory()
+
+    def shutdown(self) -> None:
+        """Free everything this runner holds: KV pool, decode graphs, input buffers (pinned
+        host memory too), weights, request state. Idempotent; the runner cannot step again."""
+        if self.model is None:
+            return
+        self._wait_for_all()
+        self.graphs = None
+        self.kv_caches = []
+        self.buffers = None
+        self.model = None
+        self.states.clear()
+        self.generators.clear()
+        self._free_device_memory()
+
+    def _free_device_memory(self) -> None:
+        gc.collect()  # graphs and modules can sit in reference cycles
         if self.device.type == "cuda":
+            # cuBLAS keeps its workspaces in torch's allocator: without this, memory stays above
+            # its level before the engine (they are made again on the next matmul)
+            getattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: None)()
             torch.cuda.empty_cache()
 
     @torch.inference_mode()
@@ -246,23 +267,35 @@ class ModelRunner:
         return self.graphs.padded_size(num_seqs)
 
     @torch.inference_mode()
-    def _profile_run(self, num_tokens: int) -> None:
-        """One forward over `num_tokens` dummy prompt tokens, to measure the activation peak."""
+    def _profile_run(self, num_tokens: int, max_model_len: int) -> None:
+        """One forward over `num_tokens` dummy prompt tokens, to measure the activation peak.
+
+        The tokens are packed as the scheduler would pack them, in sequences of at most
+        max_model_len: no position passes the model's rotary table (a longer dummy
+        sequence once read past it, which corrupted memory that a later engine hit)."""
         bs, dev = self.block_size, self.device
-        num_blocks = -(-num_tokens // bs)
-        caches = allocate_kv_caches(num_blocks, bs, self.info, self.dtype, dev)
+        lens = [max_model_len] * (num_tokens // max_model_len) + [num_tokens % max_model_len] * bool(
+            num_tokens % max_model_len)
+        blocks = [-(-n // bs) for n in lens]
+        caches = allocate_kv_caches(sum(blocks), bs, self.info, self.dtype, dev)
+        table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)
+        first = np.cumsum([0] + blocks)
+        for row, (start, count) in enumerate(zip(first, blocks)):
+            table[row, :count] = torch.arange(start, start + count)
+        positions = torch.cat([torch.arange(n) for n in lens])
+        slots = torch.cat([torch.arange(n) + int(start) * bs for n, start in zip(lens, first)])
         meta = AttentionMetadata(
-            slot_mapping=torch.arange(num_tokens, device=dev),  # blocks 0, 1, ... in order: position p is slot p
-            query_start_loc=torch.tensor([0, num_tokens], dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor([num_tokens], dtype=torch.int32, device=dev),
-            block_tables=torch.arange(num_blocks, dtype=torch.int32, device=dev)[None],
-            query_lens_cpu=[num_tokens],
-            seq_lens_cpu=[num_tokens],
-            max_query_len=num_tokens,
-            max_seq_len=num_tokens,
+            slot_mapping=slots.to(dev),
+            query_start_loc=torch.tensor(np.cumsum([0] + lens), dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev),
+            block_tables=table.to(dev),
+            query_lens_cpu=lens,
+            seq_lens_cpu=lens,
+            max_query_len=max(lens),
+            max_seq_len=max(lens),
         )
         ids = torch.zeros(num_tokens, dtype=torch.int64, device=dev)
-        hidden = self.model(ids, torch.arange(num_tokens, device=dev), caches, meta)
+        hidden = self.model(ids, positions.to(dev), caches, meta)
         self.model.compute_logits(hidden[-self.config.scheduler.max_num_seqs:])
         del caches
 

@@ -7,11 +7,13 @@
 - `prefill_attention`: a chunk of query tokens per sequence, causal, reading the whole
   context (cached prefix + this chunk) through the block table.
 
+Head sizes 1..256: tiles are padded to a power of two and masked.
 Importing this package needs triton; `TritonAttentionBackend` imports it lazily.
 """
 
 from kvserve.attention.triton_kernels.decode import decode_attention, num_decode_splits
 from kvserve.attention.triton_kernels.prefill import prefill_attention
 from kvserve.attention.triton_kernels.store_kv import store_kv
+from kvserve.attention.triton_kernels.tile import check_head_dim
 
-__all__ = ["decode_attention", "num_decode_splits", "prefill_attention", "store_kv"]
+__all__ = ["check_head_dim", "decode_attention", "num_decode_splits", "prefill_attention", "store_kv"]

@@ -21,6 +21,8 @@ from kvserve.attention.triton_kernels.tile import (
     cache_strides,
     check_head_dim,
     dot_precision,
+    head_mask,
+    head_pad,
     online_softmax_step,
     score_kv_tile,
 )
@@ -39,7 +41,7 @@ def _decode_split_kernel(
     seq_lens_ptr,  # [B] int32
     query_start_loc_ptr,  # [B + 1] int32, read only when MIXED
     out_ptr,  # [T, num_heads, HEAD_DIM], written when DIRECT
-    part_out_ptr,  # [B, num_heads, num_splits, HEAD_DIM] float32, contiguous, written unless DIRECT
+    part_out_ptr,  # [B, num_heads, num_splits, HEAD_PAD] float32, contiguous, written unless DIRECT
     part_lse_ptr,  # [B, num_heads, num_splits] float32, contiguous (log2 domain)
     scale_log2e,
     num_heads,
@@ -52,6 +54,7 @@ def _decode_split_kernel(
     BLOCK_SIZE: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,  # head_pad(HEAD_DIM): the head axis of the tiles
     GROUP_PAD: tl.constexpr,
     MIXED: tl.constexpr,  # batch also holds prefill chunks: find rows via query_start_loc, skip non-decodes
     DIRECT: tl.constexpr,  # num_splits == 1: normalise and write out_ptr
@@ -73,34 +76,35 @@ def _decode_split_kernel(
     g = tl.arange(0, GROUP_PAD)
     heads = kv_head * group_size + g
     head_ok = g < group_size
-    dims = tl.arange(0, HEAD_DIM)
+    dims = tl.arange(0, HEAD_PAD)
+    mask = head_mask(head_ok, dims, HEAD_DIM, HEAD_PAD)
     q_rows = q_ptr + row.to(tl.int64) * stride_q_tok + heads[:, None] * stride_q_head
-    q = tl.load(q_rows + dims[None, :], mask=head_ok[:, None], other=0.0)  # [GROUP_PAD, HEAD_DIM]
+    q = tl.load(q_rows + dims[None, :], mask=mask, other=0.0)  # [GROUP_PAD, HEAD_PAD]
 
     m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l = tl.zeros([GROUP_PAD], tl.float32)
-    acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+    acc = tl.zeros([GROUP_PAD, HEAD_PAD], tl.float32)
     table = block_tables_ptr + seq.to(tl.int64) * stride_bt
     for n in range(start, end, BLOCK_N):
         scores, v = score_kv_tile(q, k_cache_ptr, v_cache_ptr, table, kv_head, n, end, stride_c_block, stride_c_tok,
-                                  stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, DOT_PRECISION)
+                                  stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, HEAD_PAD, DOT_PRECISION)
         scores = tl.where((n + tl.arange(0, BLOCK_N))[None, :] < end, scores, float("-inf"))
         m, l, acc = online_softmax_step(scores, v, m, l, acc, scale_log2e, DOT_PRECISION)
 
     out = acc / tl.where(l > 0, l, 1.0)[:, None]  # empty range (seq_len 0, trailing split): zeros
     if DIRECT:
         o_rows = out_ptr + row.to(tl.int64) * stride_o_tok + heads[:, None] * stride_o_head
-        tl.store(o_rows + dims[None, :], out.to(out_ptr.dtype.element_ty), mask=head_ok[:, None])
+        tl.store(o_rows + dims[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
     else:
         part = (seq.to(tl.int64) * num_heads + heads) * num_splits + split  # [GROUP_PAD]
-        tl.store(part_out_ptr + part[:, None] * HEAD_DIM + dims[None, :], out, mask=head_ok[:, None])
+        tl.store(part_out_ptr + part[:, None] * HEAD_PAD + dims[None, :], out, mask=head_ok[:, None])
         lse = tl.where(l > 0, m + tl.log2(tl.where(l > 0, l, 1.0)), float("-inf"))
         tl.store(part_lse_ptr + part, lse, mask=head_ok)
 
 
 @triton.jit
 def _decode_merge_kernel(
-    part_out_ptr,  # [B, num_heads, num_splits, HEAD_DIM] float32, contiguous
+    part_out_ptr,  # [B, num_heads, num_splits, HEAD_PAD] float32, contiguous
     part_lse_ptr,  # [B, num_heads, num_splits] float32, contiguous
     query_start_loc_ptr,  # [B + 1] int32, read only when MIXED
     out_ptr,  # [T, num_heads, HEAD_DIM]
@@ -108,6 +112,7 @@ def _decode_merge_kernel(
     num_splits,
     stride_o_tok, stride_o_head,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
     SPLITS_PAD: tl.constexpr,
     MIXED: tl.constexpr,
 ):
@@ -124,12 +129,16 @@ def _decode_merge_kernel(
     lse = tl.load(part_lse_ptr + base + splits, mask=split_ok, other=float("-inf"))
     m = tl.max(lse, 0)
     weights = tl.exp2(lse - tl.where(m == float("-inf"), 0.0, m))  # [SPLITS_PAD], 0 for empty splits
-    dims = tl.arange(0, HEAD_DIM)
-    parts = tl.load(part_out_ptr + (base + splits)[:, None] * HEAD_DIM + dims[None, :], mask=split_ok[:, None],
+    dims = tl.arange(0, HEAD_PAD)
+    parts = tl.load(part_out_ptr + (base + splits)[:, None] * HEAD_PAD + dims[None, :], mask=split_ok[:, None],
                     other=0.0)
     total = tl.sum(weights, 0)
     out = tl.sum(parts * weights[:, None], 0) / tl.where(total > 0, total, 1.0)
-    tl.store(out_ptr + row.to(tl.int64) * stride_o_tok + head * stride_o_head + dims, out.to(out_ptr.dtype.element_ty))
+    o_ptr = out_ptr + row.to(tl.int64) * stride_o_tok + head * stride_o_head + dims
+    if HEAD_PAD == HEAD_DIM:
+        tl.store(o_ptr, out.to(out_ptr.dtype.element_ty))
+    else:
+        tl.store(o_ptr, out.to(out_ptr.dtype.element_ty), mask=dims < HEAD_DIM)
 
 
 def num_decode_splits(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_sms: int = 132) -> int:
@@ -172,7 +181,8 @@ def decode_attention(
         return out
     group = num_heads // num_kv_heads
     direct = num_splits == 1
-    part_out = q.new_empty((num_seqs, num_heads, num_splits, head_dim), dtype=torch.float32)
+    pad = head_pad(head_dim)
+    part_out = q.new_empty((num_seqs, num_heads, num_splits, pad), dtype=torch.float32)
     part_lse = q.new_empty((num_seqs, num_heads, num_splits), dtype=torch.float32)
     mixed = query_start_loc is not None
     qsl = query_start_loc if mixed else seq_lens
@@ -181,13 +191,13 @@ def decode_attention(
         scale * LOG2E, num_heads, group, num_splits,
         q.stride(0), q.stride(1), *cache_strides(kv_cache), block_tables.stride(0),
         out.stride(0), out.stride(1),
-        BLOCK_SIZE=block_size, BLOCK_N=block_n, HEAD_DIM=head_dim,
+        BLOCK_SIZE=block_size, BLOCK_N=block_n, HEAD_DIM=head_dim, HEAD_PAD=pad,
         GROUP_PAD=max(16, triton.next_power_of_2(group)), MIXED=mixed, DIRECT=direct,
         DOT_PRECISION=dot_precision(q.dtype), num_warps=num_warps, num_stages=num_stages,
     )
     if not direct:
         _decode_merge_kernel[(num_seqs, num_heads)](
             part_out, part_lse, qsl, out, num_heads, num_splits, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, SPLITS_PAD=triton.next_power_of_2(num_splits), MIXED=mixed, num_warps=4,
+            HEAD_DIM=head_dim, HEAD_PAD=pad, SPLITS_PAD=triton.next_power_of_2(num_splits), MIXED=mixed, num_warps=4,
         )
     return out

@@ -23,6 +23,8 @@ from kvserve.attention.triton_kernels.tile import (
     cache_strides,
     check_head_dim,
     dot_precision,
+    head_mask,
+    head_pad,
     online_softmax_step,
     score_kv_tile,
 )
@@ -47,6 +49,7 @@ def _prefill_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,  # head_pad(HEAD_DIM): the head axis of the tiles
     SKIP_DECODE: tl.constexpr,  # leave query_len == 1 sequences to the decode kernel
     DOT_PRECISION: tl.constexpr,
 ):
@@ -67,26 +70,27 @@ def _prefill_kernel(
     rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)  # query index within the chunk
     row_ok = rows < q_len
     q_pos = cached_len + rows  # [BLOCK_M] context positions
-    dims = tl.arange(0, HEAD_DIM)
+    dims = tl.arange(0, HEAD_PAD)
+    q_mask = head_mask(row_ok, dims, HEAD_DIM, HEAD_PAD)
     tokens = (q_start + rows).to(tl.int64)
     q = tl.load(q_ptr + tokens[:, None] * stride_q_tok + head * stride_q_head + dims[None, :],
-                mask=row_ok[:, None], other=0.0)  # [BLOCK_M, HEAD_DIM]
+                mask=q_mask, other=0.0)  # [BLOCK_M, HEAD_PAD]
 
     kv_head = head // group_size
     table = block_tables_ptr + seq.to(tl.int64) * stride_bt
     m = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_PAD], tl.float32)
     full_end = (first_pos + 1) // BLOCK_N * BLOCK_N  # keys below this are visible to every row
     for n in range(0, full_end, BLOCK_N):
         scores, v = score_kv_tile(q, k_cache_ptr, v_cache_ptr, table, kv_head, n, seq_len, stride_c_block,
-                                  stride_c_tok, stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, DOT_PRECISION)
+                                  stride_c_tok, stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, HEAD_PAD, DOT_PRECISION)
         m, l, acc = online_softmax_step(scores, v, m, l, acc, scale_log2e, DOT_PRECISION)
 
     diag_end = tl.minimum(first_pos + BLOCK_M, seq_len)  # one past the tile's last visible key
     for n in range(full_end, diag_end, BLOCK_N):
         scores, v = score_kv_tile(q, k_cache_ptr, v_cache_ptr, table, kv_head, n, seq_len, stride_c_block,
-                                  stride_c_tok, stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, DOT_PRECISION)
+                                  stride_c_tok, stride_c_head, BLOCK_SIZE, BLOCK_N, HEAD_DIM, HEAD_PAD, DOT_PRECISION)
         k_pos = n + tl.arange(0, BLOCK_N)
         visible = (k_pos[None, :] <= q_pos[:, None]) & (k_pos < seq_len)[None, :]
         m, l, acc = online_softmax_step(tl.where(visible, scores, float("-inf")), v, m, l, acc, scale_log2e,
@@ -94,7 +98,7 @@ def _prefill_kernel(
 
     out = acc / tl.where(l > 0, l, 1.0)[:, None]
     tl.store(out_ptr + tokens[:, None] * stride_o_tok + head * stride_o_head + dims[None, :],
-             out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None])
+             out.to(out_ptr.dtype.element_ty), mask=q_mask)
 
 
 def prefill_config(head_dim: int, dtype: torch.dtype) -> dict:
@@ -137,7 +141,7 @@ def prefill_attention(
     out = torch.empty_like(q) if out is None else out
     if num_seqs == 0 or max_query_len == 0:
         return out
-    cfg = {**prefill_config(head_dim, q.dtype), **config}
+    cfg = {**prefill_config(head_pad(head_dim), q.dtype), **config}
     grid = (num_seqs, triton.cdiv(max_query_len, cfg["block_m"]), num_heads)
     _prefill_kernel[grid](
         q, kv_cache[0], kv_cache[1], block_tables, seq_lens, query_start_loc, out,
@@ -145,7 +149,7 @@ def prefill_attention(
         q.stride(0), q.stride(1), *cache_strides(kv_cache), block_tables.stride(0),
         out.stride(0), out.stride(1),
         BLOCK_SIZE=block_size, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], HEAD_DIM=head_dim,
-        SKIP_DECODE=skip_decode, DOT_PRECISION=dot_precision(q.dtype),
+        HEAD_PAD=head_pad(head_dim), SKIP_DECODE=skip_decode, DOT_PRECISION=dot_precision(q.dtype),
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
     return out

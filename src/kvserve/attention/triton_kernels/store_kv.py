@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kvserve.attention.triton_kernels.tile import cache_strides
+from kvserve.attention.triton_kernels.tile import cache_strides, head_mask, head_pad
 
 
 @triton.jit
@@ -26,6 +26,7 @@ def _store_kv_kernel(
     stride_c_head,
     BLOCK_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,  # head_pad(HEAD_DIM)
     HEADS_PAD: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
@@ -33,8 +34,8 @@ def _store_kv_kernel(
     if slot < 0:
         return
     heads = tl.arange(0, HEADS_PAD)
-    dims = tl.arange(0, HEAD_DIM)
-    mask = (heads < num_kv_heads)[:, None]
+    dims = tl.arange(0, HEAD_PAD)
+    mask = head_mask(heads < num_kv_heads, dims, HEAD_DIM, HEAD_PAD)
     dst = (slot // BLOCK_SIZE) * stride_c_block + (slot % BLOCK_SIZE) * stride_c_tok
     dst = dst + heads[:, None] * stride_c_head + dims[None, :]
     k = tl.load(k_ptr + token * stride_k_tok + heads[:, None] * stride_k_head + dims[None, :], mask=mask)
@@ -58,6 +59,6 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapp
     _store_kv_kernel[(num_tokens,)](
         k, v, kv_cache[0], kv_cache[1], slot_mapping, num_kv_heads,
         k.stride(0), k.stride(1), v.stride(0), v.stride(1), *cache_strides(kv_cache),
-        BLOCK_SIZE=block_size, HEAD_DIM=head_dim, HEADS_PAD=triton.next_power_of_2(num_kv_heads),
+        BLOCK_SIZE=block_size, HEAD_DIM=head_dim, HEAD_PAD=head_pad(head_dim), HEADS_PAD=triton.next_power_of_2(num_kv_heads),
         num_warps=4 if num_kv_heads * head_dim >= 1024 else 1,
     )

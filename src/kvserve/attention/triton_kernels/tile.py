@@ -20,9 +20,28 @@ def dot_precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
+MAX_HEAD_DIM = 256  # larger heads need tiles that do not fit shared memory at these block sizes
+
+
 def check_head_dim(head_dim: int) -> None:
-    if head_dim < 16 or head_dim & (head_dim - 1):
-        raise ValueError(f"triton attention needs a power-of-two head_dim >= 16, got {head_dim}")
+    if head_dim < 1 or head_dim > MAX_HEAD_DIM:
+        raise ValueError(f"the Triton attention kernels take head sizes 1..{MAX_HEAD_DIM}, got {head_dim}")
+
+
+def head_pad(head_dim: int) -> int:
+    """The tile width of the head axis: a power of two (tl.arange) and at least 16 (tl.dot);
+    features past head_dim are masked: read as zeros, never written."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
+@triton.jit
+def head_mask(rows_ok, dims, HEAD_DIM: tl.constexpr, HEAD_PAD: tl.constexpr):
+    """[R, HEAD_PAD] mask of rows_ok [R] and the real features; the same tensor as
+    rows_ok[:, None] when nothing is padded, so power-of-two heads compile as before."""
+    if HEAD_PAD == HEAD_DIM:
+        return rows_ok[:, None]
+    else:
+        return rows_ok[:, None] & (dims < HEAD_DIM)[None, :]
 
 
 def cache_strides(kv_cache: torch.Tensor) -> tuple[int, int, int]:
@@ -45,14 +64,17 @@ def load_kv_tile(
     BLOCK_SIZE: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
 ):
-    """[BLOCK_N, HEAD_DIM] keys or values at context positions start .. start + BLOCK_N - 1."""
+    """[BLOCK_N, HEAD_PAD] keys or values at context positions start .. start + BLOCK_N - 1
+    (zeros past `end` and past HEAD_DIM)."""
     pos = start + tl.arange(0, BLOCK_N)
     valid = pos < end
     block_ids = tl.load(block_table_ptr + pos // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
     rows = block_ids * stride_block + (pos % BLOCK_SIZE) * stride_token + kv_head * stride_head
-    dims = tl.arange(0, HEAD_DIM)
-    return tl.load(cache_ptr + rows[:, None] + dims[None, :], mask=valid[:, None], other=0.0)
+    dims = tl.arange(0, HEAD_PAD)
+    mask = head_mask(valid, dims, HEAD_DIM, HEAD_PAD)
+    return tl.load(cache_ptr + rows[:, None] + dims[None, :], mask=mask, other=0.0)
 
 
 @triton.jit
@@ -70,13 +92,14 @@ def score_kv_tile(
     BLOCK_SIZE: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,
+    HEAD_PAD: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Raw scores q.k [M, BLOCK_N] and values [BLOCK_N, HEAD_DIM] (q's dtype) of positions start.. ."""
+    """Raw scores q.k [M, BLOCK_N] and values [BLOCK_N, HEAD_PAD] (q's dtype) of positions start.. ."""
     k = load_kv_tile(k_cache_ptr, block_table_ptr, kv_head, start, end, stride_block, stride_token, stride_head,
-                     BLOCK_SIZE, BLOCK_N, HEAD_DIM)
+                     BLOCK_SIZE, BLOCK_N, HEAD_DIM, HEAD_PAD)
     v = load_kv_tile(v_cache_ptr, block_table_ptr, kv_head, start, end, stride_block, stride_token, stride_head,
-                     BLOCK_SIZE, BLOCK_N, HEAD_DIM)
+                     BLOCK_SIZE, BLOCK_N, HEAD_DIM, HEAD_PAD)
     scores = tl.dot(q, tl.trans(k.to(q.dtype)), input_precision=DOT_PRECISION)
     return scores, v.to(q.dtype)
 
