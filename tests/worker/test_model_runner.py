@@ -43,3 +43,10 @@ def test_shutdown_and_context_manager(tiny_llama):
     llm.shutdown()  # idempotent
     with pytest.raises(RuntimeError, match="shut down"):
         llm.generate("Hello")
+
+
+def test_context_the_pool_cannot_hold_is_refused_with_the_numbers(tiny_llama):
+    from kvserve.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"holds \d+ tokens .* less than max_model_len=512: lower --max-model-len"):
+        LLM(model=str(tiny_llama), kv_cache_gib=0.0001, max_model_len=512)
