@@ -48,7 +48,7 @@ class ModelConfig:
 @dataclass
 class CacheConfig:
     block_size: int = 16  # tokens per KV block
-    gpu_memory_utilization: float = 0.9  # fraction of GPU memory kvserve may use in all
+    gpu_memory_utilization: float = 0.9  # this engine's share of GPU memory: weights, activations and KV pool
     kv_cache_gib: float = 1.0  # KV pool size on CPU (GiB); on GPU, if set > 0, overrides
     num_gpu_blocks_override: int | None = None  # exact pool size (tests, benchmarks)
     enable_prefix_caching: bool = True  # reuse computed blocks across requests
