@@ -1,0 +1,124 @@
+"""`kvserve models` on a local registry: immutable versions, shared blobs, tags, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+
+from kvserve.control.manifest import Manifest
+
+
+def blobs(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "registry" / "blobs" / "sha256").iterdir())
+
+
+def test_push_records_a_manifest_that_describes_the_model(models, model_dir):
+    models.ok("push", str(model_dir), "tiny:v1", "--label", "team=search")
+    manifest = Manifest.from_json(models.ok("show", "tiny:v1").encode())
+    with safe_open(model_dir / "model.safetensors", "pt") as f:
+        elements = sum(f.get_tensor(k).numel() for k in f.keys())
+    assert (manifest.name, manifest.version, manifest.architecture) == ("tiny", "v1", "LlamaForCausalLM")
+    assert manifest.parameter_count == elements and manifest.dtype == "float32"
+    assert manifest.tokenizer and manifest.chat_template and manifest.labels == {"team": "search"}
+    assert {f.path: f.size for f in manifest.files} == {p.name: p.stat().st_size for p in model_dir.iterdir()}
+    assert manifest.source == str(model_dir.resolve())
+
+
+def test_versions_are_immutable(models, model_dir):
+    models.ok("push", str(model_dir), "tiny:v1")
+    rc, _, err = models("push", str(model_dir), "tiny:v1")
+    assert rc == 1 and "tiny:v1 already exists" in err and "immutable" in err
+
+
+def test_versions_share_identical_files(models, model_dir, tmp_path):
+    models.ok("push", str(model_dir), "tiny:v1")
+    first = len(blobs(tmp_path))
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 256}))
+    models.ok("push", str(model_dir), "tiny:v2")
+    assert len(blobs(tmp_path)) == first + 1  # only the changed config.json is new
+
+
+def test_tags_move_and_resolve(models, model_dir):
+    models.ok("push", str(model_dir), "tiny:v1")
+    models.ok("push", str(model_dir), "tiny:v2", "--label", "x=y")
+    assert models.ok("tag", "tiny:v1", "stable").strip() == "tiny@stable -> v1"
+    assert Manifest.from_json(models.ok("show", "tiny@stable").encode()).version == "v1"
+    models.ok("tag", "tiny:v2", "stable")
+    assert Manifest.from_json(models.ok("show", "tiny@stable").encode()).version == "v2"
+    listing = {(r["version"], tuple(r["tags"])) for r in json.loads(models.ok("list", "--json"))}
+    assert listing == {("v1", ()), ("v2", ("stable",))}
+    rc, _, err = models("show", "tiny@canary")
+    assert rc == 1 and "no tag tiny@canary" in err
+
+
+def test_rm_is_refused_while_tagged_and_keeps_blobs_other_versions_use(models, model_dir, tmp_path):
+    models.ok("push", str(model_dir), "tiny:v1")
+    shared = set(blobs(tmp_path))
+    (model_dir / "extra.txt").write_text("only in v2")
+    models.ok("push", str(model_dir), "tiny:v2")
+    models.ok("tag", "tiny:v2", "canary")
+    rc, _, err = models("rm", "tiny:v2")
+    assert rc == 1 and "tagged canary" in err
+    models.ok("untag", "tiny@canary")
+    models.ok("rm", "tiny:v2")
+    assert set(blobs(tmp_path)) == shared  # v2's own blob is gone, v1's are all there
+    models.ok("verify", "tiny:v1")
+    rc, _, err = models("show", "tiny:v2")
+    assert rc == 1 and "not in the registry" in err
+
+
+def test_pull_writes_the_same_files(models, model_dir, tmp_path):
+    models.ok("push", str(model_dir), "tiny:v1")
+    models.ok("tag", "tiny:v1", "stable")
+    out = models.ok("pull", "tiny@stable", str(tmp_path / "copy"))
+    assert "6 files verified" in out
+    for path in model_dir.iterdir():
+        assert (tmp_path / "copy" / path.name).read_bytes() == path.read_bytes()
+    rc, _, err = models("pull", "tiny:v1", str(tmp_path / "copy"))
+    assert rc == 1 and "not an empty directory" in err
+
+
+def test_a_corrupted_blob_is_refused_by_verify_and_pull_naming_the_file(models, model_dir, tmp_path):
+    models.ok("push", str(model_dir), "tiny:v1")
+    manifest = Manifest.from_json(models.ok("show", "tiny:v1").encode())
+    weights = next(f for f in manifest.files if f.path == "model.safetensors")
+    blob = tmp_path / "registry" / "blobs" / "sha256" / weights.sha256
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    blob.write_bytes(bytes(data))
+    rc, _, err = models("verify", "tiny:v1")
+    assert rc == 1 and "tiny:v1 file model.safetensors: corrupted" in err
+    rc, _, err = models("pull", "tiny:v1", str(tmp_path / "copy"))
+    assert rc == 1 and "model.safetensors: corrupted" in err
+    assert not (tmp_path / "copy").exists() and not list(tmp_path.glob(".copy.partial-*"))
+
+
+def test_a_truncated_blob_is_refused_naming_the_file(models, model_dir, tmp_path):
+    models.ok("push", str(model_dir), "tiny:v1")
+    manifest = Manifest.from_json(models.ok("show", "tiny:v1").encode())
+    tokenizer = next(f for f in manifest.files if f.path == "tokenizer.json")
+    blob = tmp_path / "registry" / "blobs" / "sha256" / tokenizer.sha256
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes()[:100])
+    rc, _, err = models("verify", "tiny:v1")
+    assert rc == 1 and "file tokenizer.json: truncated" in err
+
+
+def test_bad_references_and_names_are_refused(models, model_dir):
+    for ref in ("tiny", "../etc:v1", "tiny:v1/../../x", "tiny:", "tiny@", ":v1"):
+        rc, _, err = models("push", str(model_dir), ref)
+        assert rc == 1 and "error" in err, ref
+    rc, _, err = models("push", str(model_dir / "nope"), "tiny:v1")
+    assert rc == 1 and "not a directory" in err
+
+
+def test_hidden_files_are_not_part_of_a_version(models, model_dir):
+    (model_dir / ".git").mkdir()
+    (model_dir / ".git" / "HEAD").write_text("ref")
+    models.ok("push", str(model_dir), "tiny:v1")
+    manifest = Manifest.from_json(models.ok("show", "tiny:v1").encode())
+    assert all(not f.path.startswith(".") for f in manifest.files)
