@@ -122,3 +122,30 @@ def test_hidden_files_are_not_part_of_a_version(models, model_dir):
     models.ok("push", str(model_dir), "tiny:v1")
     manifest = Manifest.from_json(models.ok("show", "tiny:v1").encode())
     assert all(not f.path.startswith(".") for f in manifest.files)
+
+
+def test_symlinked_files_are_stored_with_their_contents(models, model_dir, tmp_path):
+    """A Hugging Face cache snapshot is a directory of symbolic links to blobs."""
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    for path in model_dir.iterdir():
+        (snapshot / path.name).symlink_to(path)
+    models.ok("push", str(snapshot), "tiny:v1")
+    models.ok("pull", "tiny:v1", str(tmp_path / "copy"))
+    copy = tmp_path / "copy" / "model.safetensors"
+    assert not copy.is_symlink() and copy.read_bytes() == (model_dir / "model.safetensors").read_bytes()
+
+
+def test_the_registry_can_come_from_a_yaml_file(capsys, model_dir, tmp_path):
+    from kvserve.cli.main import main
+
+    settings = tmp_path / "registry.yaml"
+    settings.write_text(f"url: file://{tmp_path / 'from-yaml'}\n")
+    assert main(["models", "push", str(model_dir), "tiny:v1", "--registry-config", str(settings), "--no-progress"]) == 0
+    assert (tmp_path / "from-yaml" / "manifests" / "tiny" / "v1.json").is_file()
+    settings.write_text("url: ftp://example.com/models\n")
+    assert main(["models", "list", "--registry-config", str(settings)]) == 1
+    assert "registry URL must be file://, s3:// or a directory" in capsys.readouterr().err
+    settings.write_text("registry_url: /tmp/x\n")
+    assert main(["models", "list", "--registry-config", str(settings)]) == 1
+    assert "unknown setting(s)" in capsys.readouterr().err

@@ -97,3 +97,13 @@ def test_serve_refuses_a_corrupted_version_naming_the_file(registry, model_dir, 
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "tiny:v1 file model.safetensors: corrupted" in done.stderr
+
+
+def test_references_resolve_through_the_registry_of_the_default_config_file(model_dir, tmp_path):
+    shared = Registry(LocalStorage(tmp_path / "shared-registry"))
+    shared.push(model_dir, ModelRef("tiny", "v1"))
+    settings = Path.home() / ".config" / "kvserve" / "registry.yaml"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(f"url: {tmp_path / 'shared-registry'}\ncache_dir: {tmp_path / 'pulled-here'}\n")
+    config = with_registry_model(EngineConfig.from_flat(model="tiny:v1"))
+    assert Path(config.model.model).parent.parent == tmp_path / "pulled-here"

@@ -91,7 +91,7 @@ class Manifest:
                 raise ManifestError(f"unknown manifest schema (this kvserve reads schema {SCHEMA})")
             data["files"] = tuple(FileEntry(**f) for f in data["files"])
             return cls(**data)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ManifestError(f"malformed manifest: {exc}") from None
 
 
@@ -120,12 +120,13 @@ def describe(model_dir: Path, name: str, version: str, source: str, labels: dict
 
 
 def model_files(model_dir: Path) -> list[str]:
-    """Every regular file under `model_dir`, relative and sorted; hidden entries (.git,
-    .cache, editor files) are not part of a model."""
+    """Every file under `model_dir`, relative and sorted; hidden entries (.git, .cache,
+    editor files) are not part of a model. Symbolic links to files count as the files
+    (a Hugging Face cache snapshot is made of them)."""
     found = []
     for path in sorted(model_dir.rglob("*")):
         rel = path.relative_to(model_dir)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file() or path.is_symlink():
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
         found.append(rel.as_posix())
     return found

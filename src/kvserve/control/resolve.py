@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kvserve.config import ConfigError, EngineConfig
 from kvserve.control.checksum import IntegrityError, ProgressFactory, check, file_chunks, no_progress, sha256_of
-from kvserve.control.manifest import Manifest
+from kvserve.control.manifest import Manifest, ManifestError
 from kvserve.control.ref import ModelRef, RefError, looks_like_ref
 from kvserve.control.registry import Registry, RegistryError
 from kvserve.control.registry_config import RegistryConfig, RegistryConfigError
@@ -67,7 +67,7 @@ def with_registry_model(config: EngineConfig, registry: RegistryConfig | None = 
         return config
     try:
         directory = resolve(model, registry)
-    except (RefError, RegistryError, IntegrityError, StorageError, RegistryConfigError) as exc:
+    except (RefError, RegistryError, IntegrityError, ManifestError, StorageError, RegistryConfigError, OSError) as exc:
         raise ConfigError(f"cannot load model {model} from the registry: {exc}") from None
     served = config.model.served_model_name or model
     return replace(config, model=replace(config.model, model=str(directory), served_model_name=served))

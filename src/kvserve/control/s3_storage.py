@@ -81,7 +81,15 @@ class S3Storage:
             raise self._error("read", key, exc) from None
         except BotoCoreError as exc:
             raise self._error("read", key, exc) from None
-        return body.iter_chunks(CHUNK_BYTES)
+        return self._stream(key, body)
+
+    def _stream(self, key: str, body) -> Iterator[bytes]:
+        try:
+            yield from body.iter_chunks(CHUNK_BYTES)
+        except (BotoCoreError, OSError) as exc:  # the connection broke mid-object
+            raise self._error("read", key, exc) from None
+        finally:
+            body.close()
 
     def size(self, key: str) -> int | None:
         try:

@@ -133,8 +133,10 @@ class LocalStorage:
 
 
 def _s3_storage(config: RegistryConfig) -> Storage:
-    from kvserve.control.s3_storage import S3Storage  # boto3 is an optional extra
-
+    try:
+        from kvserve.control.s3_storage import S3Storage  # boto3 is an optional extra
+    except ImportError as exc:
+        raise StorageError(f"an s3:// registry needs boto3 ({exc}): pip install 'kvserve[registry]'") from None
     return S3Storage.from_config(config)
 
 
