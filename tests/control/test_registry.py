@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from safetensors import safe_open
 
+from kvserve.cli.main import main
 from kvserve.control.manifest import Manifest
+from kvserve.control.ref import ModelRef
+from kvserve.control.registry import Registry, RegistryError
+from kvserve.control.storage import LocalStorage
 
 
 def blobs(tmp_path: Path) -> list[Path]:
@@ -137,8 +142,6 @@ def test_symlinked_files_are_stored_with_their_contents(models, model_dir, tmp_p
 
 
 def test_the_registry_can_come_from_a_yaml_file(capsys, model_dir, tmp_path):
-    from kvserve.cli.main import main
-
     settings = tmp_path / "registry.yaml"
     settings.write_text(f"url: file://{tmp_path / 'from-yaml'}\n")
     assert main(["models", "push", str(model_dir), "tiny:v1", "--registry-config", str(settings), "--no-progress"]) == 0
@@ -149,3 +152,31 @@ def test_the_registry_can_come_from_a_yaml_file(capsys, model_dir, tmp_path):
     settings.write_text("registry_url: /tmp/x\n")
     assert main(["models", "list", "--registry-config", str(settings)]) == 1
     assert "unknown setting(s)" in capsys.readouterr().err
+
+
+def test_racing_pushes_of_one_version_to_a_local_registry_let_exactly_one_win(model_dir, tmp_path):
+    sources = []
+    for i in range(3):
+        source = tmp_path / f"src{i}"
+        source.mkdir()
+        (source / "config.json").write_text(json.dumps({"variant": i}))
+        (source / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes())
+        sources.append(source)
+    barrier, outcomes = threading.Barrier(3), []
+
+    def push(source: Path) -> None:
+        registry = Registry(LocalStorage(tmp_path / "registry"))
+        barrier.wait()
+        try:
+            outcomes.append(registry.push(source, ModelRef("tiny", "v1")))
+        except RegistryError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=push, args=(s,)) for s in sources]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    winners = [o for o in outcomes if isinstance(o, Manifest)]
+    assert len(outcomes) == 3 and len(winners) == 1
+    assert Registry(LocalStorage(tmp_path / "registry")).verify(ModelRef("tiny", "v1")) == winners[0]

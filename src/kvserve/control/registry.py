@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,7 +184,7 @@ class Registry:
                     copy_verified(self._blob_chunks(entry.sha256, label), out, entry.sha256, entry.size, label, step)
                 target.chmod(0o444)
 
-    def _blob_chunks(self, sha256: str, label: str):
+    def _blob_chunks(self, sha256: str, label: str) -> Iterator[bytes]:
         try:
             yield from self.storage.chunks(blob_key(sha256))
         except StorageError as exc:
