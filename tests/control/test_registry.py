@@ -180,3 +180,21 @@ def test_racing_pushes_of_one_version_to_a_local_registry_let_exactly_one_win(mo
     winners = [o for o in outcomes if isinstance(o, Manifest)]
     assert len(outcomes) == 3 and len(winners) == 1
     assert Registry(LocalStorage(tmp_path / "registry")).verify(ModelRef("tiny", "v1")) == winners[0]
+
+
+def test_a_push_puts_back_a_blob_that_a_racing_rm_deleted(model_dir, tmp_path):
+    """rm of v1 listed the manifests before v2's was written and deletes a blob v2 reuses."""
+    registry = Registry(LocalStorage(tmp_path / "registry"))
+    v1 = registry.push(model_dir, ModelRef("tiny", "v1"))
+    real_write = registry.storage.write
+
+    def write_then_race(key, data, exclusive=False):
+        written = real_write(key, data, exclusive)
+        if key.endswith("v2.json"):  # v2's manifest is in; the racing rm deletes v1's blobs now
+            for entry in v1.files:
+                registry.storage.delete(f"blobs/sha256/{entry.sha256}")
+        return written
+
+    registry.storage.write = write_then_race
+    registry.push(model_dir, ModelRef("tiny", "v2"))
+    Registry(LocalStorage(tmp_path / "registry")).verify(ModelRef("tiny", "v2"))

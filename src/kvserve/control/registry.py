@@ -65,12 +65,12 @@ class Registry:
             raise RegistryError(f"{ref} already exists in {self.storage.describe()}: versions are immutable")
         with progress(f"hashing {ref}", _dir_bytes(model_dir)) as step:
             manifest = describe(model_dir, ref.name, version, source or str(model_dir.resolve()), labels, step)
-        missing = [f for f in manifest.files if self.storage.size(blob_key(f.sha256)) != f.size]
-        with progress(f"uploading {ref}", sum(f.size for f in missing)) as step:
-            for entry in missing:
-                self.storage.upload(blob_key(entry.sha256), model_dir / entry.path, step)
+        self._upload_missing(model_dir, manifest, progress)
         if not self.storage.write(manifest_key(ref.name, version), manifest.to_json(), exclusive=True):
             raise RegistryError(f"{ref} was pushed by someone else meanwhile: versions are immutable")
+        # An `rm` that listed the manifests before ours was written may have deleted a
+        # blob we reused; put back whatever went missing.
+        self._upload_missing(model_dir, manifest, progress)
         return manifest
 
     def manifest(self, ref: ModelRef) -> Manifest:
@@ -183,6 +183,14 @@ class Registry:
                 with open(target, "wb") as out:
                     copy_verified(self._blob_chunks(entry.sha256, label), out, entry.sha256, entry.size, label, step)
                 target.chmod(0o444)
+
+    def _upload_missing(self, model_dir: Path, manifest: Manifest, progress: ProgressFactory) -> None:
+        missing = [f for f in manifest.files if self.storage.size(blob_key(f.sha256)) != f.size]
+        if not missing:
+            return
+        with progress(f"uploading {manifest.name}:{manifest.version}", sum(f.size for f in missing)) as step:
+            for entry in missing:
+                self.storage.upload(blob_key(entry.sha256), model_dir / entry.path, step)
 
     def _blob_chunks(self, sha256: str, label: str) -> Iterator[bytes]:
         try:
