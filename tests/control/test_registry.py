@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 
 from kvserve.cli.main import main
+from kvserve.control.checksum import IntegrityError
 from kvserve.control.manifest import Manifest
 from kvserve.control.ref import ModelRef
 from kvserve.control.registry import Registry, RegistryError
@@ -198,3 +201,25 @@ def test_a_push_puts_back_a_blob_that_a_racing_rm_deleted(model_dir, tmp_path):
     registry.storage.write = write_then_race
     registry.push(model_dir, ModelRef("tiny", "v2"))
     Registry(LocalStorage(tmp_path / "registry")).verify(ModelRef("tiny", "v2"))
+
+
+def test_a_file_that_changes_while_pushed_is_refused_and_leaves_no_blob(model_dir, tmp_path, monkeypatch):
+    from kvserve.control import registry as registry_module
+
+    real_describe = registry_module.describe
+
+    def describe_then_edit(model_dir, *args, **kwargs):
+        manifest = real_describe(model_dir, *args, **kwargs)
+        (model_dir / "tokenizer_config.json").write_text('{"edited": "after hashing"}')
+        return manifest
+
+    monkeypatch.setattr(registry_module, "describe", describe_then_edit)
+    registry = Registry(LocalStorage(tmp_path / "registry"))
+    with pytest.raises(IntegrityError, match="tokenizer_config.json changed while it was being pushed"):
+        registry.push(model_dir, ModelRef("tiny", "v1"))
+    assert registry.versions() == []
+    for blob in (tmp_path / "registry" / "blobs" / "sha256").iterdir():  # no blob under a digest it lacks
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    monkeypatch.setattr(registry_module, "describe", real_describe)
+    registry.push(model_dir, ModelRef("tiny", "v1"))
+    registry.verify(ModelRef("tiny", "v1"))

@@ -131,3 +131,12 @@ def test_a_corrupted_object_in_the_bucket_is_refused_naming_the_file(config, mod
     client.put_object(Bucket=bucket, Key=f"{prefix}/{blob_key(entry.sha256)}", Body=b"\0" * entry.size)
     with pytest.raises(IntegrityError, match="tiny:v1 file model.safetensors: corrupted"):
         resolve("tiny:v1", config)
+
+
+def test_a_file_larger_than_one_part_goes_up_in_parts_and_verifies(config, model_dir):
+    (model_dir / "big.bin").write_bytes(bytes(range(256)) * (20 * 4096 + 7))  # 20 MiB + 1,792 B: two parts
+    registry = Registry(open_storage(config))
+    manifest = registry.push(model_dir, ModelRef("tiny", "v1"))
+    big = next(f for f in manifest.files if f.path == "big.bin")
+    assert registry.storage.size(blob_key(big.sha256)) == big.size
+    registry.verify(ModelRef("tiny", "v1"))

@@ -50,6 +50,24 @@ def copy_verified(chunks: Iterable[bytes], out: BinaryIO, expected_sha256: str, 
     check(label, digest.hexdigest(), size, expected_sha256, expected_size)
 
 
+class HashingReader:
+    """A read-only, forward-only file wrapper that hashes what is read through it, so an
+    upload and its verification share one read. It offers no seek(), which also keeps
+    boto3's transfer reading it in order."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw, self._digest, self.size = raw, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._raw.read(n)
+        self._digest.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def check(label: str, sha256: str, size: int, expected_sha256: str, expected_size: int) -> None:
     if size != expected_size:
         raise IntegrityError(f"{label}: truncated or wrong size ({size} bytes, manifest says {expected_size})")

@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvserve.control.checksum import IntegrityError, ProgressFactory, check, copy_verified, no_progress, sha256_of
-from kvserve.control.manifest import Manifest, describe, model_files
+from kvserve.control.checksum import (
+    HashingReader, IntegrityError, Progress, ProgressFactory, check, copy_verified, no_progress, sha256_of,
+)
+from kvserve.control.manifest import FileEntry, Manifest, describe, model_files
 from kvserve.control.ref import ModelRef, check_part
 from kvserve.control.storage import Storage, StorageError
 
@@ -190,7 +192,18 @@ class Registry:
             return
         with progress(f"uploading {manifest.name}:{manifest.version}", sum(f.size for f in missing)) as step:
             for entry in missing:
-                self.storage.upload(blob_key(entry.sha256), model_dir / entry.path, step)
+                self._upload(model_dir, entry, step)
+
+    def _upload(self, model_dir: Path, entry: FileEntry, progress: Progress) -> None:
+        """Upload one file, hashing it on the way: a file that changed since it was hashed
+        must not end up under a digest it does not have."""
+        key = blob_key(entry.sha256)
+        with open(model_dir / entry.path, "rb") as f:
+            reader = HashingReader(f)
+            self.storage.upload(key, reader, progress)
+        if (reader.hexdigest(), reader.size) != (entry.sha256, entry.size):
+            self.storage.delete(key)
+            raise IntegrityError(f"{model_dir / entry.path} changed while it was being pushed; push again")
 
     def _blob_chunks(self, sha256: str, label: str) -> Iterator[bytes]:
         try:

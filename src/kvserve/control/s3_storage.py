@@ -9,7 +9,7 @@ creators of one key, the second gets 412 Precondition Failed.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from typing import BinaryIO
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -22,8 +22,9 @@ from kvserve.control.storage import StorageError
 
 _ABSENT = {"404", "NoSuchKey", "NotFound"}
 _LOST_RACE = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}
-# Multipart above 64 MiB, in 64 MiB parts: weight shards are GiBs; fewer parts, fewer requests.
-_TRANSFER = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20)
+# Multipart above 16 MiB, in 16 MiB parts: a stream without seek() is read in order and
+# buffered part by part (up to 10 parts in memory, 160 MiB); 10,000 parts allow 160 GiB.
+_TRANSFER = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
 
 
 class S3Storage:
@@ -66,9 +67,9 @@ class S3Storage:
             raise self._error("write", key, exc) from None
         return True
 
-    def upload(self, key: str, path: Path, progress: Progress | None = None) -> None:
+    def upload(self, key: str, stream: BinaryIO, progress: Progress | None = None) -> None:
         try:
-            self.client.upload_file(str(path), self.bucket, self._key(key), Callback=progress, Config=_TRANSFER)
+            self.client.upload_fileobj(stream, self.bucket, self._key(key), Callback=progress, Config=_TRANSFER)
         except (ClientError, BotoCoreError) as exc:
             raise self._error("upload", key, exc) from None
 

@@ -13,9 +13,9 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
-from kvserve.control.checksum import Progress, file_chunks
+from kvserve.control.checksum import CHUNK_BYTES, Progress, file_chunks
 from kvserve.control.registry_config import RegistryConfig
 
 
@@ -30,8 +30,9 @@ class Storage(Protocol):
     def write(self, key: str, data: bytes, exclusive: bool = False) -> bool:
         """Store `data` at `key`; with `exclusive`, only if absent (returns False if present)."""
 
-    def upload(self, key: str, path: Path, progress: Progress | None = None) -> None:
-        """Store a file's bytes at `key` (replacing whatever was there)."""
+    def upload(self, key: str, stream: BinaryIO, progress: Progress | None = None) -> None:
+        """Store the bytes read from `stream` up to its end at `key` (replacing whatever was
+        there), reading it once, in order."""
 
     def chunks(self, key: str) -> Iterator[bytes]:
         """An object's bytes as a stream; StorageError when absent."""
@@ -71,9 +72,9 @@ class LocalStorage:
     def write(self, key: str, data: bytes, exclusive: bool = False) -> bool:
         return self._publish(key, lambda out: out.write(data), exclusive)
 
-    def upload(self, key: str, path: Path, progress: Progress | None = None) -> None:
+    def upload(self, key: str, stream: BinaryIO, progress: Progress | None = None) -> None:
         def copy(out) -> None:
-            for chunk in file_chunks(path):
+            while chunk := stream.read(CHUNK_BYTES):
                 out.write(chunk)
                 if progress:
                     progress(len(chunk))
