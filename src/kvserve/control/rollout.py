@@ -1,0 +1,212 @@
+"""Rollout decisions: move traffic from version A to B in steps, or roll back.
+
+Everything here is a pure function of a plan, a state, a metrics snapshot and the
+time, so that the gateway (or anything else that measures both versions) only has to
+feed it snapshots and carry out what it decides. The rule:
+
+- B is judged against A over the same window, and only on a window that started
+  within the current step (traffic at another weight says nothing about this one);
+- any breach (error rate, TTFT p95 or TPOT p95 beyond its threshold, each judged once
+  both versions have its minimum of samples) rolls back at once;
+- too few samples never advance or promote: the rollout holds;
+- otherwise the step holds until its bake time has passed, then advances, and after the
+  last step's bake B is promoted (100% of traffic).
+
+Steps are B's share of traffic, below 100%: A must keep serving to be a baseline; the
+promotion after the last step is what sends 100%.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+
+class RolloutError(ValueError):
+    """A plan or state that cannot work."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When B is worse than A, and how much evidence that takes."""
+
+    max_error_rate_increase: float = 0.02  # B's error rate may exceed A's by this much (0.02 = 2 points)
+    max_ttft_p95_ratio: float = 1.5  # B's TTFT p95 / A's may reach this
+    max_tpot_p95_ratio: float = 1.5  # B's TPOT p95 / A's may reach this
+    latency_slack_s: float = 0.005  # a p95 within this many seconds of A's is never a breach (noise)
+    min_requests: int = 100  # requests per version in the window before the error rate is judged
+    min_latency_samples: int = 50  # successful requests per version before p95s are judged
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_error_rate_increase <= 1:
+            raise RolloutError("max_error_rate_increase must be in [0, 1]")
+        if self.max_ttft_p95_ratio < 1 or self.max_tpot_p95_ratio < 1:
+            raise RolloutError("latency ratios must be at least 1")
+        if self.latency_slack_s < 0 or self.min_requests < 1 or self.min_latency_samples < 1:
+            raise RolloutError("latency_slack_s must be >= 0 and sample minimums >= 1")
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """Steps of B's traffic share and how long each bakes."""
+
+    steps: tuple[float, ...] = (5.0, 25.0, 50.0)  # percent of traffic to B, increasing, each in (0, 100)
+    bake_s: float = 300.0  # seconds each step must run without a breach before the next
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise RolloutError("a rollout plan needs at least one step")
+        if any(not 0 < s < 100 for s in self.steps) or list(self.steps) != sorted(set(self.steps)):
+            raise RolloutError(f"steps must increase strictly within (0, 100) percent, got {self.steps}")
+        if self.bake_s <= 0:
+            raise RolloutError("bake_s must be positive")
+
+
+class Phase(enum.Enum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Where a rollout is: its step (an index into plan.steps) and since when."""
+
+    step: int  # index into plan.steps
+    step_started: float  # clock time the current step began
+    phase: Phase = Phase.RUNNING
+    reason: str = ""  # why it was rolled back, paused or promoted
+
+
+@dataclass(frozen=True)
+class VersionWindow:
+    """One version's measurements over a window."""
+
+    requests: int  # finished requests (successes and errors)
+    errors: int  # of which failed (5xx, timeouts, broken streams)
+    ttft_p95_s: float | None  # p95 time to first token of the successes; None without any
+    tpot_p95_s: float | None  # p95 time per output token of the successes
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def successes(self) -> int:
+        return self.requests - self.errors
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """A (baseline) and B (candidate) measured over the same window [start, end]."""
+
+    baseline: VersionWindow
+    candidate: VersionWindow
+    window_start: float
+    window_end: float
+
+
+class Action(enum.Enum):
+    HOLD = "hold"
+    ADVANCE = "advance"
+    PROMOTE = "promote"
+    ROLL_BACK = "roll_back"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    candidate_percent: float  # B's traffic share to set now
+    reason: str
+
+
+def start(now: float) -> RolloutState:
+    return RolloutState(step=0, step_started=now)
+
+
+def pause(state: RolloutState, reason: str) -> RolloutState:
+    """Hold at the current share until resumed (an operator's call, not a verdict)."""
+    if state.phase is not Phase.RUNNING:
+        raise RolloutError(f"only a running rollout can be paused; this one is {state.phase.value}")
+    return replace(state, phase=Phase.PAUSED, reason=reason)
+
+
+def resume(state: RolloutState, now: float) -> RolloutState:
+    """Run again; the step bakes afresh from `now`, since what happened while paused was not judged."""
+    if state.phase is not Phase.PAUSED:
+        raise RolloutError(f"only a paused rollout can be resumed; this one is {state.phase.value}")
+    return RolloutState(step=state.step, step_started=now)
+
+
+def decide(plan: RolloutPlan, state: RolloutState, snapshot: MetricsSnapshot, now: float) -> Decision:
+    """What to do now; see the module docstring for the rule."""
+    percent = plan.steps[state.step]
+    if state.phase is not Phase.RUNNING:
+        final = {Phase.PROMOTED: 100.0, Phase.ROLLED_BACK: 0.0}.get(state.phase, percent)
+        return Decision(Action.HOLD, final, f"rollout is {state.phase.value}")
+    if snapshot.window_start < state.step_started:
+        return Decision(Action.HOLD, percent, "the window began before this step")
+    verdict = judge(plan.thresholds, snapshot)
+    if verdict.breaches:
+        return Decision(Action.ROLL_BACK, 0.0, "; ".join(verdict.breaches))
+    if not verdict.complete:
+        return Decision(Action.HOLD, percent, _too_few(plan.thresholds, snapshot))
+    baked = now - state.step_started
+    if baked < plan.bake_s:
+        return Decision(Action.HOLD, percent, f"baking: {baked:.0f} of {plan.bake_s:.0f} s at {percent:g}%")
+    if state.step + 1 < len(plan.steps):
+        nxt = plan.steps[state.step + 1]
+        return Decision(Action.ADVANCE, nxt, f"step {percent:g}% baked {baked:.0f} s without a breach")
+    return Decision(Action.PROMOTE, 100.0, f"all steps baked without a breach (last {percent:g}%)")
+
+
+def apply(state: RolloutState, decision: Decision, now: float) -> RolloutState:
+    """The state after carrying out `decision` at `now`."""
+    if decision.action is Action.ADVANCE:
+        return RolloutState(step=state.step + 1, step_started=now)
+    if decision.action is Action.PROMOTE:
+        return replace(state, phase=Phase.PROMOTED, reason=decision.reason)
+    if decision.action is Action.ROLL_BACK:
+        return replace(state, phase=Phase.ROLLED_BACK, reason=decision.reason)
+    return state
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """B against A over one window."""
+
+    breaches: tuple[str, ...]  # the thresholds B breaches, in words
+    complete: bool  # every threshold had enough samples to be judged
+
+
+def judge(t: Thresholds, snapshot: MetricsSnapshot) -> Verdict:
+    """Each threshold is judged as soon as its own samples suffice, so that a B failing
+    every request (no latencies at all) is caught by its error rate alone."""
+    a, b = snapshot.baseline, snapshot.candidate
+    breaches: list[str] = []
+    errors_judged = min(a.requests, b.requests) >= t.min_requests
+    if errors_judged and b.error_rate - a.error_rate > t.max_error_rate_increase:
+        breaches.append(f"error rate {b.error_rate:.1%} vs baseline {a.error_rate:.1%} "
+                        f"(allowed +{t.max_error_rate_increase:.1%})")
+    latency_judged = min(a.successes, b.successes) >= t.min_latency_samples
+    if latency_judged:
+        breaches += _latency_breach("TTFT p95", a.ttft_p95_s, b.ttft_p95_s, t.max_ttft_p95_ratio, t.latency_slack_s)
+        breaches += _latency_breach("TPOT p95", a.tpot_p95_s, b.tpot_p95_s, t.max_tpot_p95_ratio, t.latency_slack_s)
+    return Verdict(tuple(breaches), errors_judged and latency_judged)
+
+
+def _latency_breach(name: str, a: float | None, b: float | None, max_ratio: float, slack: float) -> list[str]:
+    if a is None or b is None:
+        return []
+    if b > a * max_ratio and b - a > slack:
+        ratio = f"{b / a:.2f}x" if a > 0 else "inf"
+        return [f"{name} {b * 1000:.0f} ms vs baseline {a * 1000:.0f} ms ({ratio}, allowed {max_ratio:g}x)"]
+    return []
+
+
+def _too_few(t: Thresholds, snapshot: MetricsSnapshot) -> str:
+    a, b = snapshot.baseline, snapshot.candidate
+    return (f"too few samples: {b.requests} requests of B and {a.requests} of A "
+            f"(need {t.min_requests} each, or {t.min_latency_samples} successes each)")
