@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 POLICIES = ("fcfs", "priority")
 LOAD_FORMATS = ("auto", "dummy")
+QUANTIZATIONS = ("int8", "int4")  # kvserve.models.quantization.QUANTIZERS
 
 
 class ConfigError(ValueError):
@@ -31,6 +32,7 @@ class ModelConfig:
     served_model_name: str | None = None  # name the API answers to; default: model or arch as given
     load_format: str = "auto"  # auto = the checkpoint's safetensors; dummy = random weights of its shape
     arch: str | None = None  # instead of model: random weights of a named shape (qwen3-0.6b, ...) or config.json
+    quantization: str | None = None  # weight-only int8 (per channel) or int4 (groups of 32), CPU; use with bfloat16
 
     def __post_init__(self) -> None:
         _require(
@@ -39,6 +41,10 @@ class ModelConfig:
         )
         _require(self.load_format in LOAD_FORMATS, f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        _require(
+            self.quantization in (None, *QUANTIZATIONS),
+            f"quantization must be one of {QUANTIZATIONS}, got {self.quantization!r}",
+        )
         _require(
             self.max_model_len is None or self.max_model_len > 0,
             f"max_model_len must be positive, got {self.max_model_len}",

@@ -21,6 +21,7 @@ from kvserve.engine.scheduler import Scheduler
 from kvserve.models import ARCHITECTURES
 from kvserve.models.dummy import load_dummy_model
 from kvserve.models.loader import architecture_of, load_hf_config, load_model, model_info, resolve_dtype
+from kvserve.models.quantization import quantize
 from kvserve.worker.kv_cache_budget import check_fits, check_gpu_memory, tensor_bytes
 from kvserve.worker.model_runner import ModelRunner
 from kvserve.worker.step_handle import StepHandle
@@ -52,6 +53,8 @@ class EngineCore:
         backend = get_backend(config.device.attention_backend, device.type)
         self._check_fits_device(hf_config, backend, dtype, device)
         model = MODEL_LOADERS[config.model.load_format](self.model_dir, backend, dtype, device)
+        if config.model.quantization:
+            model = quantize(model, config.model.quantization)
         self.runner = ModelRunner(config, model, self.info, device, dtype)
         num_blocks = self.runner.init_kv_cache(self.max_model_len)
         check_fits(num_blocks, config.cache.block_size, self.max_model_len)
@@ -74,6 +77,9 @@ class EngineCore:
         except ValueError as exc:
             raise ConfigError(f"{exc} (this model's heads; the torch attention backend takes any size: "
                               "--attention-backend torch)") from None
+        if self.config.model.quantization and device.type != "cpu":
+            raise ConfigError(f"quantization={self.config.model.quantization} runs on the CPU (PyTorch's CPU "
+                              "kernels); on a GPU serve the model unquantized")
         if device.type == "cuda":
             with torch.device("meta"):
                 shape_only = ARCHITECTURES[architecture_of(hf_config, self.model_dir)](hf_config, backend)

@@ -1,0 +1,95 @@
+"""Weight-only quantization, as a transform of a loaded model (the model code stays plain).
+
+`quantize(model, method)` replaces every projection (`nn.Linear`: qkv, o, gate|up, down,
+and the LM head, tied or not) with a module that keeps its weight in 8 or 4 bits and
+multiplies through PyTorch's CPU kernels:
+
+- `int8`: one scale per output channel (symmetric, -127..127), `aten._weight_int8pack_mm`;
+- `int4`: groups of 32 input features (the block of GGUF's Q4_1), each with a scale and
+  a minimum (w = q * scale + min, q in 0..15), `aten._weight_int4pack_mm_for_cpu`.
+
+Activations stay in the model's dtype; the kernels are fast for bfloat16 (on float32
+activations they take a slow path: pick bfloat16 with a quantized model). Methods are
+picked by name from QUANTIZERS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+INT4_GROUP = 32
+
+
+class Int8Linear(nn.Module):
+    """y = x @ (q * scale)^T + bias, q int8 [out, in], scale [out] (the activations' dtype)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        w = weight.detach().float()
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # [out]
+        self.register_buffer("qweight", (w / scales[:, None]).round().clamp(-127, 127).to(torch.int8))
+        self.register_buffer("scales", scales.to(weight.dtype))
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), self.qweight, self.scales)
+        y = y.view(*x.shape[:-1], -1)
+        return y if self.bias is None else y + self.bias
+
+
+class Int4Linear(nn.Module):
+    """y = x @ dequant(q)^T + bias with 4-bit q in groups of INT4_GROUP input features."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        out_features, in_features = weight.shape
+        if in_features % INT4_GROUP:
+            raise ValueError(f"int4 needs input features in groups of {INT4_GROUP}, got {in_features}")
+        groups = weight.detach().float().view(out_features, in_features // INT4_GROUP, INT4_GROUP)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # [out, groups]
+        scales = (high - low).clamp(min=1e-12) / 15
+        q = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, 15).to(torch.int32)
+        self.register_buffer("qweight", pack_int4(q.view(out_features, in_features)))
+        self.register_buffer("scales_and_zeros", int4_scales_and_zeros(scales, low).to(weight.dtype))
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, x.shape[-1]), self.qweight, INT4_GROUP,
+                                                       self.scales_and_zeros)
+        y = y.view(*x.shape[:-1], -1)
+        return y if self.bias is None else y + self.bias
+
+
+def pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """q int32 [out, in] with values 0..15 -> the CPU kernel's packed layout."""
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+
+
+def int4_scales_and_zeros(scales: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """[groups, out, 2] from per-group scales and minimums [out, groups]. The kernel computes
+    (q - 8) * scale + zero, so zero = min + 8 * scale gives q * scale + min."""
+    return torch.stack([scales, low + 8 * scales], dim=-1).transpose(0, 1).contiguous()
+
+
+QUANTIZERS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], nn.Module]] = {
+    "int8": Int8Linear,
+    "int4": Int4Linear,
+}
+
+
+def quantize(model: nn.Module, method: str) -> nn.Module:
+    """Replace the model's linear layers in place; a tied LM head gets a quantized copy of
+    the embedding (the embedding lookup itself stays in the model dtype)."""
+    make = QUANTIZERS[method]
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear):
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent), leaf, make(module.weight, module.bias))
+    if getattr(model, "tie_word_embeddings", False):
+        model.lm_head = make(model.model.embed_tokens.weight, None)
+        model.tie_word_embeddings = False
+    return model
+
