@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 POLICIES = ("fcfs", "priority")
 LOAD_FORMATS = ("auto", "dummy")
-QUANTIZATIONS = ("int8", "int4")  # kvserve.models.quantization.QUANTIZERS
+QUANTIZATIONS = ("int8", "int4", "fp8")  # kvserve.models.quantization.QUANTIZERS
 
 
 class ConfigError(ValueError):
@@ -32,7 +32,7 @@ class ModelConfig:
     served_model_name: str | None = None  # name the API answers to; default: model or arch as given
     load_format: str = "auto"  # auto = the checkpoint's safetensors; dummy = random weights of its shape
     arch: str | None = None  # instead of model: random weights of a named shape (qwen3-0.6b, ...) or config.json
-    quantization: str | None = None  # weight-only int8 (per channel) or int4 (groups of 32), CPU; use with bfloat16
+    quantization: str | None = None  # int8 / int4 weight-only (CPU, with bfloat16), fp8 weights and activations (GPU)
 
     def __post_init__(self) -> None:
         _require(

@@ -97,3 +97,20 @@ def test_int8_with_tied_embeddings_stays_close_to_the_plain_model(tiny_qwen3):
 def test_unknown_quantization_is_a_config_error(tiny_llama):
     with pytest.raises(ConfigError, match="quantization must be one of"):
         LLM(model=str(tiny_llama), quantization="int3")
+
+
+def test_fp8_layer_emulated_on_the_cpu_is_within_e4m3_rounding():
+    from kvserve.models.quantization import Fp8Linear
+
+    layer = _linear().to(torch.bfloat16)
+    x = torch.randn(6, 128).to(torch.bfloat16)
+    exact = x.float() @ layer.weight.float().T + layer.bias.float()
+    out = Fp8Linear(layer.weight, layer.bias)(x)
+    assert out.dtype == torch.bfloat16 and out.shape == (6, 96)
+    assert ((out.float() - exact).norm() / exact.norm()) < 0.06  # two E4M3 roundings (3 mantissa bits)
+
+
+def test_int_quantization_on_a_gpu_and_fp8_elsewhere_are_refused_by_name(tiny_llama):
+    # the device check comes before loading; on this CPU-only machine int8 runs and fp8 is emulated
+    llm = LLM(model=str(tiny_llama), dtype="bfloat16", kv_cache_gib=0.01, quantization="fp8")
+    assert llm.generate("Hello", SamplingParams(max_tokens=2))[0].outputs[0].token_ids

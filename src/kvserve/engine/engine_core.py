@@ -21,6 +21,7 @@ from kvserve.engine.scheduler import Scheduler
 from kvserve.models import ARCHITECTURES
 from kvserve.models.dummy import load_dummy_model
 from kvserve.models.loader import architecture_of, load_hf_config, load_model, model_info, resolve_dtype
+from kvserve.models.quantization import DEVICES as QUANTIZATION_DEVICES
 from kvserve.models.quantization import quantize
 from kvserve.worker.kv_cache_budget import check_fits, check_gpu_memory, tensor_bytes
 from kvserve.worker.model_runner import ModelRunner
@@ -77,9 +78,10 @@ class EngineCore:
         except ValueError as exc:
             raise ConfigError(f"{exc} (this model's heads; the torch attention backend takes any size: "
                               "--attention-backend torch)") from None
-        if self.config.model.quantization and device.type != "cpu":
-            raise ConfigError(f"quantization={self.config.model.quantization} runs on the CPU (PyTorch's CPU "
-                              "kernels); on a GPU serve the model unquantized")
+        method = self.config.model.quantization
+        if method and device.type not in QUANTIZATION_DEVICES[method]:
+            raise ConfigError(f"quantization={method} runs on {' and '.join(QUANTIZATION_DEVICES[method])}, "
+                              f"not on {device.type}")
         if device.type == "cuda":
             with torch.device("meta"):
                 shape_only = ARCHITECTURES[architecture_of(hf_config, self.model_dir)](hf_config, backend)

@@ -6,11 +6,14 @@ multiplies through PyTorch's CPU kernels:
 
 - `int8`: one scale per output channel (symmetric, -127..127), `aten._weight_int8pack_mm`;
 - `int4`: groups of 32 input features (the block of GGUF's Q4_1), each with a scale and
-  a minimum (w = q * scale + min, q in 0..15), `aten._weight_int4pack_mm_for_cpu`.
+  a minimum (w = q * scale + min, q in 0..15), `aten._weight_int4pack_mm_for_cpu`;
+- `fp8` (for Hopper GPUs): E4M3 weights with one scale per output channel, activations
+  quantized per token on the fly, one `torch._scaled_mm` (row-wise scales, bfloat16 out).
+  On the CPU the same arithmetic is emulated (the reference the GPU path is tested on).
 
-Activations stay in the model's dtype; the kernels are fast for bfloat16 (on float32
-activations they take a slow path: pick bfloat16 with a quantized model). Methods are
-picked by name from QUANTIZERS.
+int8 and int4 keep activations in the model's dtype; their kernels are fast for bfloat16
+(on float32 activations they take a slow path: pick bfloat16 with a quantized model).
+Methods are picked by name from QUANTIZERS, with the devices each runs on in DEVICES.
 """
 
 from __future__ import annotations
@@ -74,10 +77,44 @@ def int4_scales_and_zeros(scales: torch.Tensor, low: torch.Tensor) -> torch.Tens
     return torch.stack([scales, low + 8 * scales], dim=-1).transpose(0, 1).contiguous()
 
 
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+
+
+def to_fp8(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x / scale as float8_e4m3fn, float32 scale) with one scale per slice along `dim`."""
+    scale = x.abs().amax(dim=dim, keepdim=True).float().clamp(min=1e-12) / FP8_MAX
+    return (x.float() / scale).to(torch.float8_e4m3fn), scale
+
+
+class Fp8Linear(nn.Module):
+    """y = (q_x * s_x) @ (q_w * s_w)^T + bias: weights quantized once, per output channel;
+    activations per token, each step (dynamic scales, nothing to calibrate)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        qweight, scale = to_fp8(weight.detach(), dim=1)
+        self.register_buffer("qweight", qweight)  # [out, in] float8_e4m3fn
+        self.register_buffer("weight_scale", scale.view(1, -1))  # [1, out] float32
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])
+        qx, x_scale = to_fp8(x2, dim=1)  # [T, in], [T, 1]
+        if x.is_cuda:
+            y = torch._scaled_mm(qx, self.qweight.t(), scale_a=x_scale, scale_b=self.weight_scale,
+                                 bias=self.bias, out_dtype=x.dtype)
+        else:  # the same arithmetic in float32
+            y = ((qx.float() * x_scale) @ (self.qweight.float() * self.weight_scale.t()).t()).to(x.dtype)
+            y = y if self.bias is None else y + self.bias
+        return y.view(*x.shape[:-1], -1)
+
+
 QUANTIZERS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], nn.Module]] = {
     "int8": Int8Linear,
     "int4": Int4Linear,
+    "fp8": Fp8Linear,
 }
+DEVICES = {"int8": ("cpu",), "int4": ("cpu",), "fp8": ("cuda", "cpu")}  # fp8 on the CPU: emulated, for tests
 
 
 def quantize(model: nn.Module, method: str) -> nn.Module:
