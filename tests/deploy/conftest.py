@@ -125,3 +125,7 @@ def promql_metric_names(expr: str) -> set[str]:
         if not after.startswith("(") and match.group().lower() not in PROMQL_WORDS:
             names.add(match.group())
     return names
+
+
+# the gateway tests' real Redis, fake upstreams and in-process gateways, for the docs test
+from tests.gateway.conftest import gateway, redis_server, upstream  # noqa: E402,F401
