@@ -242,6 +242,15 @@ def test_services_monitors_and_budgets_select_the_right_pods(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_autoscaled_deployments_leave_the_count_to_their_autoscaler(overlay):
+    # a `replicas` field would reset the autoscaler's choice on every `kubectl apply`
+    targets = [find(overlay, "HorizontalPodAutoscaler", "kvserve-gateway")["spec"]["scaleTargetRef"]["name"],
+               find(overlay, "ScaledObject", "kvserve-replica")["spec"]["scaleTargetRef"]["name"]]
+    for name in targets:
+        assert "replicas" not in find(overlay, "Deployment", name)["spec"], name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_keda_scales_the_replicas_on_their_waiting_queue(overlay):
     scaled = find(overlay, "ScaledObject", "kvserve-replica")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "kvserve-replica"
