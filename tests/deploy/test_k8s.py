@@ -10,6 +10,7 @@ import copy
 import inspect
 import json
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ OVERLAYS = ["gpu", "cpu"]
 CRD_SCHEMAS = {  # (apiVersion, kind) -> openAPIV3Schema kept in deploy/k8s/schemas
     ("keda.sh/v1alpha1", "ScaledObject"): K8S / "schemas" / "keda-scaledobject-v1alpha1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): K8S / "schemas" / "servicemonitor-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): K8S / "schemas" / "prometheusrule-v1.json",
 }
 
 
@@ -59,7 +61,7 @@ def test_overlay_builds_the_whole_stack(overlay):
                 ("Service", "kvserve-replica"), ("Service", "kvserve-gateway"), ("ConfigMap", "kvserve-gateway"),
                 ("PodDisruptionBudget", "kvserve-replica"), ("HorizontalPodAutoscaler", "kvserve-gateway"),
                 ("ServiceMonitor", "kvserve-replica"), ("ServiceMonitor", "kvserve-gateway"),
-                ("ScaledObject", "kvserve-replica")}
+                ("ScaledObject", "kvserve-replica"), ("PrometheusRule", "kvserve")}
     assert expected <= set(kinds)
     assert all(o["metadata"].get("namespace") == "kvserve" for o in build(overlay) if o["kind"] != "Namespace")
 
@@ -75,9 +77,12 @@ def test_objects_pass_the_kubernetes_schemas(overlay):
 
 def strict(schema: Any) -> Any:
     """The CRD schema with unknown fields refused: the API server would silently drop them,
-    so a misspelt field would pass unnoticed."""
+    so a misspelt field would pass unnoticed. Go's inline `(?i)` flag, which JSON Schema's
+    regex dialect lacks, is dropped (that pattern becomes case-sensitive: stricter)."""
     if isinstance(schema, dict):
         schema = {k: strict(v) for k, v in schema.items()}
+        if isinstance(schema.get("pattern"), str):
+            schema["pattern"] = schema["pattern"].replace("(?i)", "")
         if "properties" in schema and "additionalProperties" not in schema \
                 and not schema.get("x-kubernetes-preserve-unknown-fields"):
             schema["additionalProperties"] = False
@@ -110,6 +115,14 @@ def test_a_misspelt_crd_field_is_refused(tmp_path):
     scaled["spec"]["minReplicas"] = scaled["spec"].pop("minReplicaCount")  # HPA's spelling, not KEDA's
     result = check_jsonschema([scaled], CRD_SCHEMAS[("keda.sh/v1alpha1", "ScaledObject")], tmp_path)
     assert result.returncode != 0 and "minReplicas" in result.stdout
+
+
+def test_the_prometheusrule_carries_the_tested_rules():
+    result = subprocess.run([sys.executable, str(DEPLOY / "prometheus" / "prometheusrule.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "kvserve-rules.yml").read_text())
+    assert find("gpu", "PrometheusRule", "kvserve")["spec"]["groups"] == rules["groups"]
 
 
 def gateway_config_text(overlay: str) -> str:
