@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from tests.deploy.test_k8s import gateway_config_text
+from tests.deploy.manifests import gateway_config_text
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "deploy.md"
 CONFIG_PATH = "/etc/kvserve/gateway.yaml"  # where the gateway pod mounts its ConfigMap

