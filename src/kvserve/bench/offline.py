@@ -130,7 +130,7 @@ def build_engine(args: argparse.Namespace):
     from kvserve.engine.engine_core import EngineCore
     from kvserve.models.shapes import with_shape_dir
 
-    settings = dict(model=args.model, arch=args.arch, dtype=args.dtype,
+    settings = dict(model=args.model, arch=args.arch, dtype=args.dtype, quantization=args.quantization,
                     max_model_len=args.max_model_len, enforce_eager=args.enforce_eager)
     if args.max_num_seqs:
         settings["max_num_seqs"] = args.max_num_seqs
@@ -235,6 +235,8 @@ def register(bench_subparsers) -> None:
                    help="; ".join(f"{k}: {w.description}" for k, w in WORKLOADS.items()))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
+                   help="int8 / int4 weights (CPU), fp8 weights and activations (GPU)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--max-num-batched-tokens", type=int, default=None)
