@@ -100,12 +100,12 @@ class Fp8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
         qx, x_scale = to_fp8(x2, dim=1)  # [T, in], [T, 1]
-        if x.is_cuda:
+        if x.is_cuda:  # row-wise scales need a bfloat16 output
             y = torch._scaled_mm(qx, self.qweight.t(), scale_a=x_scale, scale_b=self.weight_scale,
-                                 bias=self.bias, out_dtype=x.dtype)
+                                 out_dtype=torch.bfloat16).to(x.dtype)
         else:  # the same arithmetic in float32
             y = ((qx.float() * x_scale) @ (self.qweight.float() * self.weight_scale.t()).t()).to(x.dtype)
-            y = y if self.bias is None else y + self.bias
+        y = y if self.bias is None else y + self.bias
         return y.view(*x.shape[:-1], -1)
 
 

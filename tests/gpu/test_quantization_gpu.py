@@ -1,0 +1,61 @@
+"""fp8 on a GPU: the _scaled_mm layer against its CPU emulation, and the logits of the
+Llama-3-8B shape (random weights) against bfloat16.
+
+    python -m pytest -m gpu tests/gpu/test_quantization_gpu.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from kvserve import LLM
+from kvserve.attention import AttentionMetadata
+from kvserve.models.quantization import Fp8Linear, quantize
+from kvserve.worker.kv_cache_budget import allocate_kv_caches
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_fp8_layer_on_the_gpu_is_its_cpu_emulation():
+    torch.manual_seed(0)
+    layer = nn.Linear(4096, 1024, bias=True).to(torch.bfloat16)
+    layer.weight.data.normal_(0, 0.02)
+    x = torch.randn(37, 4096, dtype=torch.bfloat16)
+    cpu = Fp8Linear(layer.weight, layer.bias)(x).float()
+    gpu = Fp8Linear(layer.weight.cuda(), layer.bias.cuda())(x.cuda()).float().cpu()
+    assert ((gpu - cpu).norm() / cpu.norm()) < 1e-2  # the same quantized operands, other summation order
+
+
+def _prefill_logits(runner, ids: torch.Tensor) -> torch.Tensor:
+    """Logits of the last position after one prefill of `ids` on a private KV cache."""
+    n, bs, dev = ids.numel(), runner.block_size, runner.device
+    blocks = -(-n // bs)
+    caches = allocate_kv_caches(blocks, bs, runner.info, runner.dtype, dev)
+    meta = AttentionMetadata(
+        slot_mapping=torch.arange(n, device=dev), query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
+        seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
+        block_tables=torch.arange(blocks, dtype=torch.int32, device=dev)[None], query_lens_cpu=[n], seq_lens_cpu=[n],
+        max_query_len=n, max_seq_len=n)
+    with torch.inference_mode():
+        hidden = runner.model(ids.to(dev), torch.arange(n, device=dev), caches, meta)
+        return runner.model.compute_logits(hidden[-1:])[0].float()
+
+
+def test_fp8_logits_of_the_llama3_8b_shape_stay_close_to_bfloat16():
+    with LLM(arch="llama3-8b", max_model_len=1024, gpu_memory_utilization=0.3, enforce_eager=True) as llm:
+        runner = llm.engine.core.runner
+        ids = torch.randint(0, runner.info.vocab_size, (512,), generator=torch.Generator().manual_seed(0))
+        bf16 = _prefill_logits(runner, ids)
+        quantize(runner.model, "fp8")
+        fp8 = _prefill_logits(runner, ids)
+    cosine = torch.nn.functional.cosine_similarity(bf16, fp8, dim=0).item()
+    out = Path(os.environ.get("OUT", "bench-results")) / "fp8.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"llama3_8b_logits_cosine_fp8_vs_bf16": cosine}))
+    assert cosine >= 0.99
