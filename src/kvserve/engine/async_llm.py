@@ -28,7 +28,6 @@ from kvserve.engine.core_messages import (
     AbortRequests,
     AddRequests,
     Admission,
-    EngineDeadError,
     EngineFailed,
     EngineInfo,
     Ping,
@@ -36,16 +35,12 @@ from kvserve.engine.core_messages import (
     Rejection,
     StepOutputs,
 )
+from kvserve.engine.errors import EngineDeadError, QueueFullError, RequestTimeoutError
 from kvserve.engine.fan_out import fan_out
 from kvserve.engine.output_processor import CompletionDelta, OutputProcessor
 from kvserve.engine.outputs import EngineStats
 from kvserve.engine.request import EngineRequest
-from kvserve.engine.scheduler import QueueFullError
 from kvserve.sampling_params import SamplingParams
-
-
-class RequestTimeoutError(TimeoutError):
-    """The request ran past its deadline and was aborted."""
 
 
 @dataclass

@@ -103,11 +103,3 @@ def _unpickle_step_outputs(rows: list, stats: EngineStats) -> StepOutputs:
 @dataclass
 class Pong:
     token: int
-
-
-class EngineStartupError(RuntimeError):
-    """The core process could not load the engine; the message says why."""
-
-
-class EngineDeadError(RuntimeError):
-    """The core process is gone (crashed, killed or shut down)."""

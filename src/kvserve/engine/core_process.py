@@ -32,8 +32,8 @@ from kvserve.engine.core_messages import (
     StartupFailed,
     StepOutputs,
 )
+from kvserve.engine.errors import QueueFullError
 from kvserve.engine.request import EngineRequest
-from kvserve.engine.scheduler import QueueFullError
 
 
 def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connection, log_level: str) -> None:

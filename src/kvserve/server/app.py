@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from kvserve import __version__
-from kvserve.engine.async_llm import AsyncLLM
+from kvserve.engine import AsyncLLM
 from kvserve.server.auth import ApiKeyMiddleware
 from kvserve.server.errors import install_error_handlers
 from kvserve.server.metrics import ServerMetrics

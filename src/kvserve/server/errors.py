@@ -14,9 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kvserve.engine.async_llm import RequestTimeoutError
-from kvserve.engine.core_messages import EngineDeadError
-from kvserve.engine.scheduler import QueueFullError
+from kvserve.engine import EngineDeadError, QueueFullError, RequestTimeoutError
 from kvserve.server.protocol import ParamError
 from kvserve.openai_error import OpenAIError
 from kvserve.server.request_log import STATE_KEY

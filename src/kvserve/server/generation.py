@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from kvserve.engine.async_llm import ChoiceDelta, RequestStream, RequestTimeoutError
-from kvserve.engine.core_messages import EngineDeadError
-from kvserve.engine.output_processor import CompletionDelta
-from kvserve.engine.scheduler import QueueFullError
+from kvserve.engine import (
+    ChoiceDelta,
+    CompletionDelta,
+    EngineDeadError,
+    QueueFullError,
+    RequestStream,
+    RequestTimeoutError,
+)
 from kvserve.outputs import PositionLogprobs
 from kvserve.sampling_params import SamplingParams
 from kvserve.server import sse

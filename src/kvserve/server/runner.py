@@ -18,8 +18,7 @@ import uvicorn
 import uvloop
 
 from kvserve.config import EngineConfig
-from kvserve.engine.async_llm import AsyncLLM
-from kvserve.engine.core_messages import EngineStartupError
+from kvserve.engine import AsyncLLM, EngineStartupError
 from kvserve.server.app import build_app
 from kvserve.server.request_log import configure_request_logger
 from kvserve.server.settings import ServerSettings

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from kvserve.engine.async_llm import AsyncLLM
+from kvserve.engine import AsyncLLM
 from kvserve.server.errors import bad_request, model_not_found
 from kvserve.server.metrics import ServerMetrics
 from kvserve.server.protocol import ChatMessage
