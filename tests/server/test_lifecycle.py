@@ -113,6 +113,16 @@ def test_api_key_is_required_on_the_api_only(keyed_server):
     assert httpx.get(url + "/metrics").status_code == 200
 
 
+def test_the_bearer_scheme_is_case_insensitive_and_the_key_is_not(keyed_server):
+    url, body = keyed_server.url, {"model": "tiny", "prompt": "Hi", "max_tokens": 1}
+    for scheme in ("bearer", "BEARER", "Bearer", "bEaReR"):
+        reply = httpx.post(url + "/v1/completions", json=body, headers={"Authorization": f"{scheme} s3cret"})
+        assert reply.status_code == 200, (scheme, reply.text)
+    for given in ("bearer S3CRET", "Basic s3cret", "bearers3cret", "s3cret", "bearer s3cret2", "bearer"):
+        reply = httpx.post(url + "/v1/completions", json=body, headers={"Authorization": given})
+        assert reply.status_code == 401, given
+
+
 def _request_lines(server: ServerProcess) -> list[dict]:
     lines = [line for line in server.logs().splitlines() if line.startswith('{"event": "request"')]
     return [json.loads(line) for line in lines]

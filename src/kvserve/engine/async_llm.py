@@ -168,6 +168,10 @@ class AsyncLLM:
         return self.info.max_model_len
 
     @property
+    def vocab_size(self) -> int:
+        return self.info.vocab_size
+
+    @property
     def num_unfinished(self) -> int:
         return len(self._streams)
 

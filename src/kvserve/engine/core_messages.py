@@ -45,6 +45,7 @@ class EngineInfo:
     """What the parent needs to know about the loaded engine."""
 
     max_model_len: int
+    vocab_size: int  # token ids the model accepts: 0..vocab_size-1
     eos_token_id: int | None
     tokenizer_path: str
     model_path: str | None
