@@ -18,6 +18,8 @@ SERVER_FLAGS: dict[str, tuple[type, str]] = {
     "request_timeout": (float, "seconds a request may run before it ends with a 408 (default: none)"),
     "shutdown_timeout": (float, "on SIGTERM, seconds in-flight requests get to finish (default: 30)"),
     "log_level": (str, "critical | error | warning | info | debug (default: info)"),
+    "allow_special_tokens_in_content": (bool, "parse special-token strings (<|im_start|>, <|eot_id|>) in message "
+                                              "content and prompt text as control tokens (default: off: as text)"),
 }
 
 

@@ -18,6 +18,7 @@ class ServerSettings:
     request_timeout: float | None = None  # seconds a request may take (408 after); body's request_timeout overrides
     shutdown_timeout: float = 30.0  # on SIGTERM, seconds in-flight requests get to finish
     log_level: str = "info"  # one of LOG_LEVELS
+    allow_special_tokens_in_content: bool = False  # let client text become control tokens (<|im_start|>, ...)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
