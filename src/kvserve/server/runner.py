@@ -19,6 +19,7 @@ import uvloop
 
 from kvserve.config import EngineConfig
 from kvserve.engine import AsyncLLM, EngineStartupError
+from kvserve.http_limits import bounded_http_protocol
 from kvserve.server.app import build_app
 from kvserve.server.request_log import configure_request_logger
 from kvserve.server.settings import ServerSettings
@@ -63,7 +64,7 @@ def _uvicorn_config(app: object, settings: ServerSettings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="none",  # we run the loop (uvloop) ourselves
-        http="httptools",
+        http=bounded_http_protocol(settings.header_limits()),  # httptools, with header limits
         lifespan="off",
         access_log=False,  # kvserve.requests logs one line per request instead
         log_config=None,
