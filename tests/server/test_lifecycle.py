@@ -149,3 +149,45 @@ def test_one_log_line_per_request_with_text_only_when_asked(keyed_server, server
     failed = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "n": 0})
     time.sleep(0.5)
     assert any(r["status"] == 400 and r.get("error") for r in _request_lines(server)), failed.text
+
+
+def test_sigterm_past_the_grace_period_still_answers_every_request(slower_llama, tmp_path_factory):
+    """--shutdown-timeout 3 with requests that need far longer: a whole answer gets an
+    OpenAI-shaped 503, a stream an error event and then data: [DONE]; the process exits 0."""
+    server = start_server(tmp_path_factory, slower_llama, "--shutdown-timeout", "3")
+    body = {"prompt": "Hello", "max_tokens": 2000, "ignore_eos": True}
+    results: dict[str, object] = {}
+    started = threading.Event()
+
+    def whole() -> None:
+        results["whole"] = httpx.post(server.url + "/v1/completions", json=body, timeout=120)
+
+    def stream() -> None:
+        lines = results.setdefault("stream", [])
+        with httpx.stream("POST", server.url + "/v1/completions", json={**body, "stream": True}, timeout=120) as r:
+            for line in r.iter_lines():
+                lines.append(line)  # type: ignore[attr-defined]
+                started.set()
+
+    try:
+        threads = [threading.Thread(target=whole), threading.Thread(target=stream)]
+        for thread in threads:
+            thread.start()
+        assert started.wait(60)
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(60)
+        answered = time.monotonic() - signalled
+        assert server.proc.wait(60) == 0
+    finally:
+        server.stop()
+    reply = results["whole"]
+    assert isinstance(reply, httpx.Response) and reply.status_code == 503, reply
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"]["code"] == "server_shutting_down"
+    events = [line.removeprefix("data: ") for line in results["stream"] if line.startswith("data: ")]  # type: ignore[union-attr]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "server_shutting_down"
+    assert 3 <= answered < 8, answered

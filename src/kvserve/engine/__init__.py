@@ -4,7 +4,13 @@ behind it (scheduler, KV cache, core process) are the engine's own business."""
 
 from kvserve.engine.async_llm import AsyncLLM, ChoiceDelta, RequestStream
 from kvserve.engine.core_messages import EngineInfo
-from kvserve.engine.errors import EngineDeadError, EngineStartupError, QueueFullError, RequestTimeoutError
+from kvserve.engine.errors import (
+    EngineDeadError,
+    EngineStartupError,
+    QueueFullError,
+    RequestAbortedError,
+    RequestTimeoutError,
+)
 from kvserve.engine.output_processor import CompletionDelta
 from kvserve.engine.outputs import EngineStats
 
@@ -17,6 +23,7 @@ __all__ = [
     "EngineStartupError",
     "EngineStats",
     "QueueFullError",
+    "RequestAbortedError",
     "RequestStream",
     "RequestTimeoutError",
 ]

@@ -35,7 +35,7 @@ from kvserve.engine.core_messages import (
     Rejection,
     StepOutputs,
 )
-from kvserve.engine.errors import EngineDeadError, QueueFullError, RequestTimeoutError
+from kvserve.engine.errors import EngineDeadError, QueueFullError, RequestAbortedError, RequestTimeoutError
 from kvserve.engine.fan_out import fan_out
 from kvserve.engine.output_processor import CompletionDelta, OutputProcessor
 from kvserve.engine.outputs import EngineStats
@@ -222,6 +222,12 @@ class AsyncLLM:
                 yield choice
         finally:
             stream.close()
+
+    def abort_all(self, reason: str) -> None:
+        """End every open request: its reader gets RequestAbortedError(reason) and the core
+        drops it (admitted or not)."""
+        for stream in {id(s): s for s, _ in self._streams.values()}.values():
+            stream._fail(RequestAbortedError(reason))
 
     def _release(self, stream: RequestStream) -> None:
         unfinished = [cid for cid in stream.child_ids if cid in self._streams]  # finished ones are gone

@@ -12,6 +12,11 @@ class RequestTimeoutError(TimeoutError):
     """The request ran past its deadline and was aborted."""
 
 
+class RequestAbortedError(RuntimeError):
+    """The caller ended every open request (`AsyncLLM.abort_all`), e.g. a server whose
+    shutdown grace period ran out."""
+
+
 class EngineStartupError(RuntimeError):
     """The core process could not load the engine; the message says why."""
 

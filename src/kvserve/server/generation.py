@@ -16,6 +16,7 @@ from kvserve.engine import (
     CompletionDelta,
     EngineDeadError,
     QueueFullError,
+    RequestAbortedError,
     RequestStream,
     RequestTimeoutError,
 )
@@ -30,8 +31,8 @@ from kvserve.server.responses import Usage
 from kvserve.server.state import ServerState
 
 # errors that end a request which the engine had admitted
-RUN_ERRORS = (RequestTimeoutError, EngineDeadError)
-_OUTCOMES = {RequestTimeoutError: "timeout", EngineDeadError: "engine_dead"}
+RUN_ERRORS = (RequestTimeoutError, EngineDeadError, RequestAbortedError)
+_OUTCOMES = {RequestTimeoutError: "timeout", EngineDeadError: "engine_dead", RequestAbortedError: "shutdown"}
 
 
 @dataclass
@@ -129,8 +130,9 @@ async def start_generation(state: ServerState, record: RequestLogRecord, prompts
     arrival = time.monotonic()
     try:
         stream = await state.engine.submit(prompts, params, record.request_id or "", priority, timeout)
-    except (QueueFullError, ValueError, EngineDeadError) as exc:
-        reason = {QueueFullError: "queue_full", EngineDeadError: "engine_dead"}.get(type(exc), "invalid")
+    except (QueueFullError, ValueError, EngineDeadError, RequestAbortedError) as exc:
+        reason = {QueueFullError: "queue_full", EngineDeadError: "engine_dead",
+                  RequestAbortedError: "shutdown"}.get(type(exc), "invalid")
         state.metrics.request_rejected(reason)
         record.outcome = "rejected"
         raise from_engine_error(exc) from None
