@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import build_model, free_port
+from tests.conftest import CORPUS, build_model, free_port
 
 START_TIMEOUT_S = 180.0
 
@@ -109,3 +109,42 @@ def slower_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     test can act (disconnect, scrape metrics) while it is still running."""
     return build_model("llama", tmp_path_factory.mktemp("slower-llama"), hidden_size=256, intermediate_size=1024,
                        num_hidden_layers=4, max_position_embeddings=2048)
+
+
+# Llama 3's control tokens and the shape of its chat template (the content trimmed, as Meta's does)
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def build_llama3_tokenizer(out_dir: Path, vocab_size: int = 384):
+    """A tiny BPE tokenizer with Llama 3's special tokens (`<|eot_id|>` is id 2, the eos of
+    `build_model`'s config, so it can replace the ChatML tokenizer of a built model)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LLAMA3_SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   pad_token="<|end_of_text|>", unk_token=None)
+    fast.chat_template = LLAMA3_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_llama3_tokens(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Llama with a tokenizer that speaks Llama 3's chat format."""
+    out_dir = build_model("llama", tmp_path_factory.mktemp("tiny-llama-l3-tokens"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
+        (out_dir / name).unlink(missing_ok=True)
+    build_llama3_tokenizer(out_dir)
+    return out_dir

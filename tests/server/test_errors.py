@@ -124,10 +124,29 @@ def test_absurd_max_tokens_is_400_not_a_crash(http):
     assert error["code"] == "context_length_exceeded"
 
 
-def test_token_ids_outside_the_vocabulary_are_400(http):
-    error = error_of(http.post(COMPLETIONS, json={"model": MODEL_NAME, "prompt": [1, 2, 10**6]}), 400)
-    assert "1000000" in error["message"]
-    error_of(http.post(COMPLETIONS, json={"model": MODEL_NAME, "prompt": [1, -2]}), 400)
+@pytest.mark.parametrize("bad", [10**6, -2, 2**63, 2**64 + 5, -(2**63) - 1])
+def test_token_ids_outside_the_vocabulary_are_400_with_a_code(http, bad):
+    for prompt in ([1, 2, bad], [[1], [bad, 3]]):
+        error = error_of(http.post(COMPLETIONS, json={"model": MODEL_NAME, "prompt": prompt}), 400)
+        assert f"token id {bad} is outside the vocabulary" in error["message"]
+        assert (error["param"], error["code"]) == ("prompt", "invalid_value")
+    error = error_of(http.post("/detokenize", json={"tokens": [1, bad]}), 400)
+    assert f"token id {bad} is outside the vocabulary" in error["message"]
+    assert (error["param"], error["code"]) == ("tokens", "invalid_value")
+
+
+def test_detokenize_accepts_the_whole_vocabulary_and_nothing_past_it(http):
+    vocab = http.post(COMPLETIONS, json={"prompt": [10**9]}).json()["error"]["message"]
+    last = int(vocab.rsplit("..", 1)[1].rstrip(")"))
+    assert http.post("/detokenize", json={"tokens": [0, last]}).status_code == 200
+    error_of(http.post("/detokenize", json={"tokens": [last + 1]}), 400)
+
+
+@pytest.mark.parametrize("extra", [{}, {"max_tokens": None}])
+def test_completions_default_to_16_tokens(http, extra):
+    reply = http.post(COMPLETIONS, json={"prompt": "Hello", "ignore_eos": True, **extra})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] == 16
 
 
 def test_unknown_model_is_404(http):

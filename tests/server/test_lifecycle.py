@@ -113,6 +113,16 @@ def test_api_key_is_required_on_the_api_only(keyed_server):
     assert httpx.get(url + "/metrics").status_code == 200
 
 
+def test_the_bearer_scheme_is_case_insensitive_and_the_key_is_not(keyed_server):
+    url, body = keyed_server.url, {"model": "tiny", "prompt": "Hi", "max_tokens": 1}
+    for scheme in ("bearer", "BEARER", "Bearer", "bEaReR"):
+        reply = httpx.post(url + "/v1/completions", json=body, headers={"Authorization": f"{scheme} s3cret"})
+        assert reply.status_code == 200, (scheme, reply.text)
+    for given in ("bearer S3CRET", "Basic s3cret", "bearers3cret", "s3cret", "bearer s3cret2", "bearer"):
+        reply = httpx.post(url + "/v1/completions", json=body, headers={"Authorization": given})
+        assert reply.status_code == 401, given
+
+
 def _request_lines(server: ServerProcess) -> list[dict]:
     lines = [line for line in server.logs().splitlines() if line.startswith('{"event": "request"')]
     return [json.loads(line) for line in lines]
@@ -139,3 +149,45 @@ def test_one_log_line_per_request_with_text_only_when_asked(keyed_server, server
     failed = httpx.post(server.url + "/v1/completions", json={"prompt": "x", "n": 0})
     time.sleep(0.5)
     assert any(r["status"] == 400 and r.get("error") for r in _request_lines(server)), failed.text
+
+
+def test_sigterm_past_the_grace_period_still_answers_every_request(slower_llama, tmp_path_factory):
+    """--shutdown-timeout 3 with requests that need far longer: a whole answer gets an
+    OpenAI-shaped 503, a stream an error event and then data: [DONE]; the process exits 0."""
+    server = start_server(tmp_path_factory, slower_llama, "--shutdown-timeout", "3")
+    body = {"prompt": "Hello", "max_tokens": 2000, "ignore_eos": True}
+    results: dict[str, object] = {}
+    started = threading.Event()
+
+    def whole() -> None:
+        results["whole"] = httpx.post(server.url + "/v1/completions", json=body, timeout=120)
+
+    def stream() -> None:
+        lines = results.setdefault("stream", [])
+        with httpx.stream("POST", server.url + "/v1/completions", json={**body, "stream": True}, timeout=120) as r:
+            for line in r.iter_lines():
+                lines.append(line)  # type: ignore[attr-defined]
+                started.set()
+
+    try:
+        threads = [threading.Thread(target=whole), threading.Thread(target=stream)]
+        for thread in threads:
+            thread.start()
+        assert started.wait(60)
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(60)
+        answered = time.monotonic() - signalled
+        assert server.proc.wait(60) == 0
+    finally:
+        server.stop()
+    reply = results["whole"]
+    assert isinstance(reply, httpx.Response) and reply.status_code == 503, reply
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.json()["error"]["code"] == "server_shutting_down"
+    events = [line.removeprefix("data: ") for line in results["stream"] if line.startswith("data: ")]  # type: ignore[union-attr]
+    assert events[-1] == "[DONE]"
+    assert json.loads(events[-2])["error"]["code"] == "server_shutting_down"
+    assert 3 <= answered < 8, answered

@@ -51,6 +51,22 @@ def test_bad_config_files_raise_config_error(tmp_path, content):
         configs_from_args(_parse("--config", str(config)))
 
 
+def test_hardening_flags_map_onto_server_settings():
+    _, server = configs_from_args(_parse("--max-header-bytes", "4096", "--max-headers", "20", "--header-timeout", "2.5",
+                                         "--allow-special-tokens-in-content"))
+    limits = server.header_limits()
+    assert (limits.max_bytes, limits.max_count, limits.read_timeout_s) == (4096, 20, 2.5)
+    assert server.allow_special_tokens_in_content is True
+    _, default = configs_from_args(_parse())
+    assert default.allow_special_tokens_in_content is False and default.header_limits().max_bytes == 65536
+
+
+@pytest.mark.parametrize("flags", [("--max-header-bytes", "100"), ("--max-headers", "0"), ("--header-timeout", "0")])
+def test_header_limits_out_of_range_are_config_errors(flags):
+    with pytest.raises(ConfigError, match="header"):
+        configs_from_args(_parse(*flags))
+
+
 def test_engine_args_alone_build_an_engine_config():
     parser = argparse.ArgumentParser()
     add_engine_args(parser)

@@ -18,6 +18,11 @@ SERVER_FLAGS: dict[str, tuple[type, str]] = {
     "request_timeout": (float, "seconds a request may run before it ends with a 408 (default: none)"),
     "shutdown_timeout": (float, "on SIGTERM, seconds in-flight requests get to finish (default: 30)"),
     "log_level": (str, "critical | error | warning | info | debug (default: info)"),
+    "max_header_bytes": (int, "bytes of request line and headers per request; 431 past it (default: 65536)"),
+    "max_headers": (int, "header fields per request; 431 past it (default: 100)"),
+    "header_timeout": (float, "seconds a request's headers may take to arrive; 408 and close after (default: 10)"),
+    "allow_special_tokens_in_content": (bool, "parse special-token strings (<|im_start|>, <|eot_id|>) in message "
+                                              "content and prompt text as control tokens (default: off: as text)"),
 }
 
 

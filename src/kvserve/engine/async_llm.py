@@ -28,7 +28,6 @@ from kvserve.engine.core_messages import (
     AbortRequests,
     AddRequests,
     Admission,
-    EngineDeadError,
     EngineFailed,
     EngineInfo,
     Ping,
@@ -36,16 +35,12 @@ from kvserve.engine.core_messages import (
     Rejection,
     StepOutputs,
 )
+from kvserve.engine.errors import EngineDeadError, QueueFullError, RequestAbortedError, RequestTimeoutError
 from kvserve.engine.fan_out import fan_out
 from kvserve.engine.output_processor import CompletionDelta, OutputProcessor
 from kvserve.engine.outputs import EngineStats
 from kvserve.engine.request import EngineRequest
-from kvserve.engine.scheduler import QueueFullError
 from kvserve.sampling_params import SamplingParams
-
-
-class RequestTimeoutError(TimeoutError):
-    """The request ran past its deadline and was aborted."""
 
 
 @dataclass
@@ -173,6 +168,10 @@ class AsyncLLM:
         return self.info.max_model_len
 
     @property
+    def vocab_size(self) -> int:
+        return self.info.vocab_size
+
+    @property
     def num_unfinished(self) -> int:
         return len(self._streams)
 
@@ -223,6 +222,12 @@ class AsyncLLM:
                 yield choice
         finally:
             stream.close()
+
+    def abort_all(self, reason: str) -> None:
+        """End every open request: its reader gets RequestAbortedError(reason) and the core
+        drops it (admitted or not)."""
+        for stream in {id(s): s for s, _ in self._streams.values()}.values():
+            stream._fail(RequestAbortedError(reason))
 
     def _release(self, stream: RequestStream) -> None:
         unfinished = [cid for cid in stream.child_ids if cid in self._streams]  # finished ones are gone

@@ -17,14 +17,9 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 from kvserve.config import EngineConfig
-from kvserve.engine.core_messages import (
-    EngineDeadError,
-    EngineInfo,
-    EngineStartupError,
-    Shutdown,
-    StartupFailed,
-)
+from kvserve.engine.core_messages import EngineInfo, Shutdown, StartupFailed
 from kvserve.engine.core_process import run_core_process
+from kvserve.engine.errors import EngineDeadError, EngineStartupError
 
 
 class CoreClient:

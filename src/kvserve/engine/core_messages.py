@@ -45,6 +45,7 @@ class EngineInfo:
     """What the parent needs to know about the loaded engine."""
 
     max_model_len: int
+    vocab_size: int  # token ids the model accepts: 0..vocab_size-1
     eos_token_id: int | None
     tokenizer_path: str
     model_path: str | None
@@ -103,11 +104,3 @@ def _unpickle_step_outputs(rows: list, stats: EngineStats) -> StepOutputs:
 @dataclass
 class Pong:
     token: int
-
-
-class EngineStartupError(RuntimeError):
-    """The core process could not load the engine; the message says why."""
-
-
-class EngineDeadError(RuntimeError):
-    """The core process is gone (crashed, killed or shut down)."""

@@ -32,8 +32,8 @@ from kvserve.engine.core_messages import (
     StartupFailed,
     StepOutputs,
 )
+from kvserve.engine.errors import QueueFullError
 from kvserve.engine.request import EngineRequest
-from kvserve.engine.scheduler import QueueFullError
 
 
 def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connection, log_level: str) -> None:
@@ -50,6 +50,7 @@ def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connecti
     outputs.send(
         EngineInfo(
             max_model_len=core.max_model_len,
+            vocab_size=core.info.vocab_size,
             eos_token_id=core.eos_token_id,
             tokenizer_path=str(core.tokenizer_path),
             model_path=config.model.model,

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from kvserve.config import SchedulerConfig
+from kvserve.engine.errors import QueueFullError
 from kvserve.engine.kv_cache_manager import KVCacheManager
 from kvserve.engine.outputs import EngineOutput
 from kvserve.engine.request import EngineRequest, FinishReason, Request, RequestStatus
@@ -34,10 +35,6 @@ from kvserve.engine.scheduler_output import (
     NewRequestData,
     SchedulerOutput,
 )
-
-
-class QueueFullError(RuntimeError):
-    """The waiting queue is at its bound; the caller should retry later (HTTP 503)."""
 
 
 # policy name -> sort key of a request; smaller runs first and is preempted last

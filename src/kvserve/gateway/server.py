@@ -15,6 +15,7 @@ import uvicorn
 from kvserve.gateway.app import GatewayApp
 from kvserve.gateway.config import ConfigError, load_config
 from kvserve.gateway.state import GatewayState
+from kvserve.http_limits import bounded_http_protocol
 
 log = logging.getLogger("kvserve.gateway")
 
@@ -85,6 +86,7 @@ def run(config_path: str | Path, host: str | None = None, port: int | None = Non
         timeout_graceful_shutdown=int(config.server.shutdown_grace_s) or None,
         server_header=False,
         proxy_headers=False,  # the gateway reads no X-Forwarded-*; skip uvicorn's middleware
+        http=bounded_http_protocol(),  # httptools with header size, count and read-time limits
     )
     GatewayServer(uv_config, state).run()
     return 0

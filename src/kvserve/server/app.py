@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from kvserve import __version__
-from kvserve.engine.async_llm import AsyncLLM
+from kvserve.engine import AsyncLLM
 from kvserve.server.auth import ApiKeyMiddleware
 from kvserve.server.errors import install_error_handlers
 from kvserve.server.metrics import ServerMetrics
+from kvserve.server.openapi import install_openapi
 from kvserve.server.request_log import RequestLogMiddleware
 from kvserve.server.routes import ROUTERS
 from kvserve.server.settings import ServerSettings
@@ -17,12 +18,13 @@ from kvserve.server.state import ServerState
 
 def build_app(engine: AsyncLLM, settings: ServerSettings) -> FastAPI:
     """The app; the engine is already started and is shut down by the caller."""
-    # bodies are parsed by our own strict models (errors.parse_body), so no OpenAPI pages
-    app = FastAPI(title="kvserve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    # /openapi.json only: bodies are parsed by our own strict models, described by server/openapi.py
+    app = FastAPI(title="kvserve", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.kvserve = ServerState(engine, settings, ServerMetrics(engine.served_model_name))
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_openapi(app)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(RequestLogMiddleware)  # outermost: logs 401s too

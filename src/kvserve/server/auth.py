@@ -19,7 +19,7 @@ class ApiKeyMiddleware:
 
     def __init__(self, app: ASGIApp, api_key: str) -> None:
         self.app = app
-        self._expected = f"Bearer {api_key}".encode()
+        self._expected = api_key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PROTECTED_PREFIXES) and not self._allowed(scope):
@@ -32,4 +32,7 @@ class ApiKeyMiddleware:
 
     def _allowed(self, scope: Scope) -> bool:
         given = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
-        return hmac.compare_digest(given, self._expected)
+        scheme, _, token = given.partition(b" ")
+        # the scheme is case-insensitive (RFC 7235) and no secret; the key is compared in constant time
+        scheme_ok = scheme.lower() == b"bearer"
+        return hmac.compare_digest(token.lstrip(b" "), self._expected) and scheme_ok

@@ -14,9 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kvserve.engine.async_llm import RequestTimeoutError
-from kvserve.engine.core_messages import EngineDeadError
-from kvserve.engine.scheduler import QueueFullError
+from kvserve.engine import EngineDeadError, QueueFullError, RequestAbortedError, RequestTimeoutError
 from kvserve.server.protocol import ParamError
 from kvserve.openai_error import OpenAIError
 from kvserve.server.request_log import STATE_KEY
@@ -39,7 +37,8 @@ def model_not_found(name: str) -> OpenAIError:
 
 
 def from_engine_error(exc: BaseException) -> OpenAIError:
-    """Map what AsyncLLM raises onto HTTP: full queue 503, timeout 408, refused prompt 400."""
+    """Map what AsyncLLM raises onto HTTP: full queue, engine gone or server stopping 503,
+    timeout 408, refused prompt 400."""
     if isinstance(exc, QueueFullError):
         return OpenAIError(503, f"The server is overloaded: {exc}. Retry later.", "service_unavailable_error",
                         code="queue_full", headers={"Retry-After": str(RETRY_AFTER_S)})
@@ -47,6 +46,9 @@ def from_engine_error(exc: BaseException) -> OpenAIError:
         return OpenAIError(408, str(exc), "timeout_error", "request_timeout", "request_timeout")
     if isinstance(exc, EngineDeadError):
         return OpenAIError(503, "The engine is not running.", "service_unavailable_error", code="engine_dead")
+    if isinstance(exc, RequestAbortedError):
+        return OpenAIError(503, f"The request was ended before it finished: {exc}. Retry it.",
+                           "service_unavailable_error", code="server_shutting_down")
     if isinstance(exc, ValueError):
         return bad_request(str(exc))
     return OpenAIError(500, "Internal server error.", "internal_server_error")

@@ -11,10 +11,15 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from kvserve.engine.async_llm import ChoiceDelta, RequestStream, RequestTimeoutError
-from kvserve.engine.core_messages import EngineDeadError
-from kvserve.engine.output_processor import CompletionDelta
-from kvserve.engine.scheduler import QueueFullError
+from kvserve.engine import (
+    ChoiceDelta,
+    CompletionDelta,
+    EngineDeadError,
+    QueueFullError,
+    RequestAbortedError,
+    RequestStream,
+    RequestTimeoutError,
+)
 from kvserve.outputs import PositionLogprobs
 from kvserve.sampling_params import SamplingParams
 from kvserve.server import sse
@@ -26,8 +31,8 @@ from kvserve.server.responses import Usage
 from kvserve.server.state import ServerState
 
 # errors that end a request which the engine had admitted
-RUN_ERRORS = (RequestTimeoutError, EngineDeadError)
-_OUTCOMES = {RequestTimeoutError: "timeout", EngineDeadError: "engine_dead"}
+RUN_ERRORS = (RequestTimeoutError, EngineDeadError, RequestAbortedError)
+_OUTCOMES = {RequestTimeoutError: "timeout", EngineDeadError: "engine_dead", RequestAbortedError: "shutdown"}
 
 
 @dataclass
@@ -125,8 +130,9 @@ async def start_generation(state: ServerState, record: RequestLogRecord, prompts
     arrival = time.monotonic()
     try:
         stream = await state.engine.submit(prompts, params, record.request_id or "", priority, timeout)
-    except (QueueFullError, ValueError, EngineDeadError) as exc:
-        reason = {QueueFullError: "queue_full", EngineDeadError: "engine_dead"}.get(type(exc), "invalid")
+    except (QueueFullError, ValueError, EngineDeadError, RequestAbortedError) as exc:
+        reason = {QueueFullError: "queue_full", EngineDeadError: "engine_dead",
+                  RequestAbortedError: "shutdown"}.get(type(exc), "invalid")
         state.metrics.request_rejected(reason)
         record.outcome = "rejected"
         raise from_engine_error(exc) from None

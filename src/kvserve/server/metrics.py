@@ -26,7 +26,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
-from kvserve.engine.outputs import EngineStats
+from kvserve.engine import EngineStats
 
 PREFIXES = ("kvserve:", "vllm:")
 

@@ -140,12 +140,14 @@ class ChatCompletionRequest(SamplingFields):
 
 # -- text completions ----------------------------------------------------------------
 
-TokenIds = list[Annotated[int, Field(ge=0)]]
+# any int: the range is the model's vocabulary, checked by the handler (sampling.check_token_ids)
+TokenIds = list[int]
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's default max_tokens for /v1/completions
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | TokenIds | list[TokenIds]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(None, ge=1)  # None = DEFAULT_COMPLETION_TOKENS
     echo: bool = False
     logprobs: int | None = Field(None, ge=0, le=5)
     best_of: int | None = Field(None, ge=1, le=MAX_N)
@@ -160,6 +162,9 @@ class CompletionRequest(SamplingFields):
         if self.echo and self.logprobs is not None:
             raise ParamError("echo", "echo together with logprobs is not supported (no prompt logprobs)")
         return self
+
+    def output_limit(self) -> int:
+        return self.max_tokens if self.max_tokens is not None else DEFAULT_COMPLETION_TOKENS
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt as a batch: strings and/or token id lists."""

@@ -2,27 +2,28 @@
 
 Order of events: the engine core process loads the model (a start-up failure is printed
 and the command exits 1 before any port is opened); uvicorn serves; on SIGTERM it stops
-accepting connections and gives in-flight requests `shutdown_timeout` seconds; then the
-core process is stopped and the command exits 0. If the core process dies, the server
-stops and the command exits 1, so that a supervisor restarts it.
+accepting connections and gives in-flight requests `shutdown_timeout` seconds, then ends
+the unfinished ones with an answer (server/shutdown.py); then the core process is stopped
+and the command exits 0. If the core process dies, the server stops and the command
+exits 1, so that a supervisor restarts it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import signal
 
 import uvicorn
 import uvloop
 
 from kvserve.config import EngineConfig
-from kvserve.engine.async_llm import AsyncLLM
-from kvserve.engine.core_messages import EngineStartupError
+from kvserve.engine import AsyncLLM, EngineStartupError
+from kvserve.http_limits import bounded_http_protocol
 from kvserve.server.app import build_app
 from kvserve.server.request_log import configure_request_logger
 from kvserve.server.settings import ServerSettings
+from kvserve.server.shutdown import DrainingServer, graceful_shutdown_timeout
 from kvserve.tokenizer import TokenizerError
 
 logger = logging.getLogger("kvserve.server")
@@ -45,7 +46,7 @@ async def serve(engine_config: EngineConfig, settings: ServerSettings) -> int:
     except (EngineStartupError, TokenizerError) as exc:
         logger.error("the engine failed to start: %s", exc)
         return 1
-    server = uvicorn.Server(_uvicorn_config(build_app(engine, settings), settings))
+    server = DrainingServer(_uvicorn_config(build_app(engine, settings), settings), engine, settings.shutdown_timeout)
     watchdog = asyncio.create_task(_stop_when_engine_dies(engine, server))
     _keep_exit_code_zero_on_signals()
     try:
@@ -64,12 +65,12 @@ def _uvicorn_config(app: object, settings: ServerSettings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="none",  # we run the loop (uvloop) ourselves
-        http="httptools",
+        http=bounded_http_protocol(settings.header_limits()),  # httptools, with header limits
         lifespan="off",
         access_log=False,  # kvserve.requests logs one line per request instead
         log_config=None,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+        timeout_graceful_shutdown=graceful_shutdown_timeout(settings.shutdown_timeout),
     )
 
 

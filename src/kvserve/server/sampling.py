@@ -22,6 +22,13 @@ def check_context(prompt_len: int, max_tokens: int | None, max_model_len: int, w
     )
 
 
+def check_token_ids(token_ids: list[int], vocab_size: int, param: str) -> None:
+    """Refuse an id the model has no embedding for (negative, huge or past the vocabulary)."""
+    bad = next((t for t in token_ids if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise bad_request(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})", param, "invalid_value")
+
+
 def to_sampling_params(body: SamplingFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
     """The engine's parameters for a validated body; a cross-field conflict is a 400."""
     top_p, top_k = (1.0 if body.top_p is None else body.top_p), body.top_k

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from kvserve.config import ConfigError
+from kvserve.http_limits import HeaderLimits
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -18,6 +19,10 @@ class ServerSettings:
     request_timeout: float | None = None  # seconds a request may take (408 after); body's request_timeout overrides
     shutdown_timeout: float = 30.0  # on SIGTERM, seconds in-flight requests get to finish
     log_level: str = "info"  # one of LOG_LEVELS
+    allow_special_tokens_in_content: bool = False  # let client text become control tokens (<|im_start|>, ...)
+    max_header_bytes: int = 64 * 1024  # request line plus headers of one request (431 past it)
+    max_headers: int = 100  # header fields per request (431 past it)
+    header_timeout: float = 10.0  # seconds from a request's first byte to its last header (408 and close after)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -30,6 +35,13 @@ class ServerSettings:
             raise ConfigError(f"log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if self.api_key == "":
             raise ConfigError("api_key must not be empty")
+        try:
+            self.header_limits()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def header_limits(self) -> HeaderLimits:
+        return HeaderLimits(self.max_header_bytes, self.max_headers, self.header_timeout)
 
     @staticmethod
     def setting_names() -> list[str]:

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 
-from kvserve.engine.async_llm import AsyncLLM
+from kvserve.engine import AsyncLLM
 from kvserve.server.errors import bad_request, model_not_found
 from kvserve.server.metrics import ServerMetrics
 from kvserve.server.protocol import ChatMessage
 from kvserve.server.request_log import STATE_KEY, RequestLogRecord
 from kvserve.server.settings import ServerSettings
-from kvserve.tokenizer import TokenizerError, apply_chat_template
+from kvserve.tokenizer import ClientTextEncoder, TokenizerError
 
 
 @dataclass
@@ -22,6 +22,10 @@ class ServerState:
     settings: ServerSettings
     metrics: ServerMetrics
     started: int = field(default_factory=lambda: int(time.time()))
+    text: ClientTextEncoder = field(init=False)  # how client text becomes token ids
+
+    def __post_init__(self) -> None:
+        self.text = ClientTextEncoder(self.engine.tokenizer, self.settings.allow_special_tokens_in_content)
 
     @property
     def model_name(self) -> str:
@@ -36,14 +40,14 @@ class ServerState:
     def chat_prompt(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
         conversation = [{"role": m.role, "content": m.text()} for m in messages]
         try:
-            return apply_chat_template(self.engine.tokenizer, conversation, add_generation_prompt)
+            return self.text.chat(conversation, add_generation_prompt)
         except TokenizerError as exc:
             raise bad_request(str(exc), "messages") from None
         except Exception as exc:  # noqa: BLE001 - a template that raises is the caller's input problem
             raise bad_request(f"the chat template failed on these messages: {exc}", "messages") from None
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.engine.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+        return self.text.encode(text, add_special_tokens)
 
     def decode(self, token_ids: list[int]) -> str:
         return self.engine.tokenizer.decode(token_ids)

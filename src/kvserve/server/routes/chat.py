@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
 
-from kvserve.engine.async_llm import ChoiceDelta
+from kvserve.engine import ChoiceDelta
 from kvserve.server import sse
 from kvserve.server.body import read_body
 from kvserve.server.generation import Choice, Generation, collect_or_abort, new_request_id, start_generation, stream_events

@@ -12,7 +12,7 @@ from kvserve.server.generation import Choice, Generation, collect_or_abort, new_
 from kvserve.server.logprobs import add_completion_entries
 from kvserve.server.protocol import CompletionRequest, StreamOptions
 from kvserve.server.responses import Completion, CompletionChoice, CompletionLogprobs, Usage
-from kvserve.server.sampling import check_context, to_sampling_params
+from kvserve.server.sampling import check_context, check_token_ids, to_sampling_params
 from kvserve.server.state import ServerState, request_log, server_state
 
 router = APIRouter()
@@ -28,8 +28,9 @@ async def create_completion(request: Request) -> Response:
         record.prompt = body.prompt
     prompts = [state.encode(p) if isinstance(p, str) else p for p in body.prompts()]
     for prompt in prompts:
-        check_context(len(prompt), body.max_tokens, state.engine.max_model_len, "prompt")
-    params = to_sampling_params(body, body.max_tokens, body.logprobs)
+        check_token_ids(prompt, state.engine.vocab_size, "prompt")
+        check_context(len(prompt), body.output_limit(), state.engine.max_model_len, "prompt")
+    params = to_sampling_params(body, body.output_limit(), body.logprobs)
     timeout = state.timeout_for(body.request_timeout)
     gen = await start_generation(state, record, prompts, params, body.priority, timeout)
     echoes = _echo_texts(state, body, prompts)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from kvserve.server.body import read_body
 from kvserve.server.protocol import DetokenizeRequest, TokenizeRequest
 from kvserve.server.responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse
+from kvserve.server.sampling import check_token_ids
 from kvserve.server.state import ServerState, server_state
 
 router = APIRouter()
@@ -51,4 +52,5 @@ async def detokenize(request: Request) -> Response:
     state = server_state(request)
     body = await read_body(request, DetokenizeRequest)
     state.resolve_model(body.model)
+    check_token_ids(body.tokens, state.engine.vocab_size, "tokens")
     return _json(DetokenizeResponse(prompt=state.decode(body.tokens)))
