@@ -1,8 +1,8 @@
 """Weight-only quantization, as a transform of a loaded model (the model code stays plain).
 
 `quantize(model, method)` replaces every projection (`nn.Linear`: qkv, o, gate|up, down,
-and the LM head, tied or not) with a module that keeps its weight in 8 or 4 bits and
-multiplies through PyTorch's CPU kernels:
+and the LM head, tied or not; with int4 the head gets int8) with a module that keeps its
+weight in fewer bits:
 
 - `int8`: one scale per output channel (symmetric, -127..127), `aten._weight_int8pack_mm`;
 - `int4`: groups of 32 input features (the block of GGUF's Q4_1), each with a scale and
@@ -117,16 +117,22 @@ QUANTIZERS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], nn.Module]] 
 DEVICES = {"int8": ("cpu",), "int4": ("cpu",), "fp8": ("cuda", "cpu")}  # fp8 on the CPU: emulated, for tests
 
 
+# The LM head reads every hidden feature into every logit: at 4 bits it costs the embedded
+# model 9.5% perplexity, at 8 bits 0.6% (the body at 4 bits: 0.2%); llama.cpp likewise
+# keeps its output layer at higher precision.
+HEAD_METHOD = {"int4": "int8"}
+
+
 def quantize(model: nn.Module, method: str) -> nn.Module:
     """Replace the model's linear layers in place; a tied LM head gets a quantized copy of
     the embedding (the embedding lookup itself stays in the model dtype)."""
-    make = QUANTIZERS[method]
+    make, make_head = QUANTIZERS[method], QUANTIZERS[HEAD_METHOD.get(method, method)]
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear):
             parent, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(parent), leaf, make(module.weight, module.bias))
+            build = make_head if name == "lm_head" else make
+            setattr(model.get_submodule(parent), leaf, build(module.weight, module.bias))
     if getattr(model, "tie_word_embeddings", False):
-        model.lm_head = make(model.model.embed_tokens.weight, None)
+        model.lm_head = make_head(model.model.embed_tokens.weight, None)
         model.tie_word_embeddings = False
     return model
-
