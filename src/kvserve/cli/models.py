@@ -20,7 +20,8 @@ from kvserve.control.manifest import ManifestError
 from kvserve.control.ref import ModelRef, RefError, check_part
 from kvserve.control.registry import Registry, RegistryError
 from kvserve.control.registry_config import RegistryConfig, RegistryConfigError
-from kvserve.control.storage import StorageError, open_storage
+from kvserve.control.errors import StorageError
+from kvserve.control.storage import open_storage
 
 # action -> (help, its positional arguments as (name, help))
 ACTIONS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {

