@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.entrypoints.test_llm import PROMPTS, assert_matches_hf
 
-NEW_TOKENS = 32
+NEW_TOKENS = 24
 GREEDY = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=3)
 POOL_TOKENS = 128  # the three prompts and their answers need more: preemption
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -65,7 +65,7 @@ def build_case(case: Case, out_dir: Path) -> Path:
 def check_case(model_dir: Path, case: Case, reference, **engine_kwargs) -> LLM:
     """Chunked prefill + preemption, then the same prompts again (prefix hits): both runs
     give transformers' greedy tokens. Returns the engine (the caller frees it)."""
-    llm = LLM(model=str(model_dir), dtype="float32", block_size=case.block_size, max_num_batched_tokens=8,
+    llm = LLM(model=str(model_dir), dtype="float32", block_size=case.block_size, max_num_batched_tokens=16,
               max_num_seqs=8, num_gpu_blocks_override=POOL_TOKENS // case.block_size, max_model_len=POOL_TOKENS,
               **engine_kwargs)
     assert_matches_hf(llm.generate(PROMPTS, GREEDY), reference)
