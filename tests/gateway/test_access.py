@@ -144,3 +144,15 @@ def test_usage_metrics_per_tenant(upstream, gateway, tmp_path):
 
     wait_until(counted, 5, "tenant token counter missing")
     assert httpx.get(gw.url + "/admin/usage").status_code == 401
+
+
+def test_the_bearer_scheme_is_case_insensitive(upstream, gateway, tmp_path):
+    up = upstream()
+    keys = tmp_path / "keys.yaml"
+    key = make_key(keys)
+    gw = gateway(keyed_config(keys, [up.url]))
+    url = gw.url + "/v1/chat/completions"
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        assert httpx.post(url, json=chat(), headers={"authorization": f"{scheme} {key}"}).status_code == 200
+    assert httpx.post(url, json=chat(), headers={"authorization": f"Basic {key}"}).status_code == 401
+    assert httpx.post(url, json=chat(), headers={"authorization": f"bearer {key}x"}).status_code == 401

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -50,3 +52,13 @@ def test_fail_closed_refuses_with_503_and_recovers(upstream, gateway, tmp_path, 
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "rate_limiter_unavailable"
     own_redis.start()
     wait_until(lambda: post(gw, key).status_code == 200, 10, "no recovery after redis came back", step=0.1)
+
+
+def test_first_requests_after_a_redis_restart_are_still_limited(upstream, gateway, tmp_path, own_redis):
+    gw, key = gateway_on(gateway, upstream, tmp_path, own_redis, "open")
+    assert post(gw, key).status_code == 200  # the pool now holds a connection to this redis
+    time.sleep(0.3)  # its usage is settled in the background: not while redis is away
+    own_redis.kill()
+    own_redis.start()  # same port, empty: the bucket is full again
+    assert [post(gw, key).status_code for _ in range(3)] == [200, 200, 429]
+    assert "kvserve:gateway_limits_unenforced_total 0.0" in httpx.get(gw.url + "/metrics").text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 
 from kvserve.gateway.config import PolicyOptions, parse_config
@@ -11,6 +12,8 @@ from kvserve.gateway.errors import GatewayError
 from kvserve.gateway.pool import Pool
 from kvserve.gateway.request import RequestParser, prompt_text
 from kvserve.gateway.versions import VersionRoute
+
+from .conftest import fast_config, make_key, one_pool
 
 CONFIG = parse_config({"models": {"m": {"pool": {"endpoints": []}}}})
 
@@ -82,3 +85,32 @@ def test_the_body_is_forwarded_untouched_unless_model_or_priority_change():
     prioritized = parse(b'{"model": "m"}', x_priority="high")
     assert json.loads(prioritized.upstream_body(version(), True))["priority"] == -1
     assert prioritized.upstream_body(version(), False) == b'{"model": "m"}'
+
+
+DEEP = b"[" * 2000 + b"]" * 2000
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "fake", "stream": True, "stream_options": "AAA", "messages": []},
+    {"model": "fake", "stream": True, "stream_options": [1], "messages": []},
+    {"model": "fake", "stream": True, "stream_options": 5, "messages": []},
+    {"model": "fake", "stream": True, "stream_options": True, "messages": []},
+    {"model": "fake", "stream": True, "stream_options": {"include_usage": "yes"}, "messages": []},
+    {"model": "fake", "stream": "yes", "messages": []},
+    {"model": "fake", "max_tokens": "ten", "max_completion_tokens": None, "messages": []},
+    b'{"model": "fake", "messages": ' + DEEP + b"}",
+    DEEP,
+])
+@pytest.mark.parametrize("with_keys", [False, True])
+def test_wrongly_typed_fields_and_deep_nesting_are_400s_end_to_end(upstream, gateway, tmp_path, body, with_keys):
+    up = upstream()
+    sections = {}
+    if with_keys:
+        keys = tmp_path / "keys.yaml"
+        make_key(keys)
+        sections["auth"] = {"enabled": True, "keys_file": str(keys)}
+    gw = gateway(fast_config(one_pool([up.url]), **sections))
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(gw.url + "/v1/chat/completions", content=raw)  # no key: parsing comes first
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}

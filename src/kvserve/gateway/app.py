@@ -39,6 +39,9 @@ class GatewayApp:
             ("GET", "/ready"): self.ready,
             ("GET", "/metrics"): self.metrics,
         }
+        self.methods: dict[str, list[str]] = {}  # path -> the methods it answers (the Allow header of a 405)
+        for method, path in self.routes:
+            self.methods.setdefault(path, []).append(method)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -52,8 +55,15 @@ class GatewayApp:
         elif scope["path"].startswith("/admin/"):
             await self.admin(scope, receive, send)
         else:
-            message = f"no route {scope['method']} {scope['path']}"
-            await send_error(send, GatewayError(404, message, code="not_found"))
+            await send_error(send, self.no_route(scope["method"], scope["path"]))
+
+    def no_route(self, method: str, path: str) -> GatewayError:
+        allowed = self.methods.get(path)
+        if allowed is None:
+            return GatewayError(404, f"no route {method} {path}", code="not_found")
+        allow = ", ".join(allowed).encode()
+        return GatewayError(405, f"{path} does not answer {method}; use {allow.decode()}", code="method_not_allowed",
+                            headers=((b"allow", allow),))
 
     async def completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The request path: parse, (access control), pick a version, shed, forward, record."""

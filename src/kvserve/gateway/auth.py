@@ -81,11 +81,11 @@ def invalid_key(message: str = "invalid API key") -> GatewayError:
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The credentials of `Authorization: Bearer <key>`; the scheme is case-insensitive (RFC 9110)."""
     for name, value in headers:
         if name == b"authorization":
-            if value[:7].lower() == b"bearer ":
-                return value[7:].strip().decode("latin-1")
-            return None
+            scheme, _, key = value.strip().partition(b" ")
+            return key.strip().decode("latin-1") if scheme.lower() == b"bearer" else None
     return None
 
 

@@ -18,6 +18,7 @@ from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.endpoints import Endpoint
 from kvserve.gateway.errors import GatewayError, no_endpoint, upstream_timeout
 from kvserve.gateway.metrics import GatewayMetrics
+from kvserve.gateway.renamer import ModelRenamer
 from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.retry import RetryPolicy
 from kvserve.gateway.upstream import Response, UpstreamClient, within
@@ -129,7 +130,7 @@ class Proxy:
                 outcome.ttft = self.clock() - started
                 await send({"type": "http.response.start", "status": response.status,
                             "headers": client_headers(response, request, version)})
-                outcome.error = await relay(response, first, send)
+                outcome.error = await relay(response, first, send, renamer(request, version))
                 clean = outcome.error is None
                 verdict = clean and response.status < 500
             finally:
@@ -200,16 +201,25 @@ class Proxy:
         await send_error(send, error)
 
 
-async def relay(response: Response, first: bytes, send: Send) -> str | None:
+def renamer(request: ClientRequest, version: VersionRoute) -> ModelRenamer | None:
+    asked = request.payload["model"]
+    return None if asked == version.upstream_model else ModelRenamer(version.upstream_model, asked)
+
+
+async def relay(response: Response, first: bytes, send: Send, rename: ModelRenamer | None = None) -> str | None:
     """Pass the answer through as it arrives; returns why it broke, or None."""
     if response.drained():  # the whole answer came in one piece
-        await send({"type": "http.response.body", "body": first, "more_body": False})
+        body = first if rename is None else rename(first, True)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
         return None
-    await send({"type": "http.response.body", "body": first, "more_body": True})
+    await send({"type": "http.response.body", "body": first if rename is None else rename(first, False),
+                "more_body": True})
     read = response.read
     try:
         while chunk := await read():
             last = response.drained()  # end the response with the last bytes: one write less
+            if rename is not None:
+                chunk = rename(chunk, last)
             await send({"type": "http.response.body", "body": chunk, "more_body": not last})
             if last:
                 return None
@@ -220,7 +230,8 @@ async def relay(response: Response, first: bytes, send: Send) -> str | None:
             tail = b"\n\ndata: " + error.body() + b"\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         return type(exc).__name__
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await send({"type": "http.response.body", "body": b"" if rename is None else rename(b"", True),
+                "more_body": False})
     return None
 
 

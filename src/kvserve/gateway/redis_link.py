@@ -43,6 +43,8 @@ class RedisLink:
         self.down = False
         self.errors: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
                                                         TimeoutError)
+        # what a pooled connection whose server restarted raises (no timeouts: those are not retried)
+        self.stale: tuple[type[BaseException], ...] = (RedisConnectionError, ConnectionError)
 
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -56,7 +58,7 @@ class RedisLink:
         if self.down and self.clock() < self.down_until:
             raise RedisUnavailable(op)
         try:
-            result = await make()
+            result = await self._attempt(make)
         except self.errors as exc:
             self._failed(op, exc)
             raise RedisUnavailable(op) from None
@@ -64,6 +66,19 @@ class RedisLink:
             self.down = False
             log.warning("redis is reachable again")
         return result
+
+    async def _attempt(self, make: Callable[[], Awaitable[T]]) -> T:
+        """One operation, tried again once on a fresh connection when a pooled one broke:
+        after a Redis restart every idle pooled connection is dead (so all are dropped), and
+        that is no outage. A timeout is not retried (a slow Redis would be waited on twice)."""
+        try:
+            return await make()
+        except self.stale as exc:
+            if self.down:
+                raise
+            log.debug("redis connection broke (%s); retrying once on a fresh one", type(exc).__name__)
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+            return await make()
 
     def _failed(self, op: str, exc: BaseException) -> None:
         self.on_error(op)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,16 +66,49 @@ def _content_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+MAX_DEPTH = 64  # JSON nesting the gateway accepts; OpenAI bodies nest a few levels
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
 def parse_payload(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object whose fields the gateway reads have the right types."""
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and nesting(body) > MAX_DEPTH:
+        raise bad_request(f"the request body nests JSON deeper than {MAX_DEPTH} levels")
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise bad_request("the request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise bad_request("the request body must be a JSON object")
     if not isinstance(payload.get("model"), str) or not payload["model"]:
         raise bad_request("'model' is required and must be a string", "model")
+    check_types(payload)
     return payload
+
+
+def nesting(body: bytes) -> int:
+    """The deepest bracket nesting outside JSON strings (only run when it could be deep)."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub(b"", body)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_types(payload: dict[str, Any]) -> None:
+    """400 for a field the gateway itself reads when its type is wrong (the upstream checks the rest)."""
+    if payload.get("stream") is not None and not isinstance(payload["stream"], bool):
+        raise bad_request("'stream' must be a boolean", "stream")
+    options = payload.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object", "stream_options")
+    if options and options.get("include_usage") is not None and not isinstance(options["include_usage"], bool):
+        raise bad_request("'stream_options.include_usage' must be a boolean", "stream_options")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = payload.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise bad_request(f"'{name}' must be a positive integer", name)
 
 
 def pinned(model_field: str, header: bytes | None) -> tuple[str, str | None]:

@@ -57,32 +57,48 @@ class InputGuard:
                                code="request_too_large")
         messages = payload.get("messages")
         if isinstance(messages, list):
-            self._check_messages(messages, limits)
+            self._check_count(messages, limits)
+        self.check_tokens(payload)
         cap = min(x for x in (limits.max_prompt_tokens, self.max_prompt_tokens, 1 << 62) if x)
         if prompt_tokens > cap:
             raise bad_request(f"the prompt is about {prompt_tokens} tokens, over the limit of {cap}",
                               "messages" if isinstance(messages, list) else "prompt")
 
-    def _check_messages(self, messages: list[Any], limits: KeyLimits) -> None:
+    def _check_count(self, messages: list[Any], limits: KeyLimits) -> None:
         cap = min(x for x in (limits.max_messages, self.max_messages) if x)
         if len(messages) > cap:
             raise bad_request(f"{len(messages)} messages, over the limit of {cap}", "messages")
+
+    def check_tokens(self, payload: dict[str, Any]) -> None:
+        """400 when the text the model will see holds a control token."""
         if self.pattern is None:
             return
-        for i, message in enumerate(messages):
-            for text in _texts(message):
-                found = self.pattern.search(text)
-                if found:
-                    raise GatewayError(400, f"messages[{i}] contains the control token {found.group(0)!r}, "
-                                       "which could forge a conversation turn", code="control_token_in_content",
-                                       param=f"messages[{i}].content")
+        for where, text in model_texts(payload):
+            found = self.pattern.search(text)
+            if found:
+                raise GatewayError(400, f"{where} contains the control token {found.group(0)!r}, "
+                                   "which could forge a conversation turn", code="control_token_in_content",
+                                   param=where)
 
 
-def _texts(message: Any) -> list[str]:
-    if not isinstance(message, dict):
-        return []
-    out = [v for k, v in message.items() if k in ("content", "name", "role") and isinstance(v, str)]
-    content = message.get("content")
-    if isinstance(content, list):
-        out += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+def model_texts(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, text) for every piece of client text as the server hands it to the template or
+    the tokenizer: a message's text parts joined with no separator (as the server joins them),
+    a completions prompt string or each string of a prompt list."""
+    out: list[tuple[str, str]] = []
+    messages = payload.get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(message, dict):
+            continue
+        out += [(f"messages[{i}].{k}", v) for k, v in message.items() if k in ("name", "role") and isinstance(v, str)]
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+        if isinstance(content, str):
+            out.append((f"messages[{i}].content", content))
+    prompt = payload.get("prompt")
+    if isinstance(prompt, str):
+        out.append(("prompt", prompt))
+    elif isinstance(prompt, list):
+        out += [(f"prompt[{i}]", p) for i, p in enumerate(prompt) if isinstance(p, str)]
     return out
