@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from kvserve.gateway.config import PolicyOptions, parse_config
-from kvserve.gateway.errors import GatewayError
+from kvserve.openai_error import OpenAIError
 from kvserve.gateway.pool import Pool
 from kvserve.gateway.request import RequestParser, prompt_text
 from kvserve.gateway.versions import VersionRoute
@@ -40,7 +40,7 @@ def test_version_from_the_model_name_or_the_header_and_a_conflict_is_a_400():
     assert parse({"model": "m@v2"}).pinned_version == "v2"
     assert parse({"model": "m"}, x_model_version="v3").pinned_version == "v3"
     assert parse({"model": "m@v3"}, x_model_version="v3").model == "m"
-    with pytest.raises(GatewayError) as err:
+    with pytest.raises(OpenAIError) as err:
         parse({"model": "m@v2"}, x_model_version="v3")
     assert err.value.status == 400
 
@@ -49,13 +49,13 @@ def test_priority_from_an_integer_or_a_level_name():
     assert parse({"model": "m"}).priority == 0
     assert parse({"model": "m"}, x_priority="low").priority == 1
     assert parse({"model": "m"}, x_priority="-5").priority == -5
-    with pytest.raises(GatewayError, match="x-priority"):
+    with pytest.raises(OpenAIError, match="x-priority"):
         parse({"model": "m"}, x_priority="urgent!")
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1]", b'{"messages": []}', b'{"model": 3}'])
 def test_malformed_bodies_are_400s(body):
-    with pytest.raises(GatewayError) as err:
+    with pytest.raises(OpenAIError) as err:
         parse(body)
     assert err.value.status == 400
 

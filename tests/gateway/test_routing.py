@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kvserve.gateway.config import parse_config
 from kvserve.gateway.endpoints import EndpointRegistry
-from kvserve.gateway.errors import GatewayError
+from kvserve.openai_error import OpenAIError
 from kvserve.gateway.routing import RoutingTable
 
 import pytest
@@ -25,7 +25,7 @@ def test_an_endpoint_listed_twice_is_one_object():
     assert v1.pool.endpoints[0] is v2.pool.endpoints[0]
     assert v2.upstream_model == "m2" and v1.upstream_model == "m" and v1.long_threshold == 10
     assert sorted(e.url for e in table.endpoints()) == ["http://a:1", "http://long:1"]
-    with pytest.raises(GatewayError) as err:
+    with pytest.raises(OpenAIError) as err:
         table.model("nope")
     assert err.value.status == 404
 

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from kvserve.gateway.config import PolicyOptions
-from kvserve.gateway.errors import GatewayError
+from kvserve.openai_error import OpenAIError
 from kvserve.gateway.pool import Pool
 from kvserve.gateway.versions import ModelRoute, VersionRoute, choose_version, split_model_name
 
@@ -27,7 +27,7 @@ def test_model_at_version_is_split():
 def test_a_pinned_version_wins_and_an_unknown_one_is_a_404():
     m = model({"v1": 100, "v2": 0})
     assert choose_version(m, "v2", None, random.Random(0)).name == "v2"
-    with pytest.raises(GatewayError) as err:
+    with pytest.raises(OpenAIError) as err:
         choose_version(m, "v9", None, random.Random(0))
     assert err.value.status == 404 and err.value.param == "model"
 
@@ -53,7 +53,7 @@ def test_sticky_users_keep_their_version_and_still_follow_the_weights():
 
 def test_all_weights_zero_is_a_503_unless_pinned():
     m = model({"v1": 0})
-    with pytest.raises(GatewayError) as err:
+    with pytest.raises(OpenAIError) as err:
         choose_version(m, None, None, random.Random(0))
     assert err.value.status == 503
     assert choose_version(m, "v1", None, random.Random(0)).name == "v1"

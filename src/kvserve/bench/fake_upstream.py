@@ -51,6 +51,7 @@ class FakeUpstreamConfig:
     fail_rate: float = 0.0  # fraction of requests answered with status_code
     status_code: int = 503  # status of injected failures
     hang: bool = False  # accept requests and never answer (until the client goes away)
+    ready_delay: float = 0.0  # seconds /health and /ready take to answer (a busy server's slow probe)
     max_running: int = 0  # concurrent requests served; the rest wait (0 = unlimited)
     kv_capacity_tokens: int = 65536  # simulated KV cache size behind vllm:kv_cache_usage_perc
     prefill_chars_per_second: float = 0.0  # uncached prompt chars add to ttft (0 = off)
@@ -186,6 +187,8 @@ class FakeUpstream:
             await respond(send, 404, error_body(f"no route {scope['path']}", 404))
 
     async def probe(self, send: Send) -> None:
+        if self.config.ready_delay > 0:
+            await asyncio.sleep(self.config.ready_delay)
         if self.config.fail_rate >= 1.0:
             await respond(send, self.config.status_code, error_body("injected failure", self.config.status_code))
         else:

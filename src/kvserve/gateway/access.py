@@ -22,7 +22,7 @@ from kvserve.gateway.access_config import TenantLimits
 from kvserve.gateway.auth import FileKeys, KeySource, RedisKeys, authenticate, forbidden_model
 from kvserve.gateway.cache import cache_key, deterministic
 from kvserve.gateway.config import GatewayConfig
-from kvserve.gateway.errors import GatewayError, bad_request
+from kvserve.gateway.errors import bad_request
 from kvserve.gateway.keys import KeyLimits
 from kvserve.gateway.kvstore import MemoryStore, RedisStore, Store
 from kvserve.gateway.metrics import AccessMetrics
@@ -43,6 +43,7 @@ from kvserve.gateway.semantic_cache import SemanticCache, partition_key, query_t
 from kvserve.gateway.streams import StreamRecorder, replay, stream_key
 from kvserve.gateway.tap import ResponseTap
 from kvserve.gateway.versions import VersionRoute
+from kvserve.openai_error import OpenAIError
 
 log = logging.getLogger("kvserve.gateway")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -115,7 +116,7 @@ class AccessControl:
             return ticket
         try:
             ticket.record = await authenticate(self.keys, headers)
-        except GatewayError as error:
+        except OpenAIError as error:
             self.metrics.refused.labels(error.code or "auth").inc()
             raise
         ticket.tenant, ticket.key_id = ticket.record.tenant, ticket.record.key_id
@@ -157,7 +158,7 @@ class AccessControl:
             if guard is not None:
                 guard.check(request.payload, len(request.body), request.route.est_prompt_tokens, limits)
             self._max_tokens(request, limits)
-        except GatewayError as error:
+        except OpenAIError as error:
             self.metrics.refused.labels(error.code or "invalid").inc()
             raise
 
@@ -198,9 +199,7 @@ class AccessControl:
             return await self.limiter.admit(charge)
         except RedisUnavailable:
             if self.config.redis.on_failure == "closed":
-                raise GatewayError(503, "rate limits cannot be checked right now; retry later",
-                                   "service_unavailable", "rate_limiter_unavailable",
-                                   headers=((b"retry-after", b"1"),)) from None
+                raise OpenAIError(503, "rate limits cannot be checked right now; retry later", "service_unavailable", code="rate_limiter_unavailable", headers={"retry-after": "1"}) from None
             self.metrics.unenforced.inc()
             return Decision(enforced=False)
 

@@ -9,12 +9,12 @@ from typing import Any, Awaitable, Callable
 
 from kvserve.gateway import pii
 from kvserve.gateway.admin import AdminAPI
-from kvserve.gateway.errors import GatewayError
 from kvserve.gateway.proxy import Outcome, send_error
 from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.responses import Ticket
 from kvserve.gateway.state import GatewayState
 from kvserve.gateway.versions import VERSION_SEPARATOR, VersionRoute, choose_version
+from kvserve.openai_error import OpenAIError
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -57,13 +57,13 @@ class GatewayApp:
         else:
             await send_error(send, self.no_route(scope["method"], scope["path"]))
 
-    def no_route(self, method: str, path: str) -> GatewayError:
+    def no_route(self, method: str, path: str) -> OpenAIError:
         allowed = self.methods.get(path)
         if allowed is None:
-            return GatewayError(404, f"no route {method} {path}", code="not_found")
-        allow = ", ".join(allowed).encode()
-        return GatewayError(405, f"{path} does not answer {method}; use {allow.decode()}", code="method_not_allowed",
-                            headers=((b"allow", allow),))
+            return OpenAIError(404, f"no route {method} {path}", code="not_found")
+        allow = ", ".join(allowed)
+        return OpenAIError(405, f"{path} does not answer {method}; use {allow}", code="method_not_allowed",
+                           headers={"allow": allow})
 
     async def completions(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The request path: parse, (access control), pick a version, shed, forward, record."""
@@ -94,7 +94,7 @@ class GatewayApp:
                     return
             watch = DisconnectWatch(receive, ticket.tap.leave if ticket and ticket.recorder else None)
             outcome = await state.proxy.forward(request, version, upstream_send, started)
-        except GatewayError as error:
+        except OpenAIError as error:
             outcome.status = error.status
             outcome.error = error.code
             await send_error(send, error)
@@ -107,7 +107,7 @@ class GatewayApp:
             log.exception("request failed")
             if outcome.status == 0:
                 outcome.status = 500
-                await send_error(send, GatewayError(500, "internal gateway error", "server_error", "internal_error"))
+                await send_error(send, OpenAIError(500, "internal gateway error", "server_error", code="internal_error"))
         finally:
             if watch is not None:
                 watch.stop()
@@ -217,11 +217,11 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise GatewayError(CLIENT_CLOSED, "client went away", code="client_disconnected")
+            raise OpenAIError(CLIENT_CLOSED, "client went away", code="client_disconnected")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise GatewayError(413, f"request body over {limit} bytes", code="request_too_large")
+            raise OpenAIError(413, f"request body over {limit} bytes", code="request_too_large")
         chunks.append(chunk)
         if not message.get("more_body"):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Callable, Protocol
 
-from kvserve.gateway.errors import GatewayError
 from kvserve.gateway.keys import KeyRecord, key_id_of, matches, read_keys_file, redis_keys_hash
 from kvserve.gateway.redis_link import RedisLink, RedisUnavailable
+from kvserve.openai_error import OpenAIError
 
 
 class KeySource(Protocol):
@@ -67,8 +67,7 @@ class RedisKeys:
         except RedisUnavailable:
             if hit is not None:
                 return hit[1]
-            raise GatewayError(503, "cannot check API keys right now", "service_unavailable",
-                               "auth_unavailable") from None
+            raise OpenAIError(503, "cannot check API keys right now", "service_unavailable", code="auth_unavailable") from None
         record = None if raw is None else KeyRecord.from_dict(json.loads(raw))
         if len(self.cached) > 100_000:
             self.cached.clear()
@@ -76,8 +75,8 @@ class RedisKeys:
         return record
 
 
-def invalid_key(message: str = "invalid API key") -> GatewayError:
-    return GatewayError(401, message, "invalid_request_error", "invalid_api_key")
+def invalid_key(message: str = "invalid API key") -> OpenAIError:
+    return OpenAIError(401, message, "invalid_request_error", code="invalid_api_key")
 
 
 def bearer(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -101,6 +100,5 @@ async def authenticate(source: KeySource, headers: list[tuple[bytes, bytes]]) ->
     return record
 
 
-def forbidden_model(model: str) -> GatewayError:
-    return GatewayError(403, f"this API key may not use model '{model}'", "permission_error",
-                        "model_not_allowed", "model")
+def forbidden_model(model: str) -> OpenAIError:
+    return OpenAIError(403, f"this API key may not use model '{model}'", "permission_error", param="model", code="model_not_allowed")

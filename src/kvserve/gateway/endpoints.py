@@ -46,6 +46,8 @@ class Endpoint:
         self.draining = False  # set by the admin API: no new requests, in-flight ones finish
         self.health_failures = 0  # consecutive failed readiness checks
         self.health_successes = 0  # consecutive passed readiness checks
+        self.answers = 0  # requests that got a first byte or finished cleanly here (proof of life)
+        self.answers_at_check = 0  # `answers` at the last readiness check
 
     def routable(self, now: float) -> bool:
         return self.healthy and not self.draining and self.breaker.allows(now)

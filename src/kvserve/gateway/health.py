@@ -1,4 +1,9 @@
-"""Active readiness checks: an endpoint leaves rotation after failed checks and returns after passed ones."""
+"""Active readiness checks: an endpoint leaves rotation after failed checks and returns after passed ones.
+
+A busy server may answer its readiness probe late while it generates. A failed check
+only counts when no request on the endpoint got an answer since the check before: a
+replica that keeps answering traffic is busy, not dead.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,11 @@ log = logging.getLogger("kvserve.gateway.health")
 
 def record_check(endpoint: Endpoint, ok: bool, config: HealthConfig) -> bool:
     """Apply one check's result; returns True when the endpoint's health flipped."""
+    answered = endpoint.answers != endpoint.answers_at_check
+    endpoint.answers_at_check = endpoint.answers
+    if not ok and answered and endpoint.healthy:
+        log.debug("readiness check of %s failed while it answered requests: busy, not counted", endpoint.url)
+        return False
     if ok:
         endpoint.health_failures = 0
         endpoint.health_successes += 1

@@ -16,13 +16,14 @@ from typing import Any, Awaitable, Callable
 from kvserve.gateway import retry
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.endpoints import Endpoint
-from kvserve.gateway.errors import GatewayError, no_endpoint, upstream_timeout
+from kvserve.gateway.errors import no_endpoint, upstream_timeout
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.renamer import ModelRenamer
 from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.retry import RetryPolicy
 from kvserve.gateway.upstream import Response, UpstreamClient, within
 from kvserve.gateway.versions import VersionRoute
+from kvserve.openai_error import OpenAIError
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -128,11 +129,14 @@ class Proxy:
             try:
                 outcome.status = response.status
                 outcome.ttft = self.clock() - started
+                endpoint.answers += 1
                 await send({"type": "http.response.start", "status": response.status,
                             "headers": client_headers(response, request, version)})
                 outcome.error = await relay(response, first, send, renamer(request, version))
                 clean = outcome.error is None
                 verdict = clean and response.status < 500
+                if verdict:
+                    endpoint.answers += 1
             finally:
                 if clean:
                     response.release()  # back to the pool
@@ -226,8 +230,8 @@ async def relay(response: Response, first: bytes, send: Send, rename: ModelRenam
     except (OSError, TimeoutError) as exc:
         tail = b""
         if (response.header(b"content-type") or b"").startswith(SSE_TYPE):
-            error = GatewayError(502, "upstream stream broke", "server_error", "upstream_error")
-            tail = b"\n\ndata: " + error.body() + b"\n\n"
+            error = OpenAIError(502, "upstream stream broke", "server_error", code="upstream_error")
+            tail = b"\n\ndata: " + error.body_bytes() + b"\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         return type(exc).__name__
     await send({"type": "http.response.body", "body": b"" if rename is None else rename(b"", True),
@@ -243,10 +247,10 @@ def client_headers(response: Response, request: ClientRequest,
     return headers
 
 
-async def send_error(send: Send, error: GatewayError) -> None:
-    headers = [(b"content-type", b"application/json"), *error.headers]
+async def send_error(send: Send, error: OpenAIError) -> None:
+    headers = [(b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in error.headers.items())]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": error.body()})
+    await send({"type": "http.response.body", "body": error.body_bytes()})
 
 
 def _close(holder: list[Response]) -> None:

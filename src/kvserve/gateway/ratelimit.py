@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from kvserve.gateway.access_config import TenantLimits
-from kvserve.gateway.errors import GatewayError
 from kvserve.gateway.keys import KeyLimits
+from kvserve.openai_error import OpenAIError
 
 DAY_S = 86400
 BUCKET_S = 60.0
@@ -190,7 +190,7 @@ def usage_row(tenant: str, key_id: str, model: str, requests: int, prompt: int, 
             "completion_tokens": completion, "cache_hits": hits}
 
 
-def refusal(charge: Charge, decision: Decision) -> GatewayError:
+def refusal(charge: Charge, decision: Decision) -> OpenAIError:
     """The 429 for a refused admission, with Retry-After and the x-ratelimit-* headers."""
     reason = REASONS[decision.code]
     messages = {
@@ -206,11 +206,11 @@ def refusal(charge: Charge, decision: Decision) -> GatewayError:
         "request_too_large": f"this request may use {charge.tokens} tokens, more than a minute's limit; "
                              "lower max_tokens",
     }
-    retry = str(max(1, math.ceil(decision.retry_after_s))).encode()
-    headers = ((b"retry-after", retry), *limit_headers(charge, decision))
+    headers = {"retry-after": str(max(1, math.ceil(decision.retry_after_s)))}
+    headers.update((k.decode(), v.decode()) for k, v in limit_headers(charge, decision))
     code = "insufficient_quota" if reason == "daily_budget" else "rate_limit_exceeded"
-    return GatewayError(429, messages[reason], "rate_limit_error" if code != "insufficient_quota"
-                        else "insufficient_quota", code, headers=headers)
+    return OpenAIError(429, messages[reason], "rate_limit_error" if code != "insufficient_quota"
+                        else "insufficient_quota", code=code, headers=headers)
 
 
 def limit_headers(charge: Charge, decision: Decision) -> list[tuple[bytes, bytes]]:

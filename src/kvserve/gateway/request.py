@@ -134,7 +134,7 @@ class RequestParser:
         self.wanted = {REQUEST_ID_HEADER, VERSION_HEADER, self.priority_header, self.session_header, *TRACE_HEADERS}
 
     def parse(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> ClientRequest:
-        """Parse and validate; raises GatewayError (400) on a malformed request."""
+        """Parse and validate; raises OpenAIError (400) on a malformed request."""
         payload = parse_payload(body)
         found = {k: v for k, v in headers if k in self.wanted}
         model, version = pinned(payload["model"], found.get(VERSION_HEADER))

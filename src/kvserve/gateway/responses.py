@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from kvserve.gateway import pii
 from kvserve.gateway.cache import Entry, entry_from_json
-from kvserve.gateway.errors import GatewayError
 from kvserve.gateway.keys import KeyRecord
 from kvserve.gateway.kvstore import Store
 from kvserve.gateway.ratelimit import Charge, Decision, Usage
@@ -19,6 +18,7 @@ from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.semantic_cache import SemanticQuery
 from kvserve.gateway.streams import StreamRecorder
 from kvserve.gateway.tap import ResponseTap
+from kvserve.openai_error import OpenAIError
 
 if TYPE_CHECKING:
     from kvserve.gateway.access import AccessControl
@@ -88,8 +88,7 @@ async def serve_idempotent(store: Store, ticket: Ticket, send: Send, claim_s: fl
     if stored is None:
         return False  # that request ended without an answer to keep: this one runs, unclaimed
     if stored == IN_PROGRESS:
-        raise GatewayError(409, "a request with this Idempotency-Key is still running; retry once it has finished",
-                           code="idempotency_key_in_use")
+        raise OpenAIError(409, "a request with this Idempotency-Key is still running; retry once it has finished", code="idempotency_key_in_use")
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", JSON), (b"idempotent-replayed", b"true")]})
     await send({"type": "http.response.body", "body": stored})

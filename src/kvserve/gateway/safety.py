@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kvserve.gateway.errors import GatewayError, bad_request
+from kvserve.gateway.errors import bad_request
 from kvserve.gateway.keys import KeyLimits
+from kvserve.openai_error import OpenAIError
 
 DEFAULT_CONTROL_TOKENS = (
     "<|im_start|>", "<|im_end|>", "<|endoftext|>",  # ChatML (Qwen, SmolLM)
@@ -53,8 +54,7 @@ class InputGuard:
 
     def check(self, payload: dict[str, Any], body_bytes: int, prompt_tokens: int, limits: KeyLimits) -> None:
         if limits.max_body_bytes and body_bytes > limits.max_body_bytes:
-            raise GatewayError(413, f"request body over this key's {limits.max_body_bytes} bytes",
-                               code="request_too_large")
+            raise OpenAIError(413, f"request body over this key's {limits.max_body_bytes} bytes", code="request_too_large")
         messages = payload.get("messages")
         if isinstance(messages, list):
             self._check_count(messages, limits)
@@ -76,9 +76,8 @@ class InputGuard:
         for where, text in model_texts(payload):
             found = self.pattern.search(text)
             if found:
-                raise GatewayError(400, f"{where} contains the control token {found.group(0)!r}, "
-                                   "which could forge a conversation turn", code="control_token_in_content",
-                                   param=where)
+                raise OpenAIError(400, f"{where} contains the control token {found.group(0)!r}, "
+                                   "which could forge a conversation turn", param=where, code="control_token_in_content")
 
 
 def model_texts(payload: dict[str, Any]) -> list[tuple[str, str]]:

@@ -11,7 +11,7 @@ from typing import Callable
 from kvserve.gateway.access import AccessControl, access_enabled
 from kvserve.gateway.config import GatewayConfig, load_config
 from kvserve.gateway.endpoints import EndpointRegistry
-from kvserve.gateway.errors import GatewayError
+from kvserve.openai_error import OpenAIError
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.monitor import Monitor
 from kvserve.gateway.proxy import Proxy
@@ -117,7 +117,7 @@ class GatewayState:
         pool = version.pools_for(request.route.est_prompt_tokens)[0]
         try:
             self.shedder.check(request.priority, pool.snapshot(now, stale))
-        except GatewayError:
+        except OpenAIError:
             self.metrics.shed.labels(version.model, version.name).inc()
             raise
 

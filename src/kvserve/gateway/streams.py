@@ -13,9 +13,9 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from kvserve.gateway.errors import GatewayError
 from kvserve.gateway.kvstore import Store
 from kvserve.gateway.redis_link import RedisUnavailable
+from kvserve.openai_error import OpenAIError
 
 log = logging.getLogger("kvserve.gateway")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -68,11 +68,9 @@ async def replay(store: Store, key: str, after: int, send: Send, poll_s: float, 
     try:
         found = await store.read(key, after + 1)
     except RedisUnavailable:
-        raise GatewayError(503, "stored streams are unavailable right now", "service_unavailable",
-                           "stream_store_unavailable") from None
+        raise OpenAIError(503, "stored streams are unavailable right now", "service_unavailable", code="stream_store_unavailable") from None
     if found is None:
-        raise GatewayError(404, "no resumable stream with this request id (expired or never started)",
-                           code="stream_not_found")
+        raise OpenAIError(404, "no resumable stream with this request id (expired or never started)", code="stream_not_found")
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
     sent, last_progress = 0, time.monotonic()
     while True:
@@ -86,8 +84,8 @@ async def replay(store: Store, key: str, after: int, send: Send, poll_s: float, 
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             return sent
         if time.monotonic() - last_progress > idle_s:
-            error = GatewayError(504, "the resumed stream stopped progressing", "server_error", "stream_stalled")
-            await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n"})
+            error = OpenAIError(504, "the resumed stream stopped progressing", "server_error", code="stream_stalled")
+            await send({"type": "http.response.body", "body": b"data: " + error.body_bytes() + b"\n\n"})
             return sent
         await asyncio.sleep(poll_s)
         found = await _read_or_none(store, key, after + 1 + sent)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from kvserve.gateway.errors import GatewayError, not_found
+from kvserve.gateway.errors import not_found
 from kvserve.gateway.hashring import stable_hash
 from kvserve.gateway.pool import Pool
+from kvserve.openai_error import OpenAIError
 
 VERSION_SEPARATOR = "@"
 
@@ -63,8 +64,7 @@ def choose_version(model: ModelRoute, pinned: str | None, sticky_key: str | None
     weighted = [v for v in model.versions.values() if v.weight > 0]
     total = sum(v.weight for v in weighted)
     if total <= 0:
-        raise GatewayError(503, f"no version of model '{model.name}' takes traffic (all weights are 0)",
-                           "service_unavailable", "no_version")
+        raise OpenAIError(503, f"no version of model '{model.name}' takes traffic (all weights are 0)", "service_unavailable", code="no_version")
     if model.sticky and sticky_key is not None:
         fraction = stable_hash(f"{model.name}\x00{sticky_key}") / 2.0**64
     else:
