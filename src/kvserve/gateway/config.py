@@ -134,7 +134,7 @@ class HealthConfig(Section):
     interval_s: float = Field(1.0, gt=0)  # how often each endpoint's readiness is checked
     timeout_s: float = Field(1.0, gt=0)  # per check
     path: str = "/ready"
-    unhealthy_after: int = Field(3, ge=1)  # consecutive failed checks, with no request answered meanwhile, before no traffic
+    unhealthy_after: int = Field(3, ge=1)  # consecutive failed checks while no request is in flight or answered, before no traffic
     healthy_after: int = Field(1, ge=1)  # consecutive passed checks before traffic again
 
 

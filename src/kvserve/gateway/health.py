@@ -1,8 +1,10 @@
 """Active readiness checks: an endpoint leaves rotation after failed checks and returns after passed ones.
 
 A busy server may answer its readiness probe late while it generates. A failed check
-only counts when no request on the endpoint got an answer since the check before: a
-replica that keeps answering traffic is busy, not dead.
+only counts when the endpoint shows no other sign of life: no request on it got an
+answer since the check before, and none is waiting on it now. A request that waits on a
+hung server ends at the proxy's timeouts (and feeds the breaker); only then do the
+failed checks count.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ log = logging.getLogger("kvserve.gateway.health")
 
 def record_check(endpoint: Endpoint, ok: bool, config: HealthConfig) -> bool:
     """Apply one check's result; returns True when the endpoint's health flipped."""
-    answered = endpoint.answers != endpoint.answers_at_check
+    busy = endpoint.answers != endpoint.answers_at_check or endpoint.in_flight > 0
     endpoint.answers_at_check = endpoint.answers
-    if not ok and answered and endpoint.healthy:
+    if not ok and busy and endpoint.healthy:
         log.debug("readiness check of %s failed while it answered requests: busy, not counted", endpoint.url)
         return False
     if ok:
