@@ -7,11 +7,12 @@ import json
 import httpx
 import pytest
 
-from kvserve.gateway.config import PolicyOptions, parse_config
+from kvserve.gateway.config import parse_config
+from kvserve.gateway.routing.policies import PolicyOptions
 from kvserve.openai_error import OpenAIError
-from kvserve.gateway.pool import Pool
+from kvserve.gateway.routing.pool import Pool
 from kvserve.gateway.request import RequestParser, prompt_text
-from kvserve.gateway.versions import VersionRoute
+from kvserve.gateway.routing.versions import VersionRoute
 
 from .conftest import fast_config, make_key, one_pool
 

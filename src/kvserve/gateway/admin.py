@@ -14,12 +14,12 @@ from typing import Any, Awaitable, Callable
 from pydantic import ValidationError
 
 from kvserve.gateway.config import ConfigError, EndpointConfig
-from kvserve.gateway.endpoints import Endpoint
+from kvserve.gateway.fleet.endpoints import Endpoint
 from kvserve.gateway.errors import bad_request, not_found
-from kvserve.gateway.pool import Pool
-from kvserve.gateway.redis_link import RedisUnavailable
+from kvserve.gateway.routing.pool import Pool
+from kvserve.gateway.store.redis_link import RedisUnavailable
 from kvserve.gateway.state import GatewayState
-from kvserve.gateway.versions import VersionRoute
+from kvserve.gateway.routing.versions import VersionRoute
 from kvserve.openai_error import OpenAIError
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -135,11 +135,8 @@ class AdminAPI:
 
     async def usage(self, _: dict[str, Any]) -> dict[str, Any]:
         """Requests, tokens and cache hits per tenant, key id and model (all gateways on one Redis)."""
-        access = self.state.access
-        if access is None:
-            return {"object": "list", "data": []}
         try:
-            rows = await access.limiter.usage()
+            rows = await self.state.backends.limiter.usage()
         except RedisUnavailable:
             raise OpenAIError(503, "usage is kept in Redis, which is unavailable", "service_unavailable", code="redis_unavailable") from None
         return {"object": "list", "data": sorted(rows, key=lambda r: (r["tenant"], r["key_id"], r["model"]))}

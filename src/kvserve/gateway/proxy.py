@@ -15,14 +15,15 @@ from typing import Any, Awaitable, Callable
 
 from kvserve.gateway import retry
 from kvserve.gateway.config import GatewayConfig
-from kvserve.gateway.endpoints import Endpoint
+from kvserve.gateway.fleet.endpoints import Endpoint
 from kvserve.gateway.errors import no_endpoint, upstream_timeout
 from kvserve.gateway.metrics import GatewayMetrics
+from kvserve.gateway.outcome import Outcome
 from kvserve.gateway.renamer import ModelRenamer
 from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.retry import RetryPolicy
-from kvserve.gateway.upstream import Response, UpstreamClient, within
-from kvserve.gateway.versions import VersionRoute
+from kvserve.gateway.fleet.upstream import Response, UpstreamClient, within
+from kvserve.gateway.routing.versions import VersionRoute
 from kvserve.openai_error import OpenAIError
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -31,17 +32,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 DROPPED_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date",
                              b"server", b"proxy-connection", b"te", b"trailer", b"upgrade", b"x-request-id"})
 SSE_TYPE = b"text/event-stream"
-
-
-@dataclass
-class Outcome:
-    """How a forwarded request ended, for metrics and the request log."""
-
-    endpoint: str = "none"  # the endpoint that answered (or failed last)
-    status: int = 0  # status sent to the client
-    attempts: int = 0
-    ttft: float | None = None  # arrival -> first body byte relayed, seconds
-    error: str | None = None  # why the last attempt failed, or why a stream broke
 
 
 @dataclass

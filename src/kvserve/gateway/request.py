@@ -10,8 +10,8 @@ from typing import Any
 
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.errors import bad_request
-from kvserve.gateway.policies import RouteRequest
-from kvserve.gateway.versions import VersionRoute, split_model_name
+from kvserve.gateway.routing.policies import RouteRequest
+from kvserve.gateway.routing.versions import VersionRoute, split_model_name
 
 VERSION_HEADER = b"x-model-version"
 REQUEST_ID_HEADER = b"x-request-id"

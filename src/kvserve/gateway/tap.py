@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-from kvserve.gateway.cache import StreamAssembler
-from kvserve.gateway.streams import StreamRecorder
+from kvserve.gateway.store.cache import StreamAssembler
+from kvserve.gateway.store.streams import StreamRecorder
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 EVENT_END = b"\n\n"
