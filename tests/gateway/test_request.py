@@ -20,7 +20,8 @@ CONFIG = parse_config({"models": {"m": {"pool": {"endpoints": []}}}})
 
 
 def parse(body: dict | bytes, **headers: str):
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    """Parse a chat request (a dict gets one user message unless it names its own)."""
+    raw = body if isinstance(body, bytes) else json.dumps({"messages": [{"role": "user", "content": "x"}], **body}).encode()
     pairs = [(k.replace("_", "-").encode(), v.encode()) for k, v in headers.items()]
     return RequestParser(CONFIG).parse("/v1/chat/completions", pairs, raw)
 
@@ -78,14 +79,14 @@ def test_prompt_text_covers_roles_parts_and_completions():
 
 
 def test_the_body_is_forwarded_untouched_unless_model_or_priority_change():
-    raw = b'{"model": "m", "messages": [], "stream": true}'
+    raw = b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": true}'
     request = parse(raw)
     assert request.upstream_body(version(), forward_priority=True) is raw
-    renamed = json.loads(parse(b'{"model": "m@v"}').upstream_body(version("Qwen3-8B"), True))
+    renamed = json.loads(parse(raw.replace(b'"m"', b'"m@v"')).upstream_body(version("Qwen3-8B"), True))
     assert renamed["model"] == "Qwen3-8B"
-    prioritized = parse(b'{"model": "m"}', x_priority="high")
+    prioritized = parse(raw, x_priority="high")
     assert json.loads(prioritized.upstream_body(version(), True))["priority"] == -1
-    assert prioritized.upstream_body(version(), False) == b'{"model": "m"}'
+    assert prioritized.upstream_body(version(), False) == raw
 
 
 DEEP = b"[" * 2000 + b"]" * 2000

@@ -75,6 +75,20 @@ def error_body(message: str, code: int) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
 
 
+def body_problem(body: Any, chat: bool) -> str | None:
+    """Why the fake cannot read this body, or None."""
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    if chat and not (isinstance(body.get("messages"), list) and all(isinstance(m, dict) for m in body["messages"])):
+        return "'messages' must be an array of objects"
+    if not chat and not isinstance(body.get("prompt", ""), (str, list)):
+        return "'prompt' must be a string or an array"
+    for name in ("max_tokens", "max_completion_tokens"):
+        if body.get(name) is not None and (not isinstance(body[name], int) or body[name] < 1):
+            return f"'{name}' must be a positive integer"
+    return None
+
+
 def prompt_text(body: dict[str, Any]) -> str:
     if "messages" in body:
         return "".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
@@ -224,9 +238,11 @@ class FakeUpstream:
     async def complete(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:
         try:
             body = json.loads(await read_body(receive))
-            assert isinstance(body, dict)
-        except (ValueError, AssertionError):
-            await respond(send, 400, error_body("body is not a JSON object", 400))
+        except ValueError:
+            body = None
+        problem = body_problem(body, chat)
+        if problem is not None:  # a real server's 400, not a crash
+            await respond(send, 400, error_body(problem, 400))
             return
         self.remember(scope, body)
         cfg = self.config

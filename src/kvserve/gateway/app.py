@@ -7,6 +7,7 @@ from typing import Awaitable, Callable
 
 from kvserve.gateway.admin import AdminAPI
 from kvserve.gateway.context import Receive, Scope, Send
+from kvserve.gateway.openapi import document
 from kvserve.gateway.proxy import send_error
 from kvserve.gateway.routing.versions import VERSION_SEPARATOR
 from kvserve.gateway.state import GatewayState
@@ -26,6 +27,7 @@ class GatewayApp:
             ("GET", "/health"): self.health,
             ("GET", "/ready"): self.ready,
             ("GET", "/metrics"): self.metrics,
+            ("GET", "/openapi.json"): self.openapi,
         }
         self.methods: dict[str, list[str]] = {}  # path -> the methods it answers (the Allow header of a 405)
         for method, path in self.routes:
@@ -63,6 +65,9 @@ class GatewayApp:
             data.extend({"id": f"{name}{VERSION_SEPARATOR}{v}", "object": "model", "created": 0,
                          "owned_by": "kvserve", "parent": name} for v in model.versions)
         await respond(send, 200, json.dumps({"object": "list", "data": data}).encode())
+
+    async def openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, 200, document(self.state.table))
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, b'{"status":"ok"}')

@@ -83,7 +83,6 @@ def parse_payload(body: bytes) -> dict[str, Any]:
         raise bad_request("the request body must be a JSON object")
     if not isinstance(payload.get("model"), str) or not payload["model"]:
         raise bad_request("'model' is required and must be a string", "model")
-    check_types(payload)
     return payload
 
 
@@ -96,8 +95,14 @@ def nesting(body: bytes) -> int:
     return deepest
 
 
-def check_types(payload: dict[str, Any]) -> None:
+def check_types(payload: dict[str, Any], chat: bool) -> None:
     """400 for a field the gateway itself reads when its type is wrong (the upstream checks the rest)."""
+    if chat:
+        messages = payload.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise bad_request("'messages' must be a non-empty array of message objects", "messages")
+    elif not isinstance(payload.get("prompt"), (str, list)):
+        raise bad_request("'prompt' must be a string or an array", "prompt")
     if payload.get("stream") is not None and not isinstance(payload["stream"], bool):
         raise bad_request("'stream' must be a boolean", "stream")
     options = payload.get("stream_options")
@@ -113,8 +118,8 @@ def check_types(payload: dict[str, Any]) -> None:
 
 def pinned(model_field: str, header: bytes | None) -> tuple[str, str | None]:
     model, version = split_model_name(model_field)
-    if header is not None:
-        from_header = header.decode("latin-1").strip()
+    from_header = header.decode("latin-1").strip() if header is not None else ""
+    if from_header:  # an empty header pins nothing
         if version is not None and version != from_header:
             raise bad_request(f"'{model_field}' conflicts with X-Model-Version: {from_header}", "model")
         version = from_header
@@ -136,6 +141,7 @@ class RequestParser:
     def parse(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> ClientRequest:
         """Parse and validate; raises OpenAIError (400) on a malformed request."""
         payload = parse_payload(body)
+        check_types(payload, path.endswith("chat/completions"))
         found = {k: v for k, v in headers if k in self.wanted}
         model, version = pinned(payload["model"], found.get(VERSION_HEADER))
         text = prompt_text(payload)
