@@ -30,14 +30,16 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import itertools
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
 import httptools
 import uvloop
+
+from kvserve.gateway.access.keys import FileKeyStore, KeyLimits, new_key
 
 
 def free_port() -> int:
@@ -197,8 +199,6 @@ def access_yaml(args: argparse.Namespace, workdir: Path) -> str:
     """API keys (file store), per-key limits (in-memory, or Redis with --redis-url) and the cache."""
     if not args.access:
         return ""
-    from kvserve.gateway.access.keys import FileKeyStore, KeyLimits, new_key
-
     key, record = new_key("bench", limits=KeyLimits(requests_per_minute=10**9, tokens_per_minute=10**12))
     FileKeyStore(workdir / "keys.yaml").put(record)
     args.key = key
