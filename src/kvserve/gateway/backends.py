@@ -40,12 +40,12 @@ class Backends:
         self.store: Store = MemoryStore(config.cache.max_entries) if self.link is None else RedisStore(self.link)
         self.settlement = Settlement(self.limiter, self.store)
         self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
+        self.redis = config.redis
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
-        if config.redis != getattr(self, "redis", config.redis):
+        if config.redis != self.redis:
             log.warning("redis settings change needs a restart; keeping the current connection")
-        self.redis = config.redis
         if self.semantic is None and semantic_enabled(config):
             self.semantic = SemanticCache(self.store)
             self.start()

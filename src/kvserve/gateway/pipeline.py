@@ -15,7 +15,7 @@ import random
 from typing import Callable, Protocol
 
 from kvserve.gateway.access.guard import build_guards
-from kvserve.gateway.access.settlement import Accounts
+from kvserve.gateway.access.settlement import Accounts, NoAccounts
 from kvserve.gateway.backends import Backends, access_enabled, semantic_enabled
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.context import Receive, RequestContext, Scope, Send
@@ -94,7 +94,6 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
         Cache(config, backends.store, backends.semantic, m) if caching else OFF,
         Forward(proxy, backends.store, config.streams, tapped=access),
     ]
-    accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else None
-    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, backends.settlement,
-                    accounts)
+    accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else NoAccounts()
+    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts)
     return Pipeline(stages, settle, clock)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, Coroutine
 
 from kvserve.gateway.access import pii
 from kvserve.gateway.access.ratelimit import Charge, Decision, Limiter, Usage
@@ -33,10 +34,8 @@ class Settlement:
         self.background: set[asyncio.Task[None]] = set()
         self.unsettled: list[tuple[Charge, Decision, Usage]] = []
 
-    def start(self, ctx: RequestContext, accounts: Accounts) -> None:
-        if ctx.relay.recorder is not None:
-            ctx.relay.recorder.finish()
-        task = asyncio.ensure_future(accounts.finish(ctx))
+    def run(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
 
@@ -68,6 +67,18 @@ class Accounts:
         self.cache = config.cache
         self.streams = config.streams
         self.metrics = metrics
+
+    def start(self, ctx: RequestContext) -> None:
+        """Finish the request in the background (the client is not kept waiting)."""
+        if ctx.relay.recorder is not None:
+            ctx.relay.recorder.finish()
+        self.settlement.run(self.finish(ctx))
+
+    def log_fields(self, ctx: RequestContext) -> dict[str, object]:
+        """The key's public id, never the key."""
+        lookup = ctx.lookup
+        return {"tenant": ctx.identity.tenant, "key_id": ctx.identity.key_id,
+                "cache": lookup is not None and lookup.hit is not None}
 
     async def finish(self, ctx: RequestContext) -> None:
         if ctx.admission is not None:  # else refused before admission: nothing to settle
@@ -123,6 +134,16 @@ class Accounts:
         if lookup.semantic is not None and self.semantic is not None:
             await self.semantic.add(lookup.semantic, raw)
             self.metrics.semantic_stored.labels(model).inc()
+
+
+class NoAccounts:
+    """Without access features there is nothing to account for."""
+
+    def start(self, ctx: RequestContext) -> None:
+        return None
+
+    def log_fields(self, ctx: RequestContext) -> dict[str, object]:
+        return {}
 
 
 def usage_of(ctx: RequestContext) -> Usage:

@@ -8,7 +8,7 @@ import logging
 from typing import Callable
 
 from kvserve.gateway.access import pii
-from kvserve.gateway.access.settlement import Accounts, Settlement
+from kvserve.gateway.access.settlement import Accounts, NoAccounts
 from kvserve.gateway.context import RequestContext
 from kvserve.gateway.metrics import GatewayMetrics
 
@@ -19,17 +19,15 @@ class Settle:
     """Runs after the other stages, also when one refused or failed; never raises."""
 
     def __init__(self, metrics: GatewayMetrics, clock: Callable[[], float], log_requests: bool, log_prompts: bool,
-                 settlement: Settlement, accounts: Accounts | None) -> None:
+                 accounts: Accounts | NoAccounts) -> None:
         self.metrics = metrics
         self.clock = clock
         self.log_requests = log_requests
         self.log_prompts = log_prompts
-        self.settlement = settlement
-        self.accounts = accounts  # None: no access features, nothing to account for
+        self.accounts = accounts
 
     def run(self, ctx: RequestContext) -> None:
-        if self.accounts is not None:
-            self.settlement.start(ctx, self.accounts)
+        self.accounts.start(ctx)
         duration = self.clock() - ctx.started
         outcome, version = ctx.outcome, ctx.version
         model, vname = (version.model, version.name) if version is not None else ("unknown", "none")
@@ -46,10 +44,7 @@ class Settle:
             "ttft_ms": None if outcome.ttft is None else round(outcome.ttft * 1000, 2),
             "duration_ms": round(duration * 1000, 2), "error": outcome.error,
         }
-        if self.accounts is not None:  # the key's public id, never the key
-            lookup = ctx.lookup
-            line.update(tenant=ctx.identity.tenant, key_id=ctx.identity.key_id,
-                        cache=lookup is not None and lookup.hit is not None)
-            if self.log_prompts and request is not None:
-                line["prompt"] = pii.redact(request.route.prompt)
+        line.update(self.accounts.log_fields(ctx))
+        if self.log_prompts and request is not None:
+            line["prompt"] = pii.redact(request.route.prompt)
         return line
