@@ -8,11 +8,11 @@ import httpx
 import pytest
 
 from kvserve.gateway.config import parse_config
-from kvserve.gateway.routing.policies import PolicyOptions
-from kvserve.openai_error import OpenAIError
-from kvserve.gateway.routing.pool import Pool
 from kvserve.gateway.request import RequestParser, prompt_text
+from kvserve.gateway.routing.policies import PolicyOptions
+from kvserve.gateway.routing.pool import Pool
 from kvserve.gateway.routing.versions import VersionRoute
+from kvserve.openai_error import OpenAIError
 
 from .conftest import fast_config, make_key, one_pool
 

@@ -14,12 +14,12 @@ from typing import Any, Awaitable, Callable
 from pydantic import ValidationError
 
 from kvserve.gateway.config import ConfigError, EndpointConfig
-from kvserve.gateway.fleet.endpoints import Endpoint
 from kvserve.gateway.errors import bad_request, not_found
+from kvserve.gateway.fleet.endpoints import Endpoint
 from kvserve.gateway.routing.pool import Pool
-from kvserve.gateway.store.redis_link import RedisUnavailable
-from kvserve.gateway.state import GatewayState
 from kvserve.gateway.routing.versions import VersionRoute
+from kvserve.gateway.state import GatewayState
+from kvserve.gateway.store.redis_link import RedisUnavailable
 from kvserve.openai_error import OpenAIError
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]

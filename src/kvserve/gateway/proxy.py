@@ -15,14 +15,14 @@ from typing import Any, Awaitable, Callable
 
 from kvserve.gateway import retry
 from kvserve.gateway.config import GatewayConfig
-from kvserve.gateway.fleet.endpoints import Endpoint
 from kvserve.gateway.errors import no_endpoint, upstream_timeout
+from kvserve.gateway.fleet.endpoints import Endpoint
+from kvserve.gateway.fleet.upstream import Response, UpstreamClient, within
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.outcome import Outcome
 from kvserve.gateway.renamer import ModelRenamer
 from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.retry import RetryPolicy
-from kvserve.gateway.fleet.upstream import Response, UpstreamClient, within
 from kvserve.gateway.routing.versions import VersionRoute
 from kvserve.openai_error import OpenAIError
 

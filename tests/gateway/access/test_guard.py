@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from kvserve.gateway.access.keys import KeyLimits
 from kvserve.gateway.access.guard import DEFAULT_CONTROL_TOKENS, InputGuard, tokenizer_special_tokens
+from kvserve.gateway.access.keys import KeyLimits
 
 from ..conftest import bearer, chat, fast_config, make_key
 

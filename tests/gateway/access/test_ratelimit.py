@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from kvserve.gateway.access_config import RedisConfig, TenantLimits
 from kvserve.gateway.access.keys import KeyLimits
 from kvserve.gateway.access.ratelimit import Charge, MemoryLimiter, Usage, limit_headers, refusal
 from kvserve.gateway.access.ratelimit_redis import RedisLimiter
+from kvserve.gateway.access_config import RedisConfig, TenantLimits
 from kvserve.gateway.store.redis_link import RedisLink
 
 

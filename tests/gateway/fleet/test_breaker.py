@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kvserve.gateway.fleet.breaker import BreakerState, CircuitBreaker
 from kvserve.gateway.config import BreakerConfig
+from kvserve.gateway.fleet.breaker import BreakerState, CircuitBreaker
 
 
 def breaker(**overrides) -> tuple[CircuitBreaker, list[tuple[str, str]]]:

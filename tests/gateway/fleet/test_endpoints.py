@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.config import BreakerConfig, EndpointConfig
+from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.fleet.endpoints import Endpoint, EndpointRegistry
 from kvserve.gateway.routing.stats import EngineStats
 

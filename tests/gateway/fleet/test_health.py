@@ -8,8 +8,8 @@ import time
 
 import httpx
 
-from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.config import BreakerConfig, EndpointConfig, HealthConfig
+from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.fleet.endpoints import Endpoint
 from kvserve.gateway.fleet.health import check, record_check
 from kvserve.gateway.fleet.upstream import UpstreamClient

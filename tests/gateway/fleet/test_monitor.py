@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.config import BreakerConfig, EndpointConfig, HealthConfig, ScrapeConfig
+from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.fleet.endpoints import Endpoint
 from kvserve.gateway.fleet.monitor import Monitor
 from kvserve.gateway.fleet.upstream import UpstreamClient

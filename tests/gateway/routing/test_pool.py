@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.config import BreakerConfig, EndpointConfig
-from kvserve.gateway.routing.policies import PolicyOptions
+from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.fleet.endpoints import Endpoint
+from kvserve.gateway.routing.policies import PolicyOptions
 from kvserve.gateway.routing.policies import RouteRequest
 from kvserve.gateway.routing.pool import Pool
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kvserve.gateway.config import SheddingConfig
+from kvserve.gateway.routing.shedding import Shedder, saturated
 from kvserve.gateway.routing.stats import EndpointStats, EngineStats
 from kvserve.openai_error import OpenAIError
-from kvserve.gateway.routing.shedding import Shedder, saturated
 
 
 def endpoint(waiting: float | None, in_flight: int = 0, at_scrape: int = 0) -> EndpointStats:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kvserve.gateway.config import parse_config
 from kvserve.gateway.fleet.endpoints import EndpointRegistry
-from kvserve.openai_error import OpenAIError
 from kvserve.gateway.routing.table import RoutingTable
+from kvserve.openai_error import OpenAIError
 
 import pytest
 

@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 
 from kvserve.gateway.routing.policies import PolicyOptions
-from kvserve.openai_error import OpenAIError
 from kvserve.gateway.routing.pool import Pool
 from kvserve.gateway.routing.versions import ModelRoute, VersionRoute, choose_version, split_model_name
+from kvserve.openai_error import OpenAIError
 
 
 def model(weights: dict[str, float], sticky: bool = True) -> ModelRoute:

@@ -13,9 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kvserve.gateway.errors import bad_request
 from kvserve.gateway.access.keys import KeyLimits
 from kvserve.gateway.config import GatewayConfig
+from kvserve.gateway.errors import bad_request
 from kvserve.openai_error import OpenAIError
 
 DEFAULT_CONTROL_TOKENS = (

@@ -16,8 +16,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from kvserve.gateway.access_config import TenantLimits
 from kvserve.gateway.access.keys import KeyLimits
+from kvserve.gateway.access_config import TenantLimits
 from kvserve.openai_error import OpenAIError
 
 DAY_S = 86400

@@ -5,8 +5,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 from typing import Callable, Iterable
 
-from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.config import BreakerConfig, EndpointConfig
+from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.fleet.upstream import Origin
 from kvserve.gateway.routing.stats import EndpointStats, EngineStats
 

@@ -7,11 +7,10 @@ import logging
 import time
 from typing import Callable
 
-from kvserve.gateway.fleet import health
-
-from kvserve.gateway.fleet import scrape as stats
 from kvserve.gateway.config import HealthConfig, ScrapeConfig
+from kvserve.gateway.fleet import health
 from kvserve.gateway.fleet.endpoints import Endpoint
+from kvserve.gateway.fleet.scrape import scrape
 from kvserve.gateway.fleet.upstream import UpstreamClient
 
 log = logging.getLogger("kvserve.gateway.fleet.monitor")
@@ -54,7 +53,7 @@ class Monitor:
         while True:
             started = self.clock()
             try:
-                fresh = await stats.scrape(self.client, endpoint, self.scrape.path, self.scrape.timeout_s, started)
+                fresh = await scrape(self.client, endpoint, self.scrape.path, self.scrape.timeout_s, started)
                 if fresh is not None:
                     endpoint.engine = fresh
             except (OSError, asyncio.TimeoutError, ValueError) as exc:

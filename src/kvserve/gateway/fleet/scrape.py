@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 
 from kvserve.gateway.fleet.endpoints import Endpoint
-from kvserve.gateway.routing.stats import EngineStats
 from kvserve.gateway.fleet.upstream import UpstreamClient, within
+from kvserve.gateway.routing.stats import EngineStats
 
 WAITING = b"vllm:num_requests_waiting"
 RUNNING = b"vllm:num_requests_running"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Collection
 
-from kvserve.gateway.routing.policies import PolicyOptions
 from kvserve.gateway.fleet.endpoints import Endpoint
+from kvserve.gateway.routing.policies import POLICIES, PolicyOptions, PolicyState, RouteRequest
 from kvserve.gateway.routing.stats import EndpointStats
-from kvserve.gateway.routing.policies import POLICIES, PolicyState, RouteRequest
 
 
 class Pool:

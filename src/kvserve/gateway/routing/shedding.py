@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from kvserve.gateway.config import SheddingConfig
-from kvserve.gateway.routing.stats import EndpointStats
 from kvserve.gateway.errors import overloaded
+from kvserve.gateway.routing.stats import EndpointStats
 
 
 def estimated_waiting(stats: EndpointStats) -> float | None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kvserve.gateway.config import GatewayConfig, PoolConfig
-from kvserve.gateway.fleet.endpoints import Endpoint, EndpointRegistry
 from kvserve.gateway.errors import not_found
+from kvserve.gateway.fleet.endpoints import Endpoint, EndpointRegistry
 from kvserve.gateway.routing.pool import Pool
 from kvserve.gateway.routing.versions import ModelRoute, VersionRoute
 
