@@ -38,7 +38,7 @@ class EndpointConfig(Section):
 
 class PoolConfig(Section):
     endpoints: list[EndpointConfig] = []  # a plain URL string is accepted for each
-    policy: str = "least_request"  # a name in kvserve.gateway.policies.POLICIES
+    policy: str = "least_request"  # a name in kvserve.gateway.routing.policies.POLICIES
     options: PolicyOptions = PolicyOptions()  # knobs of the policies
 
     @field_validator("endpoints", mode="before")
