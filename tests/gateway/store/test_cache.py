@@ -90,3 +90,10 @@ def test_entries_round_trip_from_json_and_from_a_stream():
     assert assembler.entry().content == "hi"
     tools = b'{"choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{}]}}]}'
     assert entry_from_json(tools, chat=True) is None
+
+
+def test_a_hit_names_the_model_its_request_asked_for(cached_gateway):
+    gw, keys = cached_gateway
+    ask(gw, keys["a"], temperature=0, content="which model?")
+    pinned = ask(gw, keys["a"], temperature=0, content="which model?", model="fake@default")
+    assert pinned.headers["x-cache"] == "hit" and pinned.json()["model"] == "fake@default"

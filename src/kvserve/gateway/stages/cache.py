@@ -6,6 +6,8 @@ its lookup, so the settle stage can store its answer.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from kvserve.gateway.access import pii
 from kvserve.gateway.access_config import CacheConfig
 from kvserve.gateway.config import GatewayConfig
@@ -97,9 +99,10 @@ class Cache:
 
 
 async def replay_entry(ctx: RequestContext, entry: Entry, cache_headers: list[tuple[bytes, bytes]]) -> None:
-    """Answer from a cache entry, as JSON or SSE as the request asks."""
+    """Answer from a cache entry, as JSON or SSE as the request asks, naming the model it asked for."""
     request = ctx.request
     assert request is not None
+    entry = replace(entry, model=request.payload["model"])
     if request.stream:
         options = request.payload.get("stream_options") or {}
         body, kind = entry.as_sse(bool(options.get("include_usage"))), b"text/event-stream"
