@@ -231,7 +231,7 @@ def redis_prefix() -> str:
 def make_key(path: Path, tenant: str = "acme", models: tuple[str, ...] = (), priority: int = 0,
              **limits: Any) -> str:
     """Add a key to the YAML key file at `path`; returns the key."""
-    from kvserve.gateway.keys import FileKeyStore, KeyLimits, new_key
+    from kvserve.gateway.access.keys import FileKeyStore, KeyLimits, new_key
 
     key, record = new_key(tenant, models, priority, KeyLimits(**limits))
     FileKeyStore(path).put(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -205,3 +206,31 @@ def test_weights_split_traffic_between_versions(upstream, gateway):
         counts = Counter(client.post("/v1/chat/completions", json=chat("chat")).headers["x-model-version"]
                          for _ in range(300))
     assert 0.10 < counts["v2"] / 300 < 0.30, counts  # 20% ± 4.3 standard deviations of 300 draws
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_answers_name_the_model_the_client_asked_for(upstream, gateway, stream, path):
+    up = upstream(num_tokens=5)
+    gw = gateway(fast_config({"chat": {"upstream_model": "tiny", "pool": {"endpoints": [up.url]}}}))
+    body = chat("chat", stream=stream) if path.endswith("chat/completions") else {
+        "model": "chat", "prompt": "hi", "stream": stream}
+    response = httpx.post(gw.url + path, json=body, timeout=10)
+    assert httpx.get(up.url + "/admin/last_request").json()["model"] == "tiny"
+    assert response.status_code == 200 and "tiny" not in response.text
+    if not stream:
+        assert response.json()["model"] == "chat"
+        return
+    chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    assert len(chunks) >= 5 and {c["model"] for c in chunks} == {"chat"}
+
+
+def test_a_wrong_method_is_a_405_with_allow_and_an_unknown_path_a_404(upstream, gateway):
+    up = upstream()
+    gw = gateway(fast_config(one_pool([up.url])))
+    wrong = httpx.get(gw.url + "/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+    assert httpx.post(gw.url + "/health").headers["allow"] == "GET"
+    missing = httpx.post(gw.url + "/v1/nothing", json={})
+    assert missing.status_code == 404 and set(missing.json()["error"]) == {"message", "type", "param", "code"}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-from kvserve.gateway.errors import GatewayError, no_endpoint, overloaded
+from kvserve.gateway.errors import no_endpoint, overloaded
+from kvserve.openai_error import OpenAIError
 
 
 def test_error_body_has_the_openai_shape():
-    body = json.loads(GatewayError(400, "bad", "invalid_request_error", "c", "model").body())
+    body = json.loads(OpenAIError(400, "bad", "invalid_request_error", param="model", code="c").body_bytes())
     assert body == {"error": {"message": "bad", "type": "invalid_request_error", "param": "model", "code": "c"}}
     assert no_endpoint("m", "v1").status == 503 and "m" in no_endpoint("m", "v1").message
-    assert overloaded(0.2).headers == ((b"retry-after", b"1"),)
+    assert overloaded(0.2).headers == {"retry-after": "1"}

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer, PrefixCache
-from kvserve.gateway.stats import parse_metrics
+from kvserve.gateway.fleet.scrape import parse_metrics
 
 from .conftest import chat, wait_until
 

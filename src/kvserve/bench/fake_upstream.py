@@ -51,6 +51,7 @@ class FakeUpstreamConfig:
     fail_rate: float = 0.0  # fraction of requests answered with status_code
     status_code: int = 503  # status of injected failures
     hang: bool = False  # accept requests and never answer (until the client goes away)
+    ready_delay: float = 0.0  # seconds /health and /ready take to answer (a busy server's slow probe)
     max_running: int = 0  # concurrent requests served; the rest wait (0 = unlimited)
     kv_capacity_tokens: int = 65536  # simulated KV cache size behind vllm:kv_cache_usage_perc
     prefill_chars_per_second: float = 0.0  # uncached prompt chars add to ttft (0 = off)
@@ -72,6 +73,20 @@ class Counters:
 def error_body(message: str, code: int) -> bytes:
     kind = "invalid_request_error" if code < 500 else "server_error"
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+
+
+def body_problem(body: Any, chat: bool) -> str | None:
+    """Why the fake cannot read this body, or None."""
+    if not isinstance(body, dict):
+        return "body is not a JSON object"
+    if chat and not (isinstance(body.get("messages"), list) and all(isinstance(m, dict) for m in body["messages"])):
+        return "'messages' must be an array of objects"
+    if not chat and not isinstance(body.get("prompt", ""), (str, list)):
+        return "'prompt' must be a string or an array"
+    for name in ("max_tokens", "max_completion_tokens"):
+        if body.get(name) is not None and (not isinstance(body[name], int) or body[name] < 1):
+            return f"'{name}' must be a positive integer"
+    return None
 
 
 def prompt_text(body: dict[str, Any]) -> str:
@@ -186,6 +201,8 @@ class FakeUpstream:
             await respond(send, 404, error_body(f"no route {scope['path']}", 404))
 
     async def probe(self, send: Send) -> None:
+        if self.config.ready_delay > 0:
+            await asyncio.sleep(self.config.ready_delay)
         if self.config.fail_rate >= 1.0:
             await respond(send, self.config.status_code, error_body("injected failure", self.config.status_code))
         else:
@@ -221,9 +238,11 @@ class FakeUpstream:
     async def complete(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> None:
         try:
             body = json.loads(await read_body(receive))
-            assert isinstance(body, dict)
-        except (ValueError, AssertionError):
-            await respond(send, 400, error_body("body is not a JSON object", 400))
+        except ValueError:
+            body = None
+        problem = body_problem(body, chat)
+        if problem is not None:  # a real server's 400, not a crash
+            await respond(send, 400, error_body(problem, 400))
             return
         self.remember(scope, body)
         cfg = self.config

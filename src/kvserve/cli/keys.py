@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def open_store(args: argparse.Namespace) -> Any:
-    from kvserve.gateway.keys import FileKeyStore, RedisKeyStore
+    from kvserve.gateway.access.keys import FileKeyStore, RedisKeyStore
 
     if args.file:
         return FileKeyStore(args.file)
@@ -69,7 +69,7 @@ def describe(record: Any) -> dict[str, Any]:
 
 
 def create(store: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from kvserve.gateway.keys import KeyLimits, new_key
+    from kvserve.gateway.access.keys import KeyLimits, new_key
 
     limits = KeyLimits(**{field: getattr(args, flag) for flag, field in LIMIT_FLAGS.items()
                           if getattr(args, flag) is not None})

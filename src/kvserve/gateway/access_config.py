@@ -1,4 +1,4 @@
-"""Config sections of part 2: Redis, API keys, tenants, limits, caching, streams, safety.
+"""Config sections of the access features: Redis, API keys, tenants, limits, caching, streams, safety.
 
 They are fields of `GatewayConfig` (config.py); each is optional and off (or lenient)
 by default, so a part-1 config keeps its behaviour.

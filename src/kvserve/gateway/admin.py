@@ -14,12 +14,13 @@ from typing import Any, Awaitable, Callable
 from pydantic import ValidationError
 
 from kvserve.gateway.config import ConfigError, EndpointConfig
-from kvserve.gateway.endpoints import Endpoint
-from kvserve.gateway.errors import GatewayError, bad_request, not_found
-from kvserve.gateway.pool import Pool
-from kvserve.gateway.redis_link import RedisUnavailable
+from kvserve.gateway.errors import bad_request, not_found
+from kvserve.gateway.fleet.endpoints import Endpoint
+from kvserve.gateway.routing.pool import Pool
+from kvserve.gateway.routing.versions import VersionRoute
 from kvserve.gateway.state import GatewayState
-from kvserve.gateway.versions import VersionRoute
+from kvserve.gateway.store.redis_link import RedisUnavailable
+from kvserve.openai_error import OpenAIError
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -47,12 +48,12 @@ class AdminAPI:
             self.authorize(scope["headers"])
             handler = self.routes.get((scope["method"], scope["path"]))
             if handler is None:
-                raise GatewayError(404, f"no admin route {scope['method']} {scope['path']}", code="not_found")
+                raise OpenAIError(404, f"no admin route {scope['method']} {scope['path']}", code="not_found")
             result = handler(await read_json(receive))
             if inspect.isawaitable(result):
                 result = await result
-        except GatewayError as error:
-            status, body = error.status, error.body()
+        except OpenAIError as error:
+            status, body = error.status, error.body_bytes()
         else:
             status, body = 200, json.dumps(result).encode()
         await send({"type": "http.response.start", "status": status,
@@ -62,7 +63,7 @@ class AdminAPI:
     def authorize(self, headers: list[tuple[bytes, bytes]]) -> None:
         key = self.state.admin_key
         if key is None:
-            raise GatewayError(404, "the admin API is disabled (no admin key configured)", code="not_found")
+            raise OpenAIError(404, "the admin API is disabled (no admin key configured)", code="not_found")
         given = b""
         for name, value in headers:
             if name == b"authorization" and value[:7].lower() == b"bearer ":
@@ -70,7 +71,7 @@ class AdminAPI:
             elif name == b"x-admin-key":
                 given = value.strip()
         if not hmac.compare_digest(given, key.encode()):
-            raise GatewayError(401, "a valid admin key is required", "authentication_error", "invalid_admin_key")
+            raise OpenAIError(401, "a valid admin key is required", "authentication_error", code="invalid_admin_key")
 
     def describe(self, _: dict[str, Any]) -> dict[str, Any]:
         state, now = self.state, self.state.clock()
@@ -134,14 +135,10 @@ class AdminAPI:
 
     async def usage(self, _: dict[str, Any]) -> dict[str, Any]:
         """Requests, tokens and cache hits per tenant, key id and model (all gateways on one Redis)."""
-        access = self.state.access
-        if access is None:
-            return {"object": "list", "data": []}
         try:
-            rows = await access.limiter.usage()
+            rows = await self.state.backends.limiter.usage()
         except RedisUnavailable:
-            raise GatewayError(503, "usage is kept in Redis, which is unavailable", "service_unavailable",
-                               "redis_unavailable") from None
+            raise OpenAIError(503, "usage is kept in Redis, which is unavailable", "service_unavailable", code="redis_unavailable") from None
         return {"object": "list", "data": sorted(rows, key=lambda r: (r["tenant"], r["key_id"], r["model"]))}
 
     def _endpoint(self, body: dict[str, Any]) -> Endpoint:
@@ -183,11 +180,11 @@ async def read_json(receive: Receive, limit: int = 1 << 20) -> dict[str, Any]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise GatewayError(400, "client went away")
+            raise OpenAIError(400, "client went away")
         chunks.append(message.get("body", b""))
         size += len(chunks[-1])
         if size > limit:
-            raise GatewayError(413, "admin request body too large")
+            raise OpenAIError(413, "admin request body too large")
         if not message.get("more_body"):
             break
     raw = b"".join(chunks)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, PrivacyConfig, RedisConfig,
                                            SemanticCacheConfig, StreamsConfig, TenantLimits)
+from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
 class ConfigError(ValueError):
     """The configuration file is missing, not YAML, or has an invalid field."""
@@ -35,19 +36,9 @@ class EndpointConfig(Section):
         return url.rstrip("/")
 
 
-class PolicyOptions(Section):
-    prefix_chunk_chars: int = Field(256, gt=0)  # prefix_aware: characters per hashed prompt chunk
-    prefix_max_chunks: int = Field(64, gt=0)  # prefix_aware: leading chunks hashed per request
-    prefix_lru_entries: int = Field(100_000, gt=0)  # prefix_aware: chunk hashes remembered per pool
-    prefix_max_imbalance: float = Field(8.0, ge=0)  # prefix_aware: extra load tolerated for a prefix hit
-    virtual_nodes: int = Field(128, gt=0)  # session_affinity: ring points per endpoint
-    queue_weight: float = Field(1.0, ge=0)  # kv_aware: weight of the normalised queue length
-    kv_weight: float = Field(1.0, ge=0)  # kv_aware: weight of KV-cache usage (0..1)
-
-
 class PoolConfig(Section):
     endpoints: list[EndpointConfig] = []  # a plain URL string is accepted for each
-    policy: str = "least_request"  # a name in kvserve.gateway.policies.POLICIES
+    policy: str = "least_request"  # a name in kvserve.gateway.routing.policies.POLICIES
     options: PolicyOptions = PolicyOptions()  # knobs of the policies
 
     @field_validator("endpoints", mode="before")
@@ -60,7 +51,6 @@ class PoolConfig(Section):
     @field_validator("policy")
     @classmethod
     def _known_policy(cls, name: str) -> str:
-        from kvserve.gateway.policies import POLICIES  # policies import this module's PolicyOptions
 
         if name not in POLICIES:
             raise ValueError(f"unknown policy '{name}' (choose from {', '.join(POLICIES)})")
@@ -134,7 +124,7 @@ class HealthConfig(Section):
     interval_s: float = Field(1.0, gt=0)  # how often each endpoint's readiness is checked
     timeout_s: float = Field(1.0, gt=0)  # per check
     path: str = "/ready"
-    unhealthy_after: int = Field(2, ge=1)  # consecutive failed checks before no traffic
+    unhealthy_after: int = Field(3, ge=1)  # consecutive failed checks while no request is in flight or answered, before no traffic
     healthy_after: int = Field(1, ge=1)  # consecutive passed checks before traffic again
 
 

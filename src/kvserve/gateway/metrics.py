@@ -76,7 +76,7 @@ class GatewayMetrics:
 
 
 class AccessMetrics:
-    """Part 2: tenants' usage, refusals, cache results and Redis health."""
+    """Access features: tenants' usage, refusals, cache results and Redis health."""
 
     def __init__(self, r: CollectorRegistry) -> None:
         self.tenant_requests = Counter("kvserve:gateway_tenant_requests", "Requests answered per tenant",

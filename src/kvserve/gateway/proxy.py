@@ -15,13 +15,16 @@ from typing import Any, Awaitable, Callable
 
 from kvserve.gateway import retry
 from kvserve.gateway.config import GatewayConfig
-from kvserve.gateway.endpoints import Endpoint
-from kvserve.gateway.errors import GatewayError, no_endpoint, upstream_timeout
+from kvserve.gateway.errors import no_endpoint, upstream_timeout
+from kvserve.gateway.fleet.endpoints import Endpoint
+from kvserve.gateway.fleet.upstream import Response, UpstreamClient, within
 from kvserve.gateway.metrics import GatewayMetrics
+from kvserve.gateway.outcome import Outcome
+from kvserve.gateway.renamer import ModelRenamer
 from kvserve.gateway.request import ClientRequest
 from kvserve.gateway.retry import RetryPolicy
-from kvserve.gateway.upstream import Response, UpstreamClient, within
-from kvserve.gateway.versions import VersionRoute
+from kvserve.gateway.routing.versions import VersionRoute
+from kvserve.openai_error import OpenAIError
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -29,17 +32,6 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 DROPPED_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date",
                              b"server", b"proxy-connection", b"te", b"trailer", b"upgrade", b"x-request-id"})
 SSE_TYPE = b"text/event-stream"
-
-
-@dataclass
-class Outcome:
-    """How a forwarded request ended, for metrics and the request log."""
-
-    endpoint: str = "none"  # the endpoint that answered (or failed last)
-    status: int = 0  # status sent to the client
-    attempts: int = 0
-    ttft: float | None = None  # arrival -> first body byte relayed, seconds
-    error: str | None = None  # why the last attempt failed, or why a stream broke
 
 
 @dataclass
@@ -127,11 +119,14 @@ class Proxy:
             try:
                 outcome.status = response.status
                 outcome.ttft = self.clock() - started
+                endpoint.answers += 1
                 await send({"type": "http.response.start", "status": response.status,
                             "headers": client_headers(response, request, version)})
-                outcome.error = await relay(response, first, send)
+                outcome.error = await relay(response, first, send, renamer(request, version))
                 clean = outcome.error is None
                 verdict = clean and response.status < 500
+                if verdict:
+                    endpoint.answers += 1
             finally:
                 if clean:
                     response.release()  # back to the pool
@@ -200,27 +195,37 @@ class Proxy:
         await send_error(send, error)
 
 
-async def relay(response: Response, first: bytes, send: Send) -> str | None:
+def renamer(request: ClientRequest, version: VersionRoute) -> ModelRenamer | None:
+    asked = request.payload["model"]
+    return None if asked == version.upstream_model else ModelRenamer(version.upstream_model, asked)
+
+
+async def relay(response: Response, first: bytes, send: Send, rename: ModelRenamer | None = None) -> str | None:
     """Pass the answer through as it arrives; returns why it broke, or None."""
     if response.drained():  # the whole answer came in one piece
-        await send({"type": "http.response.body", "body": first, "more_body": False})
+        body = first if rename is None else rename(first, True)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
         return None
-    await send({"type": "http.response.body", "body": first, "more_body": True})
+    await send({"type": "http.response.body", "body": first if rename is None else rename(first, False),
+                "more_body": True})
     read = response.read
     try:
         while chunk := await read():
             last = response.drained()  # end the response with the last bytes: one write less
+            if rename is not None:
+                chunk = rename(chunk, last)
             await send({"type": "http.response.body", "body": chunk, "more_body": not last})
             if last:
                 return None
     except (OSError, TimeoutError) as exc:
         tail = b""
         if (response.header(b"content-type") or b"").startswith(SSE_TYPE):
-            error = GatewayError(502, "upstream stream broke", "server_error", "upstream_error")
-            tail = b"\n\ndata: " + error.body() + b"\n\n"
+            error = OpenAIError(502, "upstream stream broke", "server_error", code="upstream_error")
+            tail = b"\n\ndata: " + error.body_bytes() + b"\n\n"
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         return type(exc).__name__
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await send({"type": "http.response.body", "body": b"" if rename is None else rename(b"", True),
+                "more_body": False})
     return None
 
 
@@ -232,10 +237,10 @@ def client_headers(response: Response, request: ClientRequest,
     return headers
 
 
-async def send_error(send: Send, error: GatewayError) -> None:
-    headers = [(b"content-type", b"application/json"), *error.headers]
+async def send_error(send: Send, error: OpenAIError) -> None:
+    headers = [(b"content-type", b"application/json"), *((k.encode(), v.encode()) for k, v in error.headers.items())]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": error.body()})
+    await send({"type": "http.response.body", "body": error.body_bytes()})
 
 
 def _close(holder: list[Response]) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.errors import bad_request
-from kvserve.gateway.policies import RouteRequest
-from kvserve.gateway.versions import VersionRoute, split_model_name
+from kvserve.gateway.routing.policies import RouteRequest
+from kvserve.gateway.routing.versions import VersionRoute, split_model_name
 
 VERSION_HEADER = b"x-model-version"
 REQUEST_ID_HEADER = b"x-request-id"
@@ -65,10 +66,18 @@ def _content_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
+MAX_DEPTH = 64  # JSON nesting the gateway accepts; OpenAI bodies nest a few levels
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
 def parse_payload(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object whose fields the gateway reads have the right types."""
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and nesting(body) > MAX_DEPTH:
+        raise bad_request(f"the request body nests JSON deeper than {MAX_DEPTH} levels")
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise bad_request("the request body is not valid JSON") from None
     if not isinstance(payload, dict):
         raise bad_request("the request body must be a JSON object")
@@ -77,10 +86,40 @@ def parse_payload(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def nesting(body: bytes) -> int:
+    """The deepest bracket nesting outside JSON strings (only run when it could be deep)."""
+    depth = deepest = 0
+    for match in _BRACKET.finditer(_STRING.sub(b"", body)):
+        depth += 1 if match.group() in (b"[", b"{") else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def check_types(payload: dict[str, Any], chat: bool) -> None:
+    """400 for a field the gateway itself reads when its type is wrong (the upstream checks the rest)."""
+    if chat:
+        messages = payload.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise bad_request("'messages' must be a non-empty array of message objects", "messages")
+    elif not isinstance(payload.get("prompt"), (str, list)):
+        raise bad_request("'prompt' must be a string or an array", "prompt")
+    if payload.get("stream") is not None and not isinstance(payload["stream"], bool):
+        raise bad_request("'stream' must be a boolean", "stream")
+    options = payload.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request("'stream_options' must be an object", "stream_options")
+    if options and options.get("include_usage") is not None and not isinstance(options["include_usage"], bool):
+        raise bad_request("'stream_options.include_usage' must be a boolean", "stream_options")
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = payload.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise bad_request(f"'{name}' must be a positive integer", name)
+
+
 def pinned(model_field: str, header: bytes | None) -> tuple[str, str | None]:
     model, version = split_model_name(model_field)
-    if header is not None:
-        from_header = header.decode("latin-1").strip()
+    from_header = header.decode("latin-1").strip() if header is not None else ""
+    if from_header:  # an empty header pins nothing
         if version is not None and version != from_header:
             raise bad_request(f"'{model_field}' conflicts with X-Model-Version: {from_header}", "model")
         version = from_header
@@ -100,8 +139,9 @@ class RequestParser:
         self.wanted = {REQUEST_ID_HEADER, VERSION_HEADER, self.priority_header, self.session_header, *TRACE_HEADERS}
 
     def parse(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> ClientRequest:
-        """Parse and validate; raises GatewayError (400) on a malformed request."""
+        """Parse and validate; raises OpenAIError (400) on a malformed request."""
         payload = parse_payload(body)
+        check_types(payload, path.endswith("chat/completions"))
         found = {k: v for k, v in headers if k in self.wanted}
         model, version = pinned(payload["model"], found.get(VERSION_HEADER))
         text = prompt_text(payload)

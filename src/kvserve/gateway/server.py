@@ -13,7 +13,7 @@ from types import FrameType
 import uvicorn
 
 from kvserve.gateway.app import GatewayApp
-from kvserve.gateway.config import ConfigError, load_config
+from kvserve.gateway.config import ConfigError, GatewayConfig, load_config
 from kvserve.gateway.state import GatewayState
 from kvserve.http_limits import bounded_http_protocol
 
@@ -35,6 +35,12 @@ class GatewayServer(uvicorn.Server):
         if hasattr(signal, "SIGHUP"):
             self._loop.add_signal_handler(signal.SIGHUP, self.reload)
         await super().startup(sockets)
+        if self.started:
+            log.info("%s", banner(self.state.config, self.config.host, self.config.port))
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        log.info("gateway on %s:%d stopped", self.config.host, self.config.port)
 
     def reload(self) -> None:
         try:
@@ -59,6 +65,24 @@ class GatewayServer(uvicorn.Server):
         # the gateway: exit 0, as supervisors expect. SIGINT keeps uvicorn's behaviour.
         if sig == signal.SIGTERM and sig in self._captured_signals:
             self._captured_signals.remove(sig)
+
+
+def banner(config: GatewayConfig, host: str, port: int) -> str:
+    """What a client and an operator need to know at start: the models clients may ask for,
+    their versions, endpoints and policies, the features on, and the address."""
+    lines = [f"kvserve gateway listening on http://{host}:{port} (OpenAI API under /v1)"]
+    for name, model in config.models.items():
+        for vname, version in model.versions.items():
+            upstream = f", upstream model '{version.upstream_model}'" if version.upstream_model else ""
+            urls = ", ".join(e.url for e in version.pool.endpoints) or "no endpoints"
+            lines.append(f"  model '{name}' version '{vname}' (weight {version.weight:g}{upstream}): "
+                         f"{version.pool.policy} over {urls}")
+    features = [name for name, on in (("api keys", config.auth.enabled), ("redis", config.redis.url is not None),
+                                      ("response cache", config.cache.enabled),
+                                      ("resumable streams", config.streams.resumable)) if on]
+    lines.append(f"  access: {', '.join(features) or 'open (no keys, limits or cache)'}; "
+                 f"admin API {'on' if config.admin.resolved_key() else 'off'}")
+    return "\n".join(lines)
 
 
 def configure_logging(level: str) -> None:

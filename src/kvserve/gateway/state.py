@@ -1,4 +1,4 @@
-"""The gateway's runtime state: config, endpoints, routing table, upstream sessions."""
+"""The gateway's runtime state: config, endpoints, routing table, upstream sessions, the pipeline."""
 
 from __future__ import annotations
 
@@ -8,26 +8,23 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from kvserve.gateway.access import AccessControl, access_enabled
+from kvserve.gateway.backends import Backends
 from kvserve.gateway.config import GatewayConfig, load_config
-from kvserve.gateway.endpoints import EndpointRegistry
-from kvserve.gateway.errors import GatewayError
+from kvserve.gateway.fleet.endpoints import EndpointRegistry
+from kvserve.gateway.fleet.monitor import Monitor
+from kvserve.gateway.fleet.upstream import UpstreamClient
 from kvserve.gateway.metrics import GatewayMetrics
-from kvserve.gateway.monitor import Monitor
+from kvserve.gateway.pipeline import Pipeline, build_pipeline
 from kvserve.gateway.proxy import Proxy
-from kvserve.gateway.request import ClientRequest, RequestParser
-from kvserve.gateway.routing import RoutingTable
-from kvserve.gateway.shedding import Shedder
-from kvserve.gateway.upstream import UpstreamClient
-from kvserve.gateway.versions import VersionRoute
+from kvserve.gateway.routing.table import RoutingTable
 
 log = logging.getLogger("kvserve.gateway")
 
 
 class GatewayState:
     """One per gateway process. `start` (inside the event loop) opens the upstream
-    sessions and the monitors; `apply` swaps in a new config without touching requests
-    in flight (they hold the objects they resolved)."""
+    sessions and the monitors and builds the pipeline; `apply` swaps in a new config
+    without touching requests in flight (they hold the objects they resolved)."""
 
     def __init__(self, config: GatewayConfig, config_path: Path | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -38,21 +35,19 @@ class GatewayState:
         self.metrics = GatewayMetrics()
         self.registry = EndpointRegistry(config.breaker, self._breaker_changed)
         self.table = RoutingTable.build(config, self.registry)
-        self.parser = RequestParser(config)
-        self.shedder = Shedder(config.shedding)
         self.admin_key = config.admin.resolved_key()
         self.draining = False  # set on SIGTERM: /ready answers 503
-        # part 2 (keys, limits, cache, resumable streams); None keeps part 1's lean path
-        self.access = AccessControl(config, self.metrics.access) if access_enabled(config) else None
+        self.backends = Backends(config, self.metrics.access)
         self._proxy: Proxy | None = None
+        self._pipeline: Pipeline | None = None
         self._monitor: Monitor | None = None
         self._clients: list[UpstreamClient] = []
 
     @property
-    def proxy(self) -> Proxy:
-        if self._proxy is None:
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
             raise RuntimeError("GatewayState.start() was not called")
-        return self._proxy
+        return self._pipeline
 
     async def start(self) -> None:
         upstream = UpstreamClient(self.config.timeouts.connect_s)
@@ -61,8 +56,8 @@ class GatewayState:
         self._proxy = Proxy(upstream, self.config, self.metrics, self.clock)
         self._monitor = Monitor(control, self.config.scrape, self.config.health, self.clock)
         self._monitor.sync(self.table.endpoints())
-        if self.access is not None:
-            self.access.start()  # the semantic cache's model loads in the background
+        self.backends.start()  # the semantic cache's model loads in the background
+        self._build()
 
     async def close(self) -> None:
         if self._monitor is not None:
@@ -70,8 +65,7 @@ class GatewayState:
         for client in self._clients:
             await client.close()
         self._clients = []
-        if self.access is not None:
-            await self.access.close()
+        await self.backends.close()
 
     def apply(self, config: GatewayConfig) -> None:
         """Switch to `config`; endpoints it still lists keep their breakers and counters."""
@@ -79,22 +73,18 @@ class GatewayState:
             log.warning("server.host/port changes need a restart; keeping the current listener")
         self.registry.set_breaker_config(config.breaker)
         self.table = RoutingTable.build(config, self.registry, previous=self.table)
-        self.parser = RequestParser(config)
-        self.shedder = Shedder(config.shedding)
         self.admin_key = config.admin.resolved_key()
-        self._apply_access(config)
+        self.backends.configure(config)
         self.config = config
         if self._proxy is not None:
             self._proxy.configure(config)
+        self._build()
         self.sync_monitors()
 
-    def _apply_access(self, config: GatewayConfig) -> None:
-        if config.redis != self.config.redis:
-            log.warning("redis settings change needs a restart; keeping the current connection")
-        if self.access is not None:
-            self.access.configure(config)
-        elif access_enabled(config):
-            self.access = AccessControl(config, self.metrics.access)
+    def _build(self) -> None:
+        if self._proxy is not None:
+            self._pipeline = build_pipeline(self.config, self.table, self._proxy, self.backends, self.metrics,
+                                            self.clock, self.rng)
 
     def reload(self) -> None:
         """Re-read the config file; raises ConfigError (and keeps the old config) if it is bad."""
@@ -107,19 +97,6 @@ class GatewayState:
         if self._monitor is not None:
             self._monitor.configure(self.config.scrape, self.config.health)
             self._monitor.sync(self.table.endpoints())
-
-    def shed_check(self, request: ClientRequest, version: VersionRoute) -> None:
-        """Raise 429 if the request is low priority and its pool is saturated."""
-        if not self.shedder.sheddable(request.priority):
-            return
-        now = self.clock()
-        stale = self.config.scrape.interval_s * self.config.scrape.stale_after
-        pool = version.pools_for(request.route.est_prompt_tokens)[0]
-        try:
-            self.shedder.check(request.priority, pool.snapshot(now, stale))
-        except GatewayError:
-            self.metrics.shed.labels(version.model, version.name).inc()
-            raise
 
     def _breaker_changed(self, url: str, state: str) -> None:
         log.warning("circuit breaker of %s is now %s", url, state)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Awaitable, Callable
 
-from kvserve.gateway.cache import StreamAssembler
-from kvserve.gateway.streams import StreamRecorder
+from kvserve.gateway.store.cache import StreamAssembler
+from kvserve.gateway.store.streams import StreamRecorder
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 EVENT_END = b"\n\n"
@@ -39,6 +39,7 @@ class ResponseTap:
         self.client_gone = False
         self.pending = b""  # an SSE event split across reads
         self.next_id = 0
+        self.passthrough = stream and self.assembler is None and recorder is None  # events need no rewriting
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -49,6 +50,9 @@ class ResponseTap:
             await self._forward({**message, "headers": headers})
             return
         body, more = message.get("body", b""), message.get("more_body", False)
+        if self.passthrough and not self.pending and body.endswith(EVENT_END) and b'"usage"' not in body:
+            await self._forward(message)  # the common chunk: whole events, nothing to read or number
+            return
         if self.stream and self.status == 200:
             body = self._events(body, more)
         elif self.status == 200 and len(self.body) + len(body) <= MAX_CAPTURE:

@@ -1,0 +1,317 @@
+"""Gateway overhead on time to first token: direct to a fake upstream vs through the gateway.
+
+One command measures the gateway as deployed: API keys, per-key limits in Redis (a
+redis-server it starts on a free loopback port) and the response cache on, for 32-,
+64- and 256-token answers:
+
+    python scripts/gateway_overhead.py
+
+(`--no-access` for a gateway without keys, limits or cache; `--num-tokens 64` for one size.)
+
+It starts a fake upstream (`python -m kvserve.bench.fake_upstream`) and a gateway
+(`kvserve gateway`, request log on, as by default) as subprocesses, pinned with
+`taskset`: the gateway alone on core 0, the upstream on core 1, this client on core 2
+(on a 2-core machine the client shares core 1 with the upstream). It then sends the same open-loop Poisson load of
+streaming chat requests alternately direct and through the gateway (phases A B A B ...,
+so drift hits both), with a lean client (asyncio protocol + httptools parser) that
+costs far less CPU per request than the servers under test. It prints TTFT p50/p90/p99
+per target and the difference, plus the gateway's CPU use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import itertools
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import httptools
+import uvloop
+
+from kvserve.gateway.access.keys import FileKeyStore, KeyLimits, new_key
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Conn(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.first: float | None = None
+        self.done: asyncio.Future[None] | None = None
+        self.status = 0
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("closed"))
+
+    def on_body(self, body: bytes) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def on_message_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        if self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    async def request(self, raw: bytes) -> tuple[float, float]:
+        self.first = None
+        self.done = asyncio.get_running_loop().create_future()
+        start = time.perf_counter()
+        assert self.transport is not None
+        self.transport.write(raw)
+        await self.done
+        if self.status != 200 or self.first is None:
+            raise RuntimeError(f"status {self.status}")
+        return self.first - start, time.perf_counter() - start
+
+
+class Client:
+    """A pool of keep-alive connections to one host:port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.idle: list[Conn] = []
+
+    async def send(self, raw: bytes) -> tuple[float, float]:
+        conn = self.idle.pop() if self.idle else None
+        if conn is None or conn.closed:
+            loop = asyncio.get_running_loop()
+            _, conn = await loop.create_connection(Conn, "127.0.0.1", self.port)
+            conn.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        result = await conn.request(raw)
+        self.idle.append(conn)
+        return result
+
+
+def raw_request(port: int, model: str, num_tokens: int, key: str | None = None, nonce: int = 0) -> bytes:
+    """With `key` (--access): an API key and a deterministic (cacheable) body made unique by
+    `nonce`, so every request pays auth, limits, the PII scan and a cache lookup that misses."""
+    payload = {"model": model, "stream": True, "max_tokens": num_tokens,
+               "messages": [{"role": "system", "content": "You are a helpful assistant. " * 20},
+                            {"role": "user", "content": f"Say something. {nonce}" if key else "Say something."}]}
+    if key:
+        payload["temperature"] = 0
+    body = json.dumps(payload).encode()
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{auth}"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def request_maker(port: int, num_tokens: int, key: str | None) -> Callable[[], bytes]:
+    if key is None:
+        raw = raw_request(port, "fake", num_tokens)
+        return lambda: raw
+    counter = itertools.count()
+    return lambda: raw_request(port, "fake", num_tokens, key, next(counter))
+
+
+async def phase(client: Client, make: Callable[[], bytes], rate: float, seconds: float, rng: random.Random) -> list[float]:
+    ttfts: list[float] = []
+    errors: dict[str, int] = {}
+
+    async def one() -> None:
+        try:
+            ttft, _ = await client.send(make())
+            ttfts.append(ttft)
+        except (RuntimeError, ConnectionError, OSError) as exc:
+            errors[str(exc)] = errors.get(str(exc), 0) + 1
+
+    tasks = []
+    start = time.perf_counter()
+    next_at = start
+    while next_at - start < seconds:
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(one()))
+        next_at += rng.expovariate(rate)
+    await asyncio.gather(*tasks)
+    if errors:
+        print(f"  errors: {errors}", file=sys.stderr)
+    return ttfts
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_ready(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+                if b" 200 " in s.recv(100):
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not get ready")
+
+
+def pinned(core: int | None, cmd: list[str]) -> list[str]:
+    if core is None or shutil.which("taskset") is None:
+        return cmd
+    return ["taskset", "-c", str(core), *cmd]
+
+
+def cores() -> tuple[int | None, int | None, int | None]:
+    """(gateway, upstream, client) cores: the gateway alone on core 0."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if n >= 3:
+        return 0, 1, 2
+    return (0, 1, 1) if n == 2 else (None, None, None)
+
+
+def access_yaml(args: argparse.Namespace, workdir: Path) -> str:
+    """API keys (file store), per-key limits (in-memory, or Redis with --redis-url) and the cache."""
+    if not args.access:
+        return ""
+    key, record = new_key("bench", limits=KeyLimits(requests_per_minute=10**9, tokens_per_minute=10**12))
+    FileKeyStore(workdir / "keys.yaml").put(record)
+    args.key = key
+    redis = f"redis: {{url: '{args.redis_url}'}}\n" if args.redis_url else ""
+    return f"auth: {{enabled: true, keys_file: {workdir / 'keys.yaml'}}}\ncache: {{enabled: true}}\n{redis}"
+
+
+def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subprocess.Popen], int, int]:
+    up_port, gw_port = free_port(), free_port()
+    while gw_port == up_port:
+        gw_port = free_port()
+    gw_core, up_core, _ = args.cores
+    upstream = subprocess.Popen(pinned(up_core, [sys.executable, "-m", "kvserve.bench.fake_upstream",
+                                                 "--port", str(up_port), "--num-tokens", str(args.num_tokens_now),
+                                                 "--tokens-per-second", str(args.tokens_per_second)]))
+    config = workdir / "gateway.yaml"
+    config.write_text(
+        f"server: {{port: {gw_port}, log_requests: {str(not args.no_log_requests).lower()}}}\n"
+        f"models:\n  fake:\n    pool:\n      policy: {args.policy}\n      endpoints: [http://127.0.0.1:{up_port}]\n"
+        + access_yaml(args, workdir)
+    )
+    gateway = subprocess.Popen(pinned(gw_core, [sys.executable, "-m", "kvserve.cli.main", "gateway",
+                                               "--config", str(config)]), stderr=subprocess.DEVNULL)
+    wait_ready(up_port)
+    wait_ready(gw_port)
+    return [upstream, gateway], up_port, gw_port
+
+
+async def measure(args: argparse.Namespace, up_port: int, gw_port: int, gateway_pid: int) -> None:
+    rng = random.Random(0)
+    targets = {"direct": (Client(up_port), request_maker(up_port, args.num_tokens_now, None)),
+               "gateway": (Client(gw_port), request_maker(gw_port, args.num_tokens_now, args.key))}
+    for name, (client, raw) in targets.items():  # warm-up: connections, caches
+        await phase(client, raw, args.rate, 2.0, rng)
+    results: dict[str, list[float]] = {name: [] for name in targets}
+    gw_cpu = 0.0
+    for _ in range(args.rounds):
+        for name, (client, raw) in targets.items():
+            before = cpu_seconds(gateway_pid)
+            results[name] += await phase(client, raw, args.rate, args.seconds / args.rounds, rng)
+            if name == "gateway":
+                gw_cpu += cpu_seconds(gateway_pid) - before
+    for name, values in results.items():
+        print(f"{name:8s} n={len(values):6d} ttft ms p50 {pct(values, .5):7.3f}  p90 {pct(values, .9):7.3f}  "
+              f"p99 {pct(values, .99):7.3f}  mean {statistics.mean(values) * 1000:7.3f}")
+    d, g = results["direct"], results["gateway"]
+    print(f"added    ttft ms p50 {pct(g, .5) - pct(d, .5):7.3f}  p90 {pct(g, .9) - pct(d, .9):7.3f}  "
+          f"p99 {pct(g, .99) - pct(d, .99):7.3f}")
+    print(f"gateway CPU: {gw_cpu / args.seconds * 100:.0f}% of one core at {args.rate:.0f} req/s "
+          f"({gw_cpu / max(1, len(g)) * 1e6:.0f} us per request)")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rate", type=float, default=500.0, help="requests/s (Poisson)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per target")
+    p.add_argument("--rounds", type=int, default=4, help="alternations of direct and gateway phases")
+    p.add_argument("--num-tokens", default="32,64,256", help="answer lengths, comma-separated: one run each")
+    p.add_argument("--tokens-per-second", type=float, default=200.0)
+    p.add_argument("--policy", default="least_request")
+    p.add_argument("--no-log-requests", action="store_true", help="turn the gateway's request log off")
+    p.add_argument("--no-access", dest="access", action="store_false",
+                   help="gateway without API keys, limits and the response cache")
+    p.add_argument("--redis-url", default=None, help="limits and cache in this Redis (default: start a redis-server)")
+    p.add_argument("--no-redis", action="store_true", help="limits and cache in the gateway's memory")
+    args = p.parse_args()
+    args.cores = cores()  # before this process is pinned
+    client_core = args.cores[2]
+    if client_core is not None:
+        os.sched_setaffinity(0, {client_core})
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = start_redis(args, Path(tmp))
+        try:
+            for size in [int(n) for n in str(args.num_tokens).split(",")]:
+                print(f"--- {size}-token answers at {args.rate:.0f} req/s, access {'on' if args.access else 'off'}"
+                      f"{', redis ' + args.redis_url if args.access and args.redis_url else ''}", flush=True)
+                run_one(args, size, Path(tmp))
+        finally:
+            if redis is not None:
+                redis.terminate()
+                redis.wait(timeout=10)
+
+
+def start_redis(args: argparse.Namespace, workdir: Path) -> subprocess.Popen | None:
+    if not args.access or args.no_redis or args.redis_url:
+        return None
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+    args.redis_url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(10).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def run_one(args: argparse.Namespace, num_tokens: int, workdir: Path) -> None:
+    args.num_tokens_now = num_tokens
+    args.key = None
+    procs, up_port, gw_port = start_servers(args, workdir)
+    try:
+        uvloop.run(measure(args, up_port, gw_port, procs[1].pid))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The long-lived parts the stages share, built once per process: the Redis link, the
+store, the limiter, the semantic cache and the settlement of usage. A config reload
+rebuilds the stages over them (Redis settings need a restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from kvserve.gateway.access.auth import FileKeys, KeySource, RedisKeys
+from kvserve.gateway.access.ratelimit import Limiter, MemoryLimiter
+from kvserve.gateway.access.ratelimit_redis import RedisLimiter
+from kvserve.gateway.access.settlement import Settlement
+from kvserve.gateway.config import GatewayConfig
+from kvserve.gateway.metrics import AccessMetrics
+from kvserve.gateway.store.kvstore import MemoryStore, RedisStore, Store
+from kvserve.gateway.store.redis_link import RedisLink
+from kvserve.gateway.store.semantic_cache import SemanticCache
+
+log = logging.getLogger("kvserve.gateway")
+
+
+def access_enabled(config: GatewayConfig) -> bool:
+    """Keys, limits, caches or resumable streams: the stages that need the store and the settlement run."""
+    return (config.auth.enabled or config.cache.enabled or config.streams.resumable
+            or config.redis.url is not None or bool(config.tenants) or semantic_enabled(config))
+
+
+def semantic_enabled(config: GatewayConfig) -> bool:
+    return any(model.semantic_cache.enabled for model in config.models.values())
+
+
+class Backends:
+    def __init__(self, config: GatewayConfig, metrics: AccessMetrics) -> None:
+        self.link: RedisLink | None = None
+        if config.redis.url is not None:
+            self.link = RedisLink(config.redis, lambda op: metrics.redis_errors.labels(op).inc())
+        self.limiter: Limiter = MemoryLimiter() if self.link is None else RedisLimiter(
+            self.link, config.limits.concurrency_lease_s)
+        self.store: Store = MemoryStore(config.cache.max_entries) if self.link is None else RedisStore(self.link)
+        self.settlement = Settlement(self.limiter, self.store)
+        self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
+        self.redis = config.redis
+        self.configure(config)
+
+    def configure(self, config: GatewayConfig) -> None:
+        if config.redis != self.redis:
+            log.warning("redis settings change needs a restart; keeping the current connection")
+        if self.semantic is None and semantic_enabled(config):
+            self.semantic = SemanticCache(self.store)
+            self.start()
+
+    def keys(self, config: GatewayConfig) -> KeySource | None:
+        """Where API keys are read, or None without auth."""
+        if not config.auth.enabled:
+            return None
+        if config.auth.store == "file":
+            assert config.auth.keys_file is not None
+            return FileKeys(config.auth.keys_file, config.auth.cache_s)
+        assert self.link is not None, "auth store 'redis' needs redis.url (checked by the config)"
+        return RedisKeys(self.link, config.auth.cache_s)
+
+    def start(self) -> None:
+        """Begin loading the embedding model in the background (needs the running loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not started yet: GatewayState.start calls this again
+        if self.semantic is not None:
+            self.semantic.embedder.warm()
+
+    async def close(self) -> None:
+        await self.settlement.close()
+        if self.semantic is not None:
+            self.semantic.close()
+        if self.link is not None:
+            await self.link.close()

@@ -1,0 +1,33 @@
+"""The PII and secrets detector."""
+
+from __future__ import annotations
+
+import pytest
+
+from kvserve.gateway.access.pii import find, luhn_ok, redact
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("write to jane.doe@example.co.uk today", "email"),
+    ("call +1 415-555-0132 now", "phone"),
+    ("my card is 4111-1111-1111-1111", "card"),
+    ("server at 192.168.10.4 is down", "ip"),
+    ("v6 is 2001:db8::8a2e:370:7334", "ipv6"),
+    ("key sk-proj-abcdefghijklmnop1234", "secret"),
+    ("AKIAIOSFODNN7EXAMPLE leaked", "secret"),
+    ("password = hunter2hunter2", "secret"),
+])
+def test_finds_each_class(text, kind):
+    assert kind in find(text)
+    assert f"[REDACTED:{kind}]" in redact(text)
+
+
+@pytest.mark.parametrize("text", ["the year 2024 had 365 days", "version 1.2.3.4.5", "card 4111111111111112 fails Luhn",
+                                  "what is 12 * 34?", "999.1.1.1 is not an address"])
+def test_plain_text_is_not_flagged(text):
+    assert find(text) == set()
+
+
+def test_luhn():
+    assert luhn_ok("4111111111111111") and luhn_ok("5500 0000 0000 0004")
+    assert not luhn_ok("4111111111111112") and not luhn_ok("1234")
