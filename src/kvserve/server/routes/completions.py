@@ -29,7 +29,7 @@ async def create_completion(request: Request) -> Response:
     prompts = [state.encode(p) if isinstance(p, str) else p for p in body.prompts()]
     for prompt in prompts:
         check_context(len(prompt), body.max_tokens, state.engine.max_model_len, "prompt")
-    params = to_sampling_params(body, body.max_tokens, body.logprobs)
+    params = to_sampling_params(body, body.max_tokens, body.logprobs, state.sampling_defaults.values)
     timeout = state.timeout_for(body.request_timeout)
     gen = await start_generation(state, record, prompts, params, body.priority, timeout)
     echoes = _echo_texts(state, body, prompts)
