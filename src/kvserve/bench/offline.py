@@ -33,6 +33,7 @@ WORKLOADS: dict[str, Workload] = {
     "batch512": Workload(512, (1000, 1000), (1000, 1000), "512 requests, 1000 in, 1000 out"),
     "prefill8k": Workload(1, (8192, 8192), (1, 1), "one 8,192-token prompt (time to first token)"),
     "smoke": Workload(8, (16, 64), (8, 32), "a few short requests (CPU check)"),
+    "cpu": Workload(8, (128, 128), (128, 128), "8 requests, 128 in, 128 out (CPU throughput in a minute)"),
 }
 
 
@@ -131,7 +132,7 @@ def build_engine(args: argparse.Namespace):
     from kvserve.models.shapes import with_shape_dir
 
     settings = dict(model=args.model, arch=args.arch, dtype=args.dtype,
-                    max_model_len=args.max_model_len, enforce_eager=args.enforce_eager)
+                    max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, threads=args.threads)
     if args.max_num_seqs:
         settings["max_num_seqs"] = args.max_num_seqs
     if args.max_num_batched_tokens:
@@ -227,14 +228,18 @@ def _bar(total: int, enabled: bool):
 
 def register(bench_subparsers) -> None:
     p = bench_subparsers.add_parser("offline", help="engine throughput on a named workload, in process")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--arch", help=f"random weights of a named shape ({', '.join(sorted(_shape_names()))}) "
                                     "or of a config.json path")
-    src.add_argument("--model", help="a Hugging Face model directory")
+    src.add_argument("--model", help="a Hugging Face model directory (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--workload", default="throughput", choices=sorted(WORKLOADS),
                    help="; ".join(f"{k}: {w.description}" for k, w in WORKLOADS.items()))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompts and lengths")
+    p.add_argument("--dtype", default="auto", help="weights and activations: auto (bfloat16 on CPUs with bf16 "
+                                                   "instructions, else float32; the checkpoint's on a GPU), "
+                                                   "float32, bfloat16, float16")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for the model's math (default: usable cores minus one)")
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=None)
     p.add_argument("--max-num-batched-tokens", type=int, default=None)
