@@ -29,10 +29,10 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    model: str | None = None  # HF directory or Hugging Face model id (org/name); None = the embedded SmolLM2-135M-Instruct
+    model: str | None = None  # HF directory or Hugging Face model id (org/name); default: the embedded SmolLM2-135M-Instruct
     tokenizer: str | None = None  # tokenizer directory when it differs from model
     dtype: str = "auto"  # auto = the checkpoint's dtype on GPU; on CPU bfloat16 if it has bf16 instructions, else float32
-    max_model_len: int | None = None  # context length; None = the model's own
+    max_model_len: int | None = None  # context length in tokens; default: the model's own
     seed: int = 0  # seed of the engine-wide generator (unseeded requests)
     served_model_name: str | None = None  # name the API answers to; default: model or arch as given
     load_format: str = "auto"  # auto = the checkpoint's safetensors; dummy = random weights of its shape
@@ -61,7 +61,7 @@ class CacheConfig:
     block_size: int = 16  # tokens per KV block
     gpu_memory_utilization: float = 0.9  # fraction of GPU memory kvserve may use in all
     kv_cache_gib: float = 1.0  # KV pool size on CPU (GiB); on GPU, if set > 0, overrides
-    num_gpu_blocks_override: int | None = None  # exact pool size (tests, benchmarks)
+    num_gpu_blocks_override: int | None = None  # exact KV pool size in blocks, instead of one sized from memory (tests, benchmarks)
     enable_prefix_caching: bool = True  # reuse computed blocks across requests
 
     def __post_init__(self) -> None:
@@ -100,7 +100,7 @@ class DeviceConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
     attention_backend: str = "auto"  # attention kernels: torch, triton, or auto (triton on GPU, torch on CPU)
     enforce_eager: bool = False  # no CUDA graphs
-    threads: int | None = None  # CPU threads for the model's math; None = cores this process may use, minus one for the HTTP server
+    threads: int | None = None  # CPU threads for the model's math; default: the cores this process may use, minus one for the HTTP server
 
     def __post_init__(self) -> None:
         _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
