@@ -56,7 +56,8 @@ def load_sampling_defaults(model_dir: str | Path | None, mode: str = "auto") -> 
     path = Path(model_dir) / "generation_config.json"
     if not path.exists():
         return SamplingDefaults(source=f"no generation_config.json in {model_dir}")
-    return SamplingDefaults(_sampling_keys(path), str(path))
+    values = _sampling_keys(path)
+    return SamplingDefaults(values, str(path) if values else f"no sampling values in {path}")
 
 
 def _sampling_keys(path: Path) -> dict[str, Any]:
