@@ -5,16 +5,22 @@ CLI flags and YAML files map onto these fields by name (see kvserve.cli.engine_a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 POLICIES = ("fcfs", "priority")
 LOAD_FORMATS = ("auto", "dummy")
 QUANTIZATIONS = ("int8", "int4", "fp8")  # kvserve.models.quantization.QUANTIZERS
+GENERATION_CONFIGS = ("auto", "none")
 
 
 class ConfigError(ValueError):
     """A setting is out of range or inconsistent; the message names the setting."""
+
+
+class DeviceUnavailableError(RuntimeError):
+    """The device asked for does not exist on this machine (e.g. --device cuda, no GPU)."""
 
 
 def _require(ok: bool, message: str) -> None:
@@ -24,15 +30,16 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass
 class ModelConfig:
-    model: str | None = None  # HF directory; None = the embedded SmolLM2-135M-Instruct
+    model: str | None = None  # HF directory or Hugging Face model id (org/name); default: the embedded SmolLM2-135M-Instruct
     tokenizer: str | None = None  # tokenizer directory when it differs from model
-    dtype: str = "auto"  # auto = the checkpoint's dtype on GPU, float32 on CPU
-    max_model_len: int | None = None  # context length; None = the model's own
+    dtype: str = "auto"  # auto = the checkpoint's dtype on GPU; on CPU bfloat16 if it has bf16 instructions, else float32
+    max_model_len: int | None = None  # context length in tokens; default: the model's own
     seed: int = 0  # seed of the engine-wide generator (unseeded requests)
     served_model_name: str | None = None  # name the API answers to; default: model or arch as given
     load_format: str = "auto"  # auto = the checkpoint's safetensors; dummy = random weights of its shape
     arch: str | None = None  # instead of model: random weights of a named shape (qwen3-0.6b, ...) or config.json
     quantization: str | None = None  # int8 / int4 weight-only (CPU, with bfloat16), fp8 weights and activations (GPU)
+    generation_config: str = "auto"  # auto = requests without temperature etc. get the model's recommended values; none = temperature 1
 
     def __post_init__(self) -> None:
         _require(
@@ -40,6 +47,10 @@ class ModelConfig:
             f"model and arch are mutually exclusive, got both {self.model!r} and {self.arch!r}",
         )
         _require(self.load_format in LOAD_FORMATS, f"load_format must be one of {LOAD_FORMATS}, got {self.load_format!r}")
+        _require(
+            self.generation_config in GENERATION_CONFIGS,
+            f"generation_config must be one of {GENERATION_CONFIGS}, got {self.generation_config!r}",
+        )
         _require(self.dtype in DTYPES, f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         _require(
             self.quantization in (None, *QUANTIZATIONS),
@@ -56,7 +67,7 @@ class CacheConfig:
     block_size: int = 16  # tokens per KV block
     gpu_memory_utilization: float = 0.9  # this engine's share of GPU memory: weights, activations and KV pool
     kv_cache_gib: float = 1.0  # KV pool size on CPU (GiB); on GPU, if set > 0, overrides
-    num_gpu_blocks_override: int | None = None  # exact pool size (tests, benchmarks)
+    num_gpu_blocks_override: int | None = None  # exact KV pool size in blocks, instead of one sized from memory (tests, benchmarks)
     enable_prefix_caching: bool = True  # reuse computed blocks across requests
 
     def __post_init__(self) -> None:
@@ -76,7 +87,7 @@ class CacheConfig:
 class SchedulerConfig:
     max_num_seqs: int = 256  # requests in one step at most
     max_num_batched_tokens: int = 8192  # tokens (prefill + decode) in one step at most
-    max_waiting: int = 1024  # waiting queue bound; beyond it add_request raises QueueFullError
+    max_waiting: int = 1024  # requests queued for a place in the batch at most; beyond, new ones are refused (HTTP 503)
     policy: str = "fcfs"  # fcfs | priority (lower priority value runs first)
     async_scheduling: bool = True  # schedule and launch the next step before the current one's ids are back
 
@@ -93,15 +104,45 @@ class SchedulerConfig:
 @dataclass
 class DeviceConfig:
     device: str = "auto"  # auto = cuda when available, else cpu
-    attention_backend: str = "auto"  # a name from kvserve.attention.BACKENDS; auto picks
+    attention_backend: str = "auto"  # attention kernels: torch, triton, or auto (triton on GPU, torch on CPU)
     enforce_eager: bool = False  # no CUDA graphs
+    threads: int | None = None  # CPU threads for the model's math; default: the cores this process may use, minus one for the HTTP server
+
+    def __post_init__(self) -> None:
+        _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+                 f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        _require(self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}")
 
     def resolved_device(self) -> str:
-        if self.device != "auto":
-            return self.device
+        """The device to run on; DeviceUnavailableError when it is not on this machine."""
         import torch
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device.startswith("cuda"):
+            _check_cuda(self.device, torch)
+        return self.device
+
+    def resolved_threads(self) -> int:
+        if self.threads is not None:
+            return self.threads
+        import os
+
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, usable - 1)
+
+
+def _check_cuda(device: str, torch) -> None:
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"--device {device}: no CUDA device is available on this machine "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'}); use --device cpu or auto"
+        )
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise DeviceUnavailableError(
+            f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s) (cuda:0..)"
+        )
 
 
 @dataclass

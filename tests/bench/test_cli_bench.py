@@ -101,3 +101,18 @@ def test_offline_flags_reach_the_offline_module_untouched(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "offline", "--help"])
     assert exc.value.code == 0 and "usage: kvserve bench offline" in capsys.readouterr().out
+
+
+def test_serve_without_model_loads_the_model_the_server_serves(steady_upstream, tmp_path, capsys):
+    result_file = tmp_path / "run.json"
+    assert main(["bench", "serve", "--base-url", steady_upstream, "--num-prompts", "2", "--no-progress",
+                 "--result-file", str(result_file)]) == 0
+    served = __import__("httpx").get(steady_upstream + "/v1/models").json()["data"][0]["id"]
+    assert json.loads(result_file.read_text())["settings"]["target"]["model"] == served
+
+
+def test_serve_without_model_and_no_server_says_to_pass_one(capsys):
+    from tests.conftest import free_port
+
+    assert main(["bench", "serve", "--base-url", f"http://127.0.0.1:{free_port()}", "--num-prompts", "1"]) == 2
+    assert "pass --model NAME" in capsys.readouterr().err

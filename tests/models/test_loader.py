@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kvserve.attention.torch_backend import TorchAttentionBackend
-from kvserve.models.loader import ModelLoadError, hf_state_dict, load_hf_config, load_model, model_info, resolve_dtype
+from kvserve.models.loader import ModelLoadError, cpu_has_fast_bf16, hf_state_dict, load_hf_config, load_model, model_info, resolve_dtype
 
 from .paged import PagedSession
 
@@ -105,10 +105,19 @@ def test_resolve_dtype(tiny_llama):
     assert resolve_dtype("auto", hf_config, "cuda") == torch.float32
     hf_config.dtype = "bfloat16"
     assert resolve_dtype("auto", hf_config, "cuda") == torch.bfloat16
-    assert resolve_dtype("auto", hf_config, "cpu") == torch.float32
+    # a 16-bit checkpoint on the CPU: bfloat16 where the CPU has bf16 instructions
+    assert resolve_dtype("auto", hf_config, "cpu") == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
     assert resolve_dtype("float16", hf_config, "cpu") == torch.float16
     with pytest.raises(ValueError, match="dtype must be"):
         resolve_dtype("int8", hf_config, "cpu")
+
+
+def test_fast_bf16_is_read_from_the_cpu_flags(tmp_path):
+    (tmp_path / "avx512").write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    (tmp_path / "amx").write_text("flags : fpu avx2 amx_bf16 amx_tile\n")
+    (tmp_path / "old").write_text("flags : fpu sse2 avx2 avx512f\n")
+    assert cpu_has_fast_bf16(tmp_path / "avx512") and cpu_has_fast_bf16(tmp_path / "amx")
+    assert not cpu_has_fast_bf16(tmp_path / "old") and not cpu_has_fast_bf16(tmp_path / "missing")
 
 
 def test_model_info_merges_eos_ids_of_both_configs(tiny_qwen3, tmp_path):

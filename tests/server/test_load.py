@@ -132,3 +132,40 @@ def test_full_waiting_queue_is_503_with_retry_after(tight_server):
     finished = [r.json() for r in responses if r.status_code == 200]
     assert all(f["usage"]["completion_tokens"] == 40 for f in finished)
     assert tight_server.wait_idle()["vllm:num_requests_waiting"] == 0
+
+
+def test_ready_answers_fast_while_the_engine_is_busy(quiet_server):
+    """/ready reads state the HTTP process has; it never waits for the engine between two
+    steps (a gateway's 1 s health check once timed out on a busy replica)."""
+    import statistics
+    import threading
+
+    body = {"prompt": "Paged attention", "max_tokens": 400, "ignore_eos": True, "n": 32, "stream": True}
+    stop = threading.Event()
+
+    def generate() -> None:
+        with httpx.stream("POST", quiet_server.url + "/v1/completions", json=body, timeout=300) as response:
+            for _ in response.iter_lines():
+                if stop.is_set():
+                    return  # leaving closes the connection: the server aborts the request
+
+    load = threading.Thread(target=generate)
+    load.start()
+    try:
+        deadline = time.monotonic() + 60
+        while quiet_server.metrics()["vllm:num_requests_running"] < 32 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        latencies = []
+        with httpx.Client(base_url=quiet_server.url, timeout=5.0) as client:
+            for _ in range(20):
+                start = time.perf_counter()
+                assert client.get("/ready").status_code == 200
+                latencies.append(time.perf_counter() - start)
+                time.sleep(0.02)
+        busy = quiet_server.metrics()["vllm:num_requests_running"]
+    finally:
+        stop.set()
+        load.join(60)
+    assert busy == 32  # the engine was still generating the whole batch while /ready answered
+    assert statistics.median(latencies) < 0.05, latencies
+    quiet_server.wait_idle()

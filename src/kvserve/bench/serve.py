@@ -112,7 +112,7 @@ async def run_load(target: Target, samples: list[SampleRequest], load: LoadConfi
     """Send `samples` on the arrival schedule of `load` and record every request sent."""
     stop = stop or asyncio.Event()
     offsets = arrival_offsets(len(samples), load.request_rate, load.burstiness, load.seed)
-    with tqdm(total=len(samples), unit="req", disable=None if load.progress else True, file=sys.stderr, leave=False) as bar:
+    with tqdm(total=len(samples), unit="req", disable=None if load.progress else True, file=sys.stderr, leave=True) as bar:
         run = _Run(target, load, stop, bar)
         watcher = asyncio.create_task(run.cancel_on_stop())
         async with new_client(load.max_concurrency) as client:
@@ -207,6 +207,7 @@ def serve_command(spec: BenchSpec) -> int:
         from kvserve.bench import plot  # matplotlib only when asked for
 
         stem = path.with_suffix("")
-        print(f"plot: {plot.latency_cdfs(result.records, f'{stem}-latency-cdf.png')}")
-        print(f"plot: {plot.tokens_per_second(result.records, result.t0, f'{stem}-tokens-per-s.png')}")
+        title = plot.run_title(spec.target.model, len(samples), [spec.load.request_rate], spec.load.max_concurrency)
+        print(f"plot: {plot.latency_cdfs(result.records, f'{stem}-latency-cdf.png', title)}")
+        print(f"plot: {plot.tokens_per_second(result.records, result.t0, f'{stem}-tokens-per-s.png', title=title)}")
     return exit_code(summary, result.interrupted)

@@ -40,7 +40,10 @@ def sweep_command(spec: BenchSpec, rates: list[float]) -> int:
     if spec.output.plot and rows:
         from kvserve.bench import plot
 
-        print(f"plot: {plot.throughput_latency(rows, path.with_suffix('').as_posix() + '-throughput-latency.png')}")
+        title = plot.run_title(spec.target.model, spec.dataset.num_prompts, [r for r, _ in rows],
+                               spec.load.max_concurrency)
+        png = path.with_suffix("").as_posix() + "-throughput-latency.png"
+        print(f"plot: {plot.throughput_latency(rows, png, title)}")
     if interrupted:
         return 130
     return 0 if all(summary.succeeded for _, summary in rows) else 1

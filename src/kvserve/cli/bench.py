@@ -21,13 +21,15 @@ def _rate(text: str) -> float:
 def _add_target_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("target")
     g.add_argument("--base-url", default="http://127.0.0.1:8000", help="server root (loopback unless --allow-host)")
-    g.add_argument("--model", required=True, help="the `model` field of every request")
-    g.add_argument("--endpoint", default="/v1/completions", choices=["/v1/completions", "/v1/chat/completions"])
+    g.add_argument("--model", default=None,
+                   help="the `model` field of every request (default: the model the server serves, from /v1/models)")
+    g.add_argument("--endpoint", default="/v1/completions", choices=["/v1/completions", "/v1/chat/completions"],
+                   help="API to load: text completions (prompts sent as they are) or chat (through the chat template)")
     g.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY"), help="bearer token (default: $OPENAI_API_KEY)")
     g.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                    help="a non-loopback host this run may load (repeatable)")
     g.add_argument("--ignore-eos", action="store_true", help="ask for exactly max_tokens (vLLM/kvserve extension)")
-    g.add_argument("--temperature", type=float, default=0.0)
+    g.add_argument("--temperature", type=float, default=0.0, help="sampling temperature of every request (0 = greedy)")
     g.add_argument("--request-timeout", type=float, default=300.0, help="seconds one request may take")
     g.add_argument("--tokenizer", default=None, help="local tokenizer directory that sizes prompts "
                    "(default: the server's /tokenize, else one token per word)")
@@ -35,7 +37,9 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
 
 def _add_dataset_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("workload")
-    g.add_argument("--dataset", default="random", choices=["random", "sharegpt", "prefix", "token-ids"])
+    g.add_argument("--dataset", default="random", choices=["random", "sharegpt", "prefix", "token-ids"],
+                   help="where prompts come from: random tokens, a ShareGPT file, tenants sharing system prompts, "
+                        "or an offline workload's token ids")
     g.add_argument("--dataset-path", default=None, help="ShareGPT-format JSON file (--dataset sharegpt)")
     g.add_argument("--num-prompts", type=int, default=None,
                    help="requests to send at most, per rate in a sweep (default: 100; token-ids: the whole workload)")
@@ -50,7 +54,7 @@ def _add_dataset_args(p: argparse.ArgumentParser) -> None:
                    help="token-ids: the `kvserve bench offline --workload` to send (default: throughput)")
     g.add_argument("--vocab-size", type=int, default=None,
                    help="token-ids: the served model's vocabulary size (151936 for --arch qwen3-0.6b)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of the prompts and of the arrival times")
 
 
 def _add_load_args(p: argparse.ArgumentParser, sweep: bool) -> None:
@@ -79,8 +83,11 @@ def spec_from_args(args: argparse.Namespace, rate: float | None = None):
     from kvserve.bench.metrics import parse_slo
     from kvserve.bench.serve import BenchSpec, LoadConfig, OutputConfig
 
+    from kvserve.bench.client import check_host
+
+    check_host(args.base_url, tuple(args.allow_host))  # before any request, even the /v1/models one
     target = Target(
-        base_url=args.base_url, model=args.model, endpoint=args.endpoint, api_key=args.api_key,
+        base_url=args.base_url, model=args.model or served_model(args.base_url, args.api_key), endpoint=args.endpoint, api_key=args.api_key,
         allowed_hosts=tuple(args.allow_host), ignore_eos=args.ignore_eos, temperature=args.temperature,
         timeout_s=args.request_timeout,
     )
@@ -97,6 +104,21 @@ def spec_from_args(args: argparse.Namespace, rate: float | None = None):
     )
     output = OutputConfig(result_file=args.result_file, plot=args.plot, slo=parse_slo(args.slo))
     return BenchSpec(target, dataset, load, output, tokenizer=args.tokenizer)
+
+
+def served_model(base_url: str, api_key: str | None) -> str:
+    """The first model the server lists at /v1/models; ValueError when it cannot be asked."""
+    import httpx
+
+    url = base_url.rstrip("/").removesuffix("/v1") + "/v1/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=10.0)
+        response.raise_for_status()
+        return response.json()["data"][0]["id"]
+    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"no --model given and {url} did not say which model it serves ({exc}); "
+                         "pass --model NAME") from None
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -80,7 +80,8 @@ def _add_flag(group: argparse._ArgumentGroup, f: Field, hint: Any, comment: str)
     flag = "--" + f.name.replace("_", "-")
     base, _ = _unwrap(hint)
     default = f.default if f.default is not MISSING else None
-    help_text = f"{comment} (default: {default})" if comment else f"(default: {default})"
+    # an unset (None) default is described by the comment itself ("default: the model's own")
+    help_text = comment if default is None else f"{comment} (default: {default})"
     if base is bool:
         group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                            default=argparse.SUPPRESS, help=help_text)

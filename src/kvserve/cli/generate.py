@@ -14,8 +14,10 @@ def register(subparsers) -> None:
                    help="send the prompt as plain text instead of a user message through the chat template")
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens at most (default: 128)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: 0)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="sample only from the most likely tokens whose probabilities add up to this (default: 1, all)")
+    p.add_argument("--top-k", type=int, default=0,
+                   help="sample only from this many most likely tokens (default: 0, all)")
     p.add_argument("--sampling-seed", type=int, default=None, help="seed of the requests' sampling")
     p.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     from kvserve.cli.engine_args import add_engine_args
@@ -26,7 +28,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kvserve.cli.engine_args import engine_config_from_args
-    from kvserve.config import ConfigError
+    from kvserve.config import ConfigError, DeviceUnavailableError
     from kvserve.entrypoints.llm import LLM
     from kvserve.models.loader import ModelLoadError
     from kvserve.sampling_params import SamplingParams
@@ -43,6 +45,18 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ModelLoadError, ValueError) as exc:
         print(f"kvserve generate: error: {exc}", file=sys.stderr)
         return 2
-    for out in outputs:
-        print(out.outputs[0].text)
+    except DeviceUnavailableError as exc:
+        print(f"kvserve generate: error: {exc}", file=sys.stderr)
+        return 1
+    print_answers([out.outputs[0].text for out in outputs])
     return 0
+
+
+def print_answers(answers: list[str]) -> None:
+    """One answer as it is; several, each under a numbered rule so that they cannot run together."""
+    if len(answers) == 1:
+        print(answers[0])
+        return
+    for number, answer in enumerate(answers, 1):
+        print(f"{'' if number == 1 else chr(10)}--- answer {number} of {len(answers)} ---")
+        print(answer)

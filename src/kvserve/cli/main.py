@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import os
 import sys
@@ -12,6 +13,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "generate": "kvserve.cli.generate",
     "serve": "kvserve.cli.serve",
+    "chat": "kvserve.cli.chat",
     "gateway": "kvserve.cli.gateway",
     "bench": "kvserve.cli.bench",
     "keys": "kvserve.cli.keys",
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        reject_unknown(parser, argv, unknown)  # exits 2
     if args.version:
         from kvserve import __version__
 
@@ -49,6 +53,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     return int(args.func(args) or 0)
+
+
+def reject_unknown(parser: argparse.ArgumentParser, argv: list[str], unknown: list[str]) -> None:
+    """Exit 2 with the usage of the subcommand the arguments were for (not the top level's)
+    and, for a mistyped flag, the closest one it has."""
+    command = innermost_parser(parser, argv)
+    flags = [flag for action in command._actions for flag in action.option_strings if flag.startswith("--")]
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    first = next((arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")), None)
+    close = difflib.get_close_matches(first, flags, n=1, cutoff=0.6) if first else []
+    if close:
+        message += f" (did you mean {close[0]}?)"
+    command.error(message)
+
+
+def innermost_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of the deepest subcommand named in argv (`kvserve bench serve ...` -> bench serve's)."""
+    for token in argv:
+        subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if subparsers is None:
+            break
+        parser = subparsers.choices.get(token, parser)
+    return parser
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from kvserve.cli.engine_args import add_engine_args, check_type, engine_config_from_args, load_config_file
-from kvserve.config import ConfigError, EngineConfig
+from kvserve.config import ConfigError, DeviceUnavailableError, EngineConfig
 
 # server flags: name -> (type, help); the settings and their defaults live in ServerSettings
 SERVER_FLAGS: dict[str, tuple[type, str]] = {
@@ -45,18 +45,34 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Checks that are quick come before the model loads: flags (exit 2), the device and the
+    port (exit 1); then the model id is resolved (may download) and the server runs."""
     from kvserve.models.shapes import with_shape_dir
 
     try:
         engine_config, settings = configs_from_args(args)
-        engine_config, shape_dir = with_shape_dir(engine_config)  # --arch: a temporary model directory
     except ConfigError as exc:
         print(f"kvserve serve: {exc}", file=sys.stderr)
         return 2
-    from kvserve.server.runner import run_server  # imports the web stack only when serving
+    from kvserve.models.hub import ModelNotFoundError, resolve_model
+    from kvserve.server import runner  # imports the web stack only when serving
 
+    runner.configure_logging(settings)
     try:
-        return run_server(engine_config, settings)
+        engine_config.device.resolved_device()
+        sock = runner.bind_socket(settings.host, settings.port)
+    except (DeviceUnavailableError, runner.PortInUseError) as exc:
+        print(f"kvserve serve: {exc}", file=sys.stderr)
+        return runner.EXIT_FAILED
+    try:
+        engine_config = resolve_model(engine_config)
+        engine_config, shape_dir = with_shape_dir(engine_config)  # --arch: a temporary model directory
+    except (ConfigError, ModelNotFoundError) as exc:
+        sock.close()
+        print(f"kvserve serve: {exc}", file=sys.stderr)
+        return runner.EXIT_USAGE if isinstance(exc, ConfigError) else runner.EXIT_FAILED
+    try:
+        return runner.run_server(engine_config, settings, sock)
     finally:
         if shape_dir is not None:
             shape_dir.cleanup()

@@ -13,8 +13,10 @@ from kvserve.config import EngineConfig
 from kvserve.engine.fan_out import fan_out
 from kvserve.engine.llm_engine import LLMEngine
 from kvserve.engine.output_processor import CompletionDelta
+from kvserve.models.hub import resolve_model
 from kvserve.models.shapes import with_shape_dir
 from kvserve.outputs import CompletionOutput, RequestOutput
+from kvserve.sampling_defaults import load_sampling_defaults
 from kvserve.sampling_params import SamplingParams
 from kvserve.tokenizer import apply_chat_template
 
@@ -37,9 +39,11 @@ class LLM:
         return llm
 
     def _start(self, config: EngineConfig) -> None:
-        # an `arch` becomes a temporary shape directory, kept as long as this LLM lives
-        config, self._shape_dir = with_shape_dir(config)
+        # a model id becomes its local snapshot; an `arch` a temporary shape directory, kept
+        # as long as this LLM lives
+        config, self._shape_dir = with_shape_dir(resolve_model(config))
         self.engine = LLMEngine(config)
+        self.sampling_defaults = load_sampling_defaults(config.model.model, config.model.generation_config)
         self._ids = itertools.count()
         # `del llm` (or the LLM going out of scope) frees the device memory at once
         self._finalizer = weakref.finalize(self, self.engine.shutdown)
@@ -59,11 +63,16 @@ class LLM:
     def get_tokenizer(self):
         return self.engine.tokenizer
 
+    def get_default_sampling_params(self) -> SamplingParams:
+        """What `generate`/`chat` use when given no SamplingParams: the model's recommended
+        sampling (its generation_config.json; see kvserve.sampling_defaults), as vLLM's."""
+        return self.sampling_defaults.params()
+
     def generate(
         self,
         prompts: str | dict | Sequence[str | dict],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
-        use_tqdm: bool = False,
+        use_tqdm: bool = True,
         priority: Sequence[int] | None = None,
     ) -> list[RequestOutput]:
         """Prompts are strings or {"prompt_token_ids": [...]}; outputs come back in order."""
@@ -81,7 +90,7 @@ class LLM:
         self,
         messages: list[dict] | list[list[dict]],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
-        use_tqdm: bool = False,
+        use_tqdm: bool = True,
         add_generation_prompt: bool = True,
     ) -> list[RequestOutput]:
         """One conversation (a list of messages) or several; applies the chat template."""
@@ -95,7 +104,7 @@ class LLM:
 
     def _params_per_prompt(self, sampling_params, count: int) -> list[SamplingParams]:
         if sampling_params is None:
-            return [SamplingParams()] * count
+            return [self.get_default_sampling_params()] * count
         if isinstance(sampling_params, SamplingParams):
             return [sampling_params] * count
         if len(sampling_params) != count:
@@ -161,4 +170,4 @@ def _progress(total: int, enabled: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="generate", unit="req")
+    return tqdm(total=total, desc="generate", unit="prompt")

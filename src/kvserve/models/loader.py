@@ -84,18 +84,36 @@ def architecture_of(config: Any, model_dir: Path | str = "") -> str:
 
 
 def resolve_dtype(config_dtype_str: str, hf_config: Any, device: str | torch.device) -> torch.dtype:
-    """The dtype to run in: an explicit name, or for "auto" the checkpoint's dtype on a GPU
-    and float32 on the CPU (CPU kernels for half types are slow and less exact)."""
+    """The dtype to run in: an explicit name, or for "auto" the checkpoint's dtype on a GPU.
+    On the CPU, a 16-bit checkpoint runs in bfloat16 where the CPU has bf16 instructions
+    and in float32 elsewhere (there, CPU kernels for half types are slow); a float32
+    checkpoint stays float32."""
     if config_dtype_str != "auto":
         if config_dtype_str not in DTYPES:
             raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, got {config_dtype_str!r}")
         return DTYPES[config_dtype_str]
+    stored = _stored_dtype(hf_config)
     if torch.device(device).type == "cpu":
-        return torch.float32
+        return torch.bfloat16 if stored != torch.float32 and cpu_has_fast_bf16() else torch.float32
+    return stored
+
+
+def _stored_dtype(hf_config: Any) -> torch.dtype:
     stored = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
     if isinstance(stored, torch.dtype):
         return stored
     return DTYPES.get(str(stored).removeprefix("torch."), torch.bfloat16)
+
+
+FAST_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matrix math
+
+
+def cpu_has_fast_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:  # not Linux: play safe
+        return False
+    return any(flag in flags for flag in FAST_BF16_FLAGS)
 
 
 def load_model(
@@ -110,12 +128,24 @@ def load_model(
         model = arch(hf_config, attn_backend)
     layout = checkpoint_layout(model)
     _check_names_and_shapes(model, layout, files)
-    for file in files:
-        with safe_open(file, framework="pt", device=str(device)) as f:
-            for key in _wanted_keys(model, f.keys()):
-                _fill_slot(model, layout[key], f.get_tensor(key).to(dtype))
+    with _progress(len(layout), f"loading weights ({dtype_name(dtype)})") as bar:
+        for file in files:
+            with safe_open(file, framework="pt", device=str(device)) as f:
+                for key in _wanted_keys(model, f.keys()):
+                    _fill_slot(model, layout[key], f.get_tensor(key).to(dtype))
+                    bar.update(1)
     # Buffers (the rotary table) were built on the CPU and follow the weights here.
     return model.to(device).eval()
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tensor", mininterval=0.5)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def checkpoint_layout(model: nn.Module) -> dict[str, WeightSlot]:

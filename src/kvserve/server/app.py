@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from kvserve import __version__
 from kvserve.engine import AsyncLLM
+from kvserve.sampling_defaults import SamplingDefaults
 from kvserve.server.auth import ApiKeyMiddleware
 from kvserve.server.errors import install_error_handlers
 from kvserve.server.metrics import ServerMetrics
@@ -16,11 +17,12 @@ from kvserve.server.settings import ServerSettings
 from kvserve.server.state import ServerState
 
 
-def build_app(engine: AsyncLLM, settings: ServerSettings) -> FastAPI:
+def build_app(engine: AsyncLLM, settings: ServerSettings, sampling_defaults: SamplingDefaults | None = None) -> FastAPI:
     """The app; the engine is already started and is shut down by the caller."""
     # /openapi.json only: bodies are parsed by our own strict models, described by server/openapi.py
     app = FastAPI(title="kvserve", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
-    app.state.kvserve = ServerState(engine, settings, ServerMetrics(engine.served_model_name))
+    app.state.kvserve = ServerState(engine, settings, ServerMetrics(engine.served_model_name),
+                                     sampling_defaults or SamplingDefaults())
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -44,7 +44,7 @@ class SamplingFields(Body):
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=MAX_N)
     stop: NonEmptyStr | Annotated[list[NonEmptyStr], Field(max_length=MAX_STOP)] | None = None
-    temperature: float | None = Field(None, ge=0.0, le=2.0)  # None = 1.0
+    temperature: float | None = Field(None, ge=0.0, le=2.0)  # None = the served model's default (sampling_defaults)
     top_p: float | None = Field(None, ge=0.0, le=1.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)

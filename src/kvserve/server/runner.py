@@ -1,9 +1,11 @@
 """Start the engine, then serve HTTP on uvicorn (uvloop + httptools) until SIGTERM/SIGINT.
 
-Order of events: the engine core process loads the model (a start-up failure is printed
-and the command exits 1 before any port is opened); uvicorn serves; on SIGTERM it stops
-accepting connections and gives in-flight requests `shutdown_timeout` seconds, then ends
-the unfinished ones with an answer (server/shutdown.py); then the core process is stopped
+Order of events: the port is bound first (a busy port stops the command at once, before
+any loading); the engine core process loads the model (a start-up failure is printed
+and the command exits 1 before the port accepts connections); uvicorn serves on the
+bound socket and a banner says where and what; on SIGTERM it stops accepting
+connections and gives in-flight requests `shutdown_timeout` seconds, then ends the
+unfinished ones with an answer (server/shutdown.py); then the core process is stopped
 and the command exits 0. If the core process dies, the server stops and the command
 exits 1, so that a supervisor restarts it.
 """
@@ -11,15 +13,20 @@ exits 1, so that a supervisor restarts it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import socket
+import time
 
 import uvicorn
 import uvloop
 
-from kvserve.config import EngineConfig
+from kvserve import __version__
+from kvserve.config import ConfigError, EngineConfig
 from kvserve.engine import AsyncLLM, EngineStartupError
 from kvserve.http_limits import bounded_http_protocol
+from kvserve.sampling_defaults import SamplingDefaults, load_sampling_defaults
 from kvserve.server.app import build_app
 from kvserve.server.request_log import configure_request_logger
 from kvserve.server.settings import ServerSettings
@@ -28,35 +35,130 @@ from kvserve.tokenizer import TokenizerError
 
 logger = logging.getLogger("kvserve.server")
 
+# exit codes of `kvserve serve` (docs/server.md)
+EXIT_OK = 0
+EXIT_FAILED = 1  # could not start (port busy, no such device, model not found or not loadable) or the engine died
+EXIT_USAGE = 2  # a flag or setting is wrong
+PROGRESS_EVERY_S = 5.0  # while the model loads, a line this often says it still does
 
-def run_server(engine_config: EngineConfig, settings: ServerSettings) -> int:
-    """Blocking: serve until told to stop; returns the process exit code."""
+
+class PortInUseError(OSError):
+    """The port cannot be bound; the message names it and says how to pick another."""
+
+
+def configure_logging(settings: ServerSettings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_request_logger()
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound but not listening yet (connections are refused until the
+    model is loaded); PortInUseError when another process holds the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: restart over TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(
+                exc.errno, f"port {port} on {host} is already in use (another kvserve serve?); "
+                f"stop that process or pick another port with --port, e.g. --port {port + 1}") from None
+        raise PortInUseError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+def run_server(engine_config: EngineConfig, settings: ServerSettings, sock: socket.socket) -> int:
+    """Blocking: serve on `sock` until told to stop; returns the process exit code."""
+    try:
+        defaults = load_sampling_defaults(engine_config.model.model, engine_config.model.generation_config)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        sock.close()
+        return EXIT_FAILED
+    logger.info("%s", defaults.describe())
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(engine_config, settings))
+            return runner.run(serve(engine_config, settings, sock, defaults))
     except KeyboardInterrupt:  # Ctrl-C while the model loads; the core process follows us out
         return 130
+    finally:
+        sock.close()
 
 
-async def serve(engine_config: EngineConfig, settings: ServerSettings) -> int:
-    try:
-        engine = await AsyncLLM.start(engine_config, log_level=settings.log_level)
-    except (EngineStartupError, TokenizerError) as exc:
-        logger.error("the engine failed to start: %s", exc)
-        return 1
-    server = DrainingServer(_uvicorn_config(build_app(engine, settings), settings), engine, settings.shutdown_timeout)
+async def serve(engine_config: EngineConfig, settings: ServerSettings, sock: socket.socket,
+                defaults: SamplingDefaults) -> int:
+    started = time.monotonic()
+    engine = await _start_engine(engine_config, settings)
+    if engine is None:
+        return EXIT_FAILED
+    server = DrainingServer(_uvicorn_config(build_app(engine, settings, defaults), settings), engine,
+                            settings.shutdown_timeout)
     watchdog = asyncio.create_task(_stop_when_engine_dies(engine, server))
     _keep_exit_code_zero_on_signals()
+    banner = asyncio.create_task(_banner_when_listening(server, engine, engine_config, sock, defaults, started))
     try:
-        await server.serve()
+        await server.serve(sockets=[sock])
     finally:
         watchdog.cancel()
+        banner.cancel()
         engine_died = engine.dead.is_set()
         await engine.shutdown()
     logger.info("server stopped")
-    return 1 if engine_died else 0
+    return EXIT_FAILED if engine_died else EXIT_OK
+
+
+async def _start_engine(engine_config: EngineConfig, settings: ServerSettings) -> AsyncLLM | None:
+    """The started engine, or None after logging why it could not start."""
+    where = engine_config.model.model or "the embedded SmolLM2-135M-Instruct"
+    logger.info("kvserve %s: loading %s on %s (an engine process of its own)", __version__, where,
+                engine_config.device.resolved_device())
+    begun = time.monotonic()
+    start = asyncio.ensure_future(AsyncLLM.start(engine_config, log_level=settings.log_level))
+    while not (await asyncio.wait({start}, timeout=PROGRESS_EVERY_S))[0]:
+        logger.info("still loading the model (%.0f s)", time.monotonic() - begun)
+    try:
+        return start.result()
+    except (EngineStartupError, TokenizerError) as exc:
+        logger.error("the engine failed to start: %s", exc)
+        return None
+
+
+async def _banner_when_listening(server: uvicorn.Server, engine: AsyncLLM, config: EngineConfig,
+                                 sock: socket.socket, defaults: SamplingDefaults, started: float) -> None:
+    while not server.started:
+        await asyncio.sleep(0.01)
+    logger.info(banner(engine, config, sock, defaults, time.monotonic() - started))
+
+
+def banner(engine: AsyncLLM, config: EngineConfig, sock: socket.socket, defaults: SamplingDefaults,
+           seconds: float) -> str:
+    """What a user needs to send the first request: the model name, the URL, and the rest."""
+    host, port = sock.getsockname()[:2]
+    url = f"http://{_url_host(host)}:{port}"
+    stats, block_size = engine.stats, config.cache.block_size
+    return "\n".join([
+        f"kvserve {__version__} ready in {seconds:.1f} s",
+        f"  model    {engine.served_model_name}   (what clients send as \"model\")",
+        f"  URL      {url}/v1   (OpenAI API; also {url}/health, /ready, /metrics)",
+        f"  device   {config.device.resolved_device()}, {_threads(config)}",
+        f"  KV pool  {stats.num_blocks * block_size:,} tokens ({stats.num_blocks:,} blocks of {block_size}); "
+        f"context {engine.max_model_len:,} tokens",
+        f"  {defaults.describe()}",
+    ])
+
+
+def _threads(config: EngineConfig) -> str:
+    threads = config.device.resolved_threads()
+    return f"{threads} CPU thread{'s' if threads != 1 else ''} (--threads)"
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+    return f"[{host}]" if ":" in host else host
 
 
 def _uvicorn_config(app: object, settings: ServerSettings) -> uvicorn.Config:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from kvserve.sampling_params import SamplingParams
 from kvserve.openai_error import OpenAIError
 from kvserve.server.errors import bad_request
@@ -29,9 +32,14 @@ def check_token_ids(token_ids: list[int], vocab_size: int, param: str) -> None:
         raise bad_request(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})", param, "invalid_value")
 
 
-def to_sampling_params(body: SamplingFields, max_tokens: int | None, logprobs: int | None) -> SamplingParams:
-    """The engine's parameters for a validated body; a cross-field conflict is a 400."""
-    top_p, top_k = (1.0 if body.top_p is None else body.top_p), body.top_k
+def to_sampling_params(body: SamplingFields, max_tokens: int | None, logprobs: int | None,
+                       defaults: Mapping[str, Any] | None = None) -> SamplingParams:
+    """The engine's parameters for a validated body; a cross-field conflict is a 400.
+
+    `defaults` (kvserve.sampling_defaults) fill the sampling fields the body leaves out.
+    """
+    chosen = _with_defaults(body, defaults or {})
+    top_p, top_k = chosen["top_p"], chosen["top_k"]
     if top_p == 0.0:  # OpenAI allows 0: only the most likely token survives
         top_p, top_k = 1.0, 1
     try:
@@ -39,13 +47,13 @@ def to_sampling_params(body: SamplingFields, max_tokens: int | None, logprobs: i
             n=body.n,
             max_tokens=max_tokens,
             min_tokens=body.min_tokens,
-            temperature=1.0 if body.temperature is None else body.temperature,
+            temperature=chosen["temperature"],
             top_p=top_p,
             top_k=top_k,
-            min_p=body.min_p,
+            min_p=chosen["min_p"],
             presence_penalty=body.presence_penalty,
             frequency_penalty=body.frequency_penalty,
-            repetition_penalty=body.repetition_penalty,
+            repetition_penalty=chosen["repetition_penalty"],
             seed=body.seed,
             stop=body.stop_list(),
             stop_token_ids=body.stop_token_ids,
@@ -56,6 +64,20 @@ def to_sampling_params(body: SamplingFields, max_tokens: int | None, logprobs: i
         )
     except ValueError as exc:
         raise _param_error(exc) from None
+
+
+# sampling field -> its value when neither the body nor the defaults give one
+_NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
+
+
+def _with_defaults(body: SamplingFields, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Each sampling field from the body if it gave one (null counts as not given), else
+    from the defaults, else neutral."""
+    chosen = {}
+    for name, neutral in _NEUTRAL.items():
+        given = getattr(body, name) if name in body.model_fields_set else None
+        chosen[name] = given if given is not None else defaults.get(name, neutral)
+    return chosen
 
 
 def _param_error(exc: ValueError) -> OpenAIError:

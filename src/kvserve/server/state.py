@@ -12,6 +12,7 @@ from kvserve.server.errors import bad_request, model_not_found
 from kvserve.server.metrics import ServerMetrics
 from kvserve.server.protocol import ChatMessage
 from kvserve.server.request_log import STATE_KEY, RequestLogRecord
+from kvserve.sampling_defaults import SamplingDefaults
 from kvserve.server.settings import ServerSettings
 from kvserve.tokenizer import ClientTextEncoder, TokenizerError
 
@@ -21,6 +22,7 @@ class ServerState:
     engine: AsyncLLM
     settings: ServerSettings
     metrics: ServerMetrics
+    sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)  # for fields a request leaves out
     started: int = field(default_factory=lambda: int(time.time()))
     text: ClientTextEncoder = field(init=False)  # how client text becomes token ids
 

@@ -38,7 +38,7 @@ async def create_chat_completion(request: Request) -> Response:
         record.prompt = [m.model_dump(exclude_none=True) for m in body.messages]
     prompt = state.chat_prompt(body.messages, body.add_generation_prompt)
     check_context(len(prompt), body.output_limit(), state.engine.max_model_len, "messages")
-    params = to_sampling_params(body, body.output_limit(), body.num_logprobs())
+    params = to_sampling_params(body, body.output_limit(), body.num_logprobs(), state.sampling_defaults.values)
     timeout = state.timeout_for(body.request_timeout)
     gen = await start_generation(state, record, [prompt], params, body.priority, timeout)
     headers = {"X-Request-Id": gen.request_id}

@@ -30,7 +30,7 @@ async def create_completion(request: Request) -> Response:
     for prompt in prompts:
         check_token_ids(prompt, state.engine.vocab_size, "prompt")
         check_context(len(prompt), body.output_limit(), state.engine.max_model_len, "prompt")
-    params = to_sampling_params(body, body.output_limit(), body.logprobs)
+    params = to_sampling_params(body, body.output_limit(), body.logprobs, state.sampling_defaults.values)
     timeout = state.timeout_for(body.request_timeout)
     gen = await start_generation(state, record, prompts, params, body.priority, timeout)
     echoes = _echo_texts(state, body, prompts)
