@@ -54,6 +54,8 @@ OFF = Off()
 
 
 class Pipeline:
+    """The ASGI handler of the completion routes: the stages in order, then settle."""
+
     def __init__(self, stages: list[Stage], settle: Settle, clock: Callable[[], float]) -> None:
         self.stages = stages
         self.settle = settle
