@@ -14,14 +14,19 @@ PROMPTS = [
 NEW_TOKENS = 40  # crosses several 16-token blocks
 
 
-def hf_greedy(model_dir, prompts, max_new_tokens=NEW_TOKENS):
+def hf_greedy(model_dir, prompts, max_new_tokens=NEW_TOKENS, eos_may_win=False):
+    """transformers' greedy tokens and raw logprobs, float32 on the CPU. The run never stops
+    early: EOS is forbidden (min_new_tokens), or with eos_may_win an argmax EOS is kept and
+    the run goes on, as the engine's ignore_eos does."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    length = dict(eos_token_id=None, pad_token_id=tok.pad_token_id) if eos_may_win else dict(
+        min_new_tokens=max_new_tokens)
     results = []
     for p in prompts:
         ids = tok(p, return_tensors="pt").input_ids
-        out = model.generate(ids, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens, do_sample=False,
-                             output_logits=True, return_dict_in_generate=True)
+        out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, **length)
         tokens = out.sequences[0, ids.shape[1]:].tolist()
         logprobs = [torch.log_softmax(s[0].float(), -1) for s in out.logits]  # raw, before processors
         results.append((tokens, logprobs))

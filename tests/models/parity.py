@@ -17,10 +17,7 @@ from pathlib import Path
 
 from kvserve import LLM, SamplingParams
 from tests.conftest import build_model
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-from tests.entrypoints.test_llm import PROMPTS, assert_matches_hf
+from tests.entrypoints.test_llm import PROMPTS, assert_matches_hf, hf_greedy
 
 NEW_TOKENS = 24
 GREEDY = SamplingParams(temperature=0, max_tokens=NEW_TOKENS, ignore_eos=True, logprobs=3)
@@ -77,15 +74,5 @@ def check_case(model_dir: Path, case: Case, reference, **engine_kwargs) -> LLM:
 
 
 def reference_tokens(model_dir: Path):
-    """transformers' greedy tokens and raw logprobs, float32 on the CPU. No end-of-sequence
-    token: the engine's ignore_eos keeps an argmax EOS (min_new_tokens would forbid it)."""
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    results = []
-    for prompt in PROMPTS:
-        ids = tok(prompt, return_tensors="pt").input_ids
-        out = model.generate(ids, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=None,
-                             pad_token_id=tok.pad_token_id, output_logits=True, return_dict_in_generate=True)
-        logprobs = [torch.log_softmax(s[0].float(), -1) for s in out.logits]
-        results.append((out.sequences[0, ids.shape[1]:].tolist(), logprobs))
-    return results
+    """transformers' greedy run; an argmax EOS is kept, as the engine's ignore_eos keeps it."""
+    return hf_greedy(model_dir, PROMPTS, max_new_tokens=NEW_TOKENS, eos_may_win=True)
