@@ -1,8 +1,11 @@
-"""`kvserve gateway` as a real process: reload on SIGHUP under load, graceful SIGTERM (exit 0)."""
+"""`kvserve gateway` as a real process: reload on SIGHUP under load, graceful SIGTERM (exit 0),
+bounded request heads."""
 
 from __future__ import annotations
 
+import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -91,3 +94,23 @@ def test_sigterm_with_a_drain_delay_reports_not_ready_while_still_serving(proces
     wait_until(lambda: httpx.get(gw.url + "/ready").status_code == 503, 2, "still ready after SIGTERM")
     assert httpx.post(gw.url + "/v1/chat/completions", json=chat()).status_code == 200
     assert gw.proc.wait(timeout=10) == 0
+
+
+def test_hostile_request_heads_get_431_and_the_gateway_keeps_answering(processes, tmp_path):
+    # one unauthenticated request with a huge header once stalled the event loop for 86 s
+    up = processes.upstream()
+    gw = processes.gateway(tmp_path / "gateway.yaml", fast_config(one_pool([up.url])))
+    for head in (b"GET /health HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (1 << 20) + b"\r\n\r\n",
+                 b"GET /health HTTP/1.1\r\nhost: x\r\n" + b"".join(b"x-%d: 1\r\n" % i for i in range(5000)) + b"\r\n"):
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+            try:
+                sock.sendall(head)
+            except OSError:  # answered and closed before the client was done
+                pass
+            sock.settimeout(10)
+            reply = sock.recv(65536)
+        assert reply.startswith(b"HTTP/1.1 431 "), reply[:100]
+        assert json.loads(reply.partition(b"\r\n\r\n")[2])["error"]["code"]
+        assert time.monotonic() - start < 5
+    assert httpx.get(gw.url + "/health", timeout=5).status_code == 200
