@@ -1,6 +1,6 @@
 """The gateway in front of two real `kvserve serve` replicas (tiny random Llama, CPU).
 
-Issue 5's checks that need real engines: a replica killed mid-run and restarted on the
+The routing checks that need real engines: a replica killed mid-run and restarted on the
 same port, and prefix-aware routing against round-robin on the `prefix` workload, with
 the load from `kvserve bench serve` and the prefix-cache counters from the replicas'
 own /metrics. Each replica's KV pool is kept small on purpose (`POOL_BLOCKS`): it holds
@@ -179,9 +179,9 @@ def test_prefix_aware_routing_beats_round_robin(replicas, model_dir, processes, 
     pa = prefix_run(gw.url, "pa", 2, replicas, model_dir, tmp_path)
     print(f"round_robin: {rr}\nprefix_aware: {pa}")
     assert rr.failed == pa.failed == 0
-    assert pa.hit_rate >= 0.8 * pa.ideal_hit_rate, (pa.hit_rate, pa.ideal_hit_rate)  # issue 5's target
+    assert pa.hit_rate >= 0.8 * pa.ideal_hit_rate, (pa.hit_rate, pa.ideal_hit_rate)  # target: 80% of ideal
     assert pa.hit_rate > rr.hit_rate + 0.15, (pa.hit_rate, rr.hit_rate)
-    # Issue 5 asks for a 2x better TTFT p90. On the shared 2-core box a cached prompt's
+    # The routing target is a 2x better TTFT p90. On the shared 2-core box a cached prompt's
     # TTFT is mostly CPU contention (0.1-0.6 s), a cold 800-token prefill adds ~1 s: the
     # ratio measured 2.3x at load average 3 but 1.0-1.3x at 5-8 (docs/benchmarks.md).
     # TTFT on CPU replicas is too noisy to gate CI on (1.03x was seen at load 5), so the
