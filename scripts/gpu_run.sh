@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU-machine session: correctness first, then the issue-7 workloads, a table last.
+# One GPU-machine session: correctness first, then the target workloads of docs/benchmarks.md, a table last.
 #   bash scripts/gpu_run.sh [check|bench|big|hf|hf-llama|hf-qwen|all]     (results under $OUT or ./bench-results)
 set -uo pipefail
 cd "$(dirname "$0")/.."

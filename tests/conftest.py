@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -152,22 +151,12 @@ def write_tiny_shape(out_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def arch_server(tmp_path_factory):
     """`kvserve serve --arch <tiny config.json>` on a free loopback port, shared by the session."""
-    from tests.server.conftest import ServerProcess
+    from tests.helpers import ServeProcess
 
     arch = write_tiny_shape(tmp_path_factory.mktemp("tiny-shape"))
     log = tmp_path_factory.mktemp("arch-serve") / "server.log"
-    server = ServerProcess(["--arch", str(arch), "--kv-cache-gib", "0.05"], log)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
+    server = ServeProcess(["--arch", str(arch), "--kv-cache-gib", "0.05"], log).start()
     server.arch = str(arch)
     yield server
     server.stop()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

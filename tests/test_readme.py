@@ -4,15 +4,14 @@ that tests/server/test_docs.py runs against a real server."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers import ServerProcess, free_port
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,11 +78,9 @@ def test_quick_start_as_written_from_a_fresh_virtual_environment(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = serve.strip().replace("--port 8000", f"--port {port}")
-    with open(tmp_path / "serve.log", "wb") as log:
-        server = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=tmp_path, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
+    server = ServerProcess(["bash", "-c", f"exec {command}"], port, tmp_path / "serve.log", env=env, cwd=tmp_path)
     try:
-        _wait_ready(url, server, tmp_path / "serve.log")
+        server.launch().wait_ready(timeout=600, step=0.5)
         curl = curl.replace("http://127.0.0.1:8000", url)
         assert "temperature" not in curl  # the default sampling is what is tested
         for _ in range(5):
@@ -93,20 +90,4 @@ def test_quick_start_as_written_from_a_fresh_virtual_environment(tmp_path):
                                   env=env, capture_output=True, text=True, timeout=300)
         assert streamed.returncode == 0 and "Paris" in streamed.stdout, streamed.stderr
     finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(120) == 0
-
-
-def _wait_ready(url: str, server: subprocess.Popen, log: Path, timeout: float = 600) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, log.read_text(errors="replace")
-        try:
-            if httpx.get(url + "/ready", timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(log.read_text(errors="replace"))
+        assert server.stop(120) == 0

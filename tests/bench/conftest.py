@@ -2,62 +2,40 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
+from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers import ServerProcess, free_port
 
 
-def start_fake_upstream(*flags: str) -> tuple[subprocess.Popen, str]:
-    """`python -m kvserve.bench.fake_upstream` on a free loopback port, once /health answers."""
+def start_fake_upstream(log_path: Path, *flags: str) -> ServerProcess:
+    """`python -m kvserve.bench.fake_upstream` on a free loopback port, once it answers
+    (on /v1/models: /health mirrors --fail-rate, models does not)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kvserve.bench.fake_upstream", "--port", str(port), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"fake upstream exited: {proc.stderr.read().decode()}")
-        try:
-            httpx.get(url + "/v1/models", timeout=1.0)  # /health mirrors --fail-rate, models does not
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("fake upstream did not start in 30 s")
+    command = [sys.executable, "-m", "kvserve.bench.fake_upstream", "--port", str(port), *flags]
+    return ServerProcess(command, port, log_path, stop_timeout=10).start("/v1/models", ready=lambda _: True)
 
 
 @pytest.fixture
-def fake_upstream():
+def fake_upstream(tmp_path: Path):
     """Factory: fake_upstream("--num-tokens", "8", ...) -> base URL; every process is stopped after the test."""
-    procs = []
+    procs: list[ServerProcess] = []
 
     def start(*flags: str) -> str:
-        proc, url = start_fake_upstream(*flags)
-        procs.append(proc)
-        return url
+        procs.append(start_fake_upstream(tmp_path / f"fake-upstream-{len(procs)}.log", *flags))
+        return procs[-1].url
 
     yield start
     for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
-def steady_upstream():
+def steady_upstream(tmp_path_factory: pytest.TempPathFactory):
     """One shared fake upstream: 8 tokens per answer at 200 tokens/s, 20 ms to the first token."""
-    proc, url = start_fake_upstream("--num-tokens", "8", "--tokens-per-second", "200", "--ttft", "0.02")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    log = tmp_path_factory.mktemp("steady-upstream") / "fake-upstream.log"
+    proc = start_fake_upstream(log, "--num-tokens", "8", "--tokens-per-second", "200", "--ttft", "0.02")
+    yield proc.url
+    proc.stop()

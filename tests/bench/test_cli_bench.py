@@ -112,7 +112,7 @@ def test_serve_without_model_loads_the_model_the_server_serves(steady_upstream, 
 
 
 def test_serve_without_model_and_no_server_says_to_pass_one(capsys):
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     assert main(["bench", "serve", "--base-url", f"http://127.0.0.1:{free_port()}", "--num-prompts", "1"]) == 2
     assert "pass --model NAME" in capsys.readouterr().err

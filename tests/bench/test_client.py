@@ -9,10 +9,10 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import free_port
 from kvserve.bench.client import Target, check_host, new_client, request_body, stream_request
 from kvserve.bench.datasets import SampleRequest
 from kvserve.bench.record import RequestRecord
+from tests.helpers import free_port
 
 SAMPLE = SampleRequest("the quick brown fox jumps over the lazy dog", 9, 8)
 

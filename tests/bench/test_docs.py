@@ -18,7 +18,7 @@ import pytest
 from kvserve.cli.main import main
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
-COLUMNS = ["command", "machine", "date", "figure", "peer/limit"]
+COLUMNS = ["command", "machine", "figure", "peer/limit"]
 
 
 def bash_commands() -> list[str]:
@@ -83,9 +83,43 @@ def test_documented_command_runs(command, fake_upstream, tmp_path, capsys):
     assert json.loads(result.read_text())["settings"]["dataset"]["num_prompts"] == 3
 
 
-def test_results_table_has_the_agreed_columns_and_full_rows():
+def results_rows() -> list[list[str]]:
     text = DOC.read_text(encoding="utf-8").split("## Results", 1)[1]
     rows = [line for line in text.splitlines() if line.startswith("|")]
-    cells = [[cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]] for row in rows]
+
+
+def test_results_table_has_the_agreed_columns_and_full_rows():
+    cells = results_rows()
     assert cells[0] == COLUMNS and set("".join(cells[1])) <= set("-: ")
     assert len(cells) > 2 and all(len(row) == len(COLUMNS) and all(row) for row in cells[2:])
+
+
+def heading_anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's `##` headings: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^## (.+)$", page.read_text(encoding="utf-8"), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_result_links_to_its_section_and_every_section_is_linked():
+    link = re.compile(r"\[(\d{4}-\d\d-\d\d)\]\((results/[\w.-]+/README\.md)#([\w-]+)\)")
+    linked = set()
+    for row in results_rows()[2:]:
+        found = link.search(row[COLUMNS.index("figure")])
+        assert found, row
+        date, page, anchor = found.groups()
+        assert page.split("/")[1].endswith(date), row  # one page per machine and date
+        assert anchor in heading_anchors(DOC.parent / page), (page, anchor)
+        linked.add((page, anchor))
+    pages = sorted(DOC.parent.glob("results/*/README.md"))
+    sections = {(str(p.relative_to(DOC.parent)), a) for p in pages for a in heading_anchors(p)}
+    assert sections == linked
+
+
+def test_links_between_result_pages_resolve():
+    for page in DOC.parent.glob("results/*/README.md"):
+        for target, anchor in re.findall(r"\]\(([^)#]*)(?:#([\w-]+))?\)", page.read_text(encoding="utf-8")):
+            linked = (page.parent / target).resolve() if target else page
+            assert linked.exists(), (page, target)
+            if anchor and linked.suffix == ".md":
+                assert anchor in heading_anchors(linked), (page, target, anchor)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, write_tiny_shape
+from tests.conftest import write_tiny_shape
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 

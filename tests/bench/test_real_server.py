@@ -9,10 +9,6 @@ percentiles must be ordered.
 from __future__ import annotations
 
 import json
-import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -20,7 +16,7 @@ import pytest
 
 import kvserve.cli
 from kvserve.cli.main import main
-from tests.conftest import free_port
+from tests.helpers import ServeProcess, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -32,45 +28,17 @@ def real_server(tiny_llama, tmp_path_factory):
     """(base URL, served model id) of `kvserve serve --model <tiny llama>` on a free loopback port."""
     if not SERVE_CLI.exists():
         pytest.skip("kvserve serve is not part of this tree yet")
-    port = free_port()
-    log = (tmp_path_factory.mktemp("serve") / "server.log").open("w")
-    cmd = [sys.executable, "-m", "kvserve.cli.main", "serve", "--model", str(tiny_llama), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    server = ServeProcess(["--model", str(tiny_llama)], tmp_path_factory.mktemp("serve") / "server.log").start()
     try:
-        yield url, _wait_for_model(proc, url, Path(log.name))
+        yield server.url, httpx.get(server.url + "/v1/models", timeout=2.0).json()["data"][0]["id"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _wait_for_model(proc: subprocess.Popen, url: str, log: Path) -> str:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"kvserve serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            return httpx.get(url + "/v1/models", timeout=2.0).json()["data"][0]["id"]
-        except (httpx.HTTPError, KeyError, ValueError):
-            time.sleep(0.25)
-    raise RuntimeError(f"kvserve serve did not answer in 180 s:\n{log.read_text()[-3000:]}")
+        server.stop()
 
 
 def server_token_counters(url: str) -> tuple[float, float]:
-    """(prompt tokens, generated tokens) the server has counted since it started."""
-    text = httpx.get(url + "/metrics", timeout=5.0).text
-
-    def value(name: str) -> float:
-        match = re.search(rf"^vllm:{name}_total(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE)
-        assert match, f"the server exports no vllm:{name}_total"
-        return float(match.group(1))
-
-    return value("prompt_tokens"), value("generation_tokens")
+    """(prompt tokens, generated tokens) the server has counted since it started (KeyError if it exports none)."""
+    metrics = scrape(url)
+    return metrics["vllm:prompt_tokens_total"], metrics["vllm:generation_tokens_total"]
 
 
 def bench(url: str, model: str, result_file: Path, *flags: str) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kvserve.bench.tokens import LocalTokenizer, WordCounter, pick_counter
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 TEXT = "Paged attention stores keys and values in blocks of sixteen tokens. Größe 東京"
 

@@ -10,8 +10,7 @@ import time
 import httpx
 
 from kvserve import __version__
-from tests.conftest import free_port
-from tests.server.conftest import ServerProcess
+from tests.helpers import ServeProcess, free_port
 
 
 def kvserve(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -52,7 +51,7 @@ def test_cuda_without_cuda_says_so_at_once(tiny_llama):
 
 
 def test_start_up_logs_its_steps_then_one_banner(tiny_llama, tmp_path):
-    server = ServerProcess(["--model", str(tiny_llama), "--served-model-name", "tiny"], tmp_path / "log")
+    server = ServeProcess(["--model", str(tiny_llama), "--served-model-name", "tiny"], tmp_path / "log").launch()
     try:
         while "loading" not in server.logs() and server.proc.poll() is None:
             time.sleep(0.02)

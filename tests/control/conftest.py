@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from kvserve.cli.main import main
-from tests.conftest import free_port
+from tests.helpers import ServerProcess, free_port
 
 
 @pytest.fixture(autouse=True)
@@ -55,24 +53,10 @@ def models(capsys, tmp_path) -> Cli:
 def s3_endpoint(tmp_path_factory):
     """moto's standalone S3 server on a free loopback port, for the whole session."""
     port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen([shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(url, timeout=1.0)
-            break
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("moto_server did not start")
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+    moto = ServerProcess([shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)], port,
+                         tmp_path_factory.mktemp("moto") / "moto.log", stop_timeout=10)
+    yield moto.start("/", ready=lambda _: True).url
+    moto.stop()
 
 
 @pytest.fixture

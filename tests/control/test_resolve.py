@@ -16,7 +16,7 @@ from kvserve.control.registry import Registry, RegistryError
 from kvserve.control.registry_config import RegistryConfig
 from kvserve.control.resolve import resolve, with_registry_model
 from kvserve.control.storage import LocalStorage
-from tests.server.conftest import ServerProcess
+from tests.helpers import ServeProcess
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_engine_configs_resolve_references_and_leave_directories_alone(registry,
 def test_serve_loads_a_tagged_version_and_answers_under_its_reference(registry, model_dir, tmp_path):
     registry.push(model_dir, ModelRef("tiny", "v1"))
     registry.tag(ModelRef("tiny", "v1"), "stable")
-    server = ServerProcess(["--model", "tiny@stable", "--max-model-len", "128"], tmp_path / "serve.log")
+    server = ServeProcess(["--model", "tiny@stable", "--max-model-len", "128"], tmp_path / "serve.log").launch()
     try:
         server.wait_ready()
         assert [m["id"] for m in httpx.get(server.url + "/v1/models").json()["data"]] == ["tiny@stable"]

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.helpers import ServerProcess, free_port
+
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -31,32 +32,19 @@ def run_tool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
-class Prometheus:
+class Prometheus(ServerProcess):
     """`prometheus` with a temporary config and TSDB, listening on 127.0.0.1 only."""
 
     def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        port = free_port()
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.log_path = tmp / "prometheus.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [need("prometheus"), f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle"],
-            stdout=self._log, stderr=subprocess.STDOUT)
+        super().__init__([need("prometheus"), f"--config.file={tmp / 'prometheus.yml'}",
+                          f"--storage.tsdb.path={tmp / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                          "--web.enable-lifecycle"], port, tmp / "prometheus.log", stop_timeout=20)
 
-    def wait_ready(self, timeout: float = 30.0) -> Prometheus:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(self.url + "/-/ready", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"prometheus not ready after {timeout} s:\n{self.log_path.read_text()}")
+    def wait_ready(self, path: str = "/-/ready", timeout: float = 30.0, *args: Any) -> Prometheus:
+        super().wait_ready(path, timeout, *args)
+        return self
 
     def wait_scraped(self, targets: int, timeout: float = 15.0) -> None:
         """Until every target has been scraped once: a counter's first sample must come before
@@ -75,16 +63,6 @@ class Prometheus:
 
     def get(self, path: str) -> Any:
         return httpx.get(self.url + path, timeout=10.0).json()["data"]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def has_finite_value(result: list[dict[str, Any]]) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -23,9 +22,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port
 from tests.deploy.conftest import DEPLOY, Prometheus, has_finite_value
-from tests.gateway.conftest import Process, RedisServer, make_key
+from tests.gateway.conftest import RedisServer, make_key
+from tests.helpers import ServeProcess, ServerProcess, answers, free_port, kvserve
 from tests.server.conftest import start_server
 
 pytestmark = pytest.mark.slow
@@ -122,9 +121,9 @@ def missing_data(prometheus: Prometheus) -> list[str]:
 
 @dataclass
 class Stack:
-    replica: Any  # tests.server.conftest.ServerProcess
+    replica: ServeProcess
     redis: RedisServer
-    gateway: Process
+    gateway: ServerProcess
     prometheus: Prometheus
     key: str  # an API key without limits
     tight_key: str  # one request per minute
@@ -156,13 +155,13 @@ def stack(tiny_llama, tmp_path_factory):
         tight_key = make_key(tmp / "keys.yaml", tenant="tight", requests_per_minute=1)
         (tmp / "gateway.yaml").write_text(yaml.safe_dump(gateway_config(tmp, replica.url, redis.url)))
         port = free_port()
-        gateway = Process([sys.executable, "-m", "kvserve.cli.main", "gateway", "--config", str(tmp / "gateway.yaml"),
-                           "--port", str(port), "--log-level", "warning"], port)
+        gateway = ServerProcess(kvserve("gateway", "--config", str(tmp / "gateway.yaml"), "--port", str(port),
+                                        "--log-level", "warning"), port, tmp / "gateway.log", stop_timeout=10)
         stop.callback(gateway.stop)
-        gateway.start("/health")
+        gateway.start("/health", ready=answers)
         prometheus = Prometheus(tmp, prometheus_config(replica.port, port))
         stop.callback(prometheus.stop)
-        prometheus.wait_ready().wait_scraped(2)
+        prometheus.launch().wait_ready().wait_scraped(2)
         yield Stack(replica, redis, gateway, prometheus, key, tight_key)
 
 

@@ -7,14 +7,10 @@ or signal a process use subprocesses (`python -m kvserve.bench.fake_upstream`,
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import httpx
 import pytest
 import yaml
 
@@ -23,7 +19,7 @@ from kvserve.bench.uvicorn_thread import UvicornThread
 from kvserve.gateway.app import GatewayApp
 from kvserve.gateway.config import parse_config
 from kvserve.gateway.state import GatewayState
-from tests.conftest import free_port
+from tests.helpers import ServerProcess, answers, free_port, kvserve, wait_until
 
 ADMIN_KEY = "test-admin-key"
 
@@ -55,14 +51,6 @@ class GatewayThread(UvicornThread):
     def __init__(self, config: dict[str, Any], config_path: Path | None = None) -> None:
         self.state = GatewayState(parse_config(config), config_path)
         super().__init__(GatewayApp(self.state), lifespan="on", proxy_headers=False, timeout_graceful_shutdown=2)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, message: str, step: float = 0.01) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(message)
-        time.sleep(step)
 
 
 @pytest.fixture
@@ -97,74 +85,30 @@ def gateway() -> Any:
         gw.stop()
 
 
-class Process:
-    """A subprocess server on a loopback port; stopped (killed if need be) at teardown."""
-
-    stop_timeout = 10.0  # seconds a SIGTERM gets before the kill
-
-    def __init__(self, args: list[str], port: int) -> None:
-        self.args, self.port = args, port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, ready_path: str = "/v1/models", timeout: float = 30) -> Process:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-        def answers() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.args[:4]} exited: {self.proc.stderr.read().decode()[-2000:]}")
-            try:
-                return httpx.get(self.url + ready_path, timeout=1.0).status_code < 500
-            except httpx.HTTPError:
-                return False
-
-        wait_until(answers, timeout, f"{self.args[:4]} did not start", step=0.05)
-        return self
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 @pytest.fixture
-def processes() -> Any:
+def processes(tmp_path: Path) -> Any:
     """Factories for subprocess servers: processes.upstream(*flags, port=None), processes.gateway(config)."""
 
     class Factory:
-        started: list[Process] = []
+        started: list[ServerProcess] = []
 
-        def upstream(self, *flags: str, port: int | None = None) -> Process:
+        def log(self) -> Path:
+            return tmp_path / f"process-{len(self.started)}.log"
+
+        def upstream(self, *flags: str, port: int | None = None) -> ServerProcess:
             port = port or free_port()
             args = [sys.executable, "-m", "kvserve.bench.fake_upstream", "--port", str(port), *flags]
-            proc = Process(args, port).start()
+            proc = ServerProcess(args, port, self.log(), stop_timeout=10)
             self.started.append(proc)
-            return proc
+            return proc.start("/v1/models", ready=answers)
 
-        def gateway(self, config_path: Path, config: dict[str, Any]) -> Process:
+        def gateway(self, config_path: Path, config: dict[str, Any]) -> ServerProcess:
             port = free_port()
             config_path.write_text(yaml.safe_dump(config))
-            args = [sys.executable, "-m", "kvserve.cli.main", "gateway", "--config", str(config_path),
-                    "--port", str(port), "--log-level", "warning"]
-            proc = Process(args, port).start("/health")
+            proc = ServerProcess(kvserve("gateway", "--config", str(config_path), "--port", str(port),
+                                         "--log-level", "warning"), port, self.log(), stop_timeout=10)
             self.started.append(proc)
-            return proc
+            return proc.start("/health", ready=answers)
 
     factory = Factory()
     factory.started = []
@@ -177,28 +121,28 @@ def chat(model: str = "fake", stream: bool = False, content: str = "hello", **ex
     return {"model": model, "stream": stream, "messages": [{"role": "user", "content": content}], **extra}
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """A real redis-server on a free loopback port (no persistence); `kill` and `start`
     again on the same port simulate an outage."""
 
     def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.tmp = tmp
-        self.proc: subprocess.Popen[bytes] | None = None
+        port = free_port()
+        super().__init__(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--dir", str(tmp)], port, tmp / "redis.log", stop_timeout=10)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def start(self) -> RedisServer:  # type: ignore[override]  # redis answers PING, not HTTP
         import redis
 
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.launch()
         client = redis.Redis(port=self.port, socket_timeout=1)
 
         def pongs() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited:\n{self.logs()[-2000:]}")
             try:
                 return bool(client.ping())
             except redis.ConnectionError:
@@ -206,11 +150,6 @@ class RedisServer:
 
         wait_until(pongs, 10, "redis-server did not start", step=0.02)
         return self
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,9 @@ from collections import Counter
 import httpx
 import yaml
 
-from .conftest import ADMIN_KEY, chat, fast_config, one_pool, wait_until
+from tests.helpers import wait_until
+
+from .conftest import ADMIN_KEY, chat, fast_config, one_pool
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from tests.conftest import free_port
+from tests.helpers import ServerProcess, answers, free_port, kvserve
 
-from .conftest import Process
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "gateway.md"
 
@@ -38,11 +36,11 @@ def test_the_quick_start_runs_as_written(upstream, tmp_path, caplog):
     assert moved != config and yaml.safe_load(moved)["server"]["port"] == gateway_port
     (tmp_path / "gateway.yaml").write_text(moved)
     assert command == "kvserve gateway --config gateway.yaml"
-    args = [sys.executable, "-m", "kvserve.cli.main", *command.split()[1:]]
+    args = kvserve(*command.split()[1:])
     args[-1] = str(tmp_path / "gateway.yaml")
-    gateway = Process(args, gateway_port)
+    gateway = ServerProcess(args, gateway_port, tmp_path / "gateway.log", stop_timeout=10)
     try:
-        gateway.start("/health")
+        gateway.start("/health", ready=answers)
         done = subprocess.run(["bash", "-c", curl.replace("127.0.0.1:8080", f"127.0.0.1:{gateway_port}")],
                               capture_output=True, text=True, timeout=30)
         answer = json.loads(done.stdout)
@@ -52,8 +50,7 @@ def test_the_quick_start_runs_as_written(upstream, tmp_path, caplog):
         assert last["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     finally:
         gateway.stop()
-    assert gateway.proc is not None
-    log = gateway.proc.stderr.read().decode()
+    log = gateway.logs()
     assert f"listening on http://127.0.0.1:{gateway_port}" in log
     assert "model 'chat' version 'default'" in log and "least_request over " + server.url in log
     assert f"gateway on 127.0.0.1:{gateway_port} stopped" in log

@@ -11,8 +11,9 @@ import pytest
 
 from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer, PrefixCache
 from kvserve.gateway.fleet.scrape import parse_metrics
+from tests.helpers import wait_until
 
-from .conftest import chat, wait_until
+from .conftest import chat
 
 
 def test_openai_client_streams_chat_with_usage(upstream):

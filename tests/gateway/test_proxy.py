@@ -9,14 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from .conftest import chat, fast_config, one_pool, wait_until
+from tests.helpers import scrape, wait_until
 
-
-def metric(gw, line_start: str) -> float:
-    for line in httpx.get(gw.url + "/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+from .conftest import chat, fast_config, one_pool
 
 
 def test_503s_are_retried_on_another_endpoint(upstream, gateway):
@@ -28,7 +23,7 @@ def test_503s_are_retried_on_another_endpoint(upstream, gateway):
         responses = [client.post("/v1/chat/completions", json=chat()) for _ in range(10)]
     assert [r.status_code for r in responses] == [200] * 10
     assert {r.headers["x-upstream-name"] for r in responses} == {"good"}
-    assert metric(gw, 'kvserve:gateway_retries_total{model="fake",reason="status",version="default"}') >= 4
+    assert scrape(gw.url).value("kvserve:gateway_retries_total", model="fake", reason="status", version="default") >= 4
 
 
 def test_when_every_attempt_fails_the_last_upstream_error_is_answered(upstream, gateway):
@@ -105,7 +100,7 @@ def test_a_breaker_opens_on_a_failing_endpoint_and_closes_when_it_recovers(upstr
         names = Counter(client.post("/v1/chat/completions", json=chat()).headers["x-upstream-name"]
                         for _ in range(10))
     assert breaker.state.value == "closed" and names["flaky"] >= 3
-    assert metric(gw, f'kvserve:gateway_breaker_transitions_total{{endpoint="{flaky.url}",state="closed"}}') == 1
+    assert scrape(gw.url).value("kvserve:gateway_breaker_transitions_total", endpoint=flaky.url, state="closed") == 1
 
 
 def test_replicas_killed_mid_run_lose_only_requests_already_streaming(processes, gateway):

@@ -1,6 +1,6 @@
 """The gateway in front of two real `kvserve serve` replicas (tiny random Llama, CPU).
 
-Issue 5's checks that need real engines: a replica killed mid-run and restarted on the
+The routing checks that need real engines: a replica killed mid-run and restarted on the
 same port, and prefix-aware routing against round-robin on the `prefix` workload, with
 the load from `kvserve bench serve` and the prefix-cache counters from the replicas'
 own /metrics. Each replica's KV pool is kept small on purpose (`POOL_BLOCKS`): it holds
@@ -24,9 +24,10 @@ import pytest
 
 from kvserve.bench.datasets import DatasetConfig, load_samples
 from kvserve.bench.tokens import LocalTokenizer
-from tests.conftest import build_model, free_port
+from tests.conftest import build_model
+from tests.helpers import ServeProcess, scrape, wait_until
 
-from .conftest import ADMIN_KEY, Process, fast_config, wait_until
+from .conftest import ADMIN_KEY, fast_config
 
 pytestmark = pytest.mark.slow
 
@@ -46,51 +47,26 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_model("llama", tmp_path_factory.mktemp("gateway-llama"), max_position_embeddings=MAX_MODEL_LEN)
 
 
-class Replica(Process):
+class Replica(ServeProcess):
     """`kvserve serve` on a fixed loopback port, so that it can be killed and come back there."""
 
-    stop_timeout = 30.0
+    def __init__(self, model_dir: Path, log_path: Path) -> None:
+        super().__init__(["--model", str(model_dir), "--served-model-name", MODEL, "--max-model-len", str(MAX_MODEL_LEN),
+                          "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(POOL_BLOCKS),
+                          "--max-num-seqs", "8", "--log-level", "warning"], log_path, stop_timeout=30.0)
 
-    def __init__(self, model_dir: Path) -> None:
-        port = free_port()
-        super().__init__([sys.executable, "-m", "kvserve.cli.main", "serve", "--model", str(model_dir),
-                     "--served-model-name", MODEL, "--port", str(port), "--max-model-len", str(MAX_MODEL_LEN),
-                     "--block-size", str(BLOCK_SIZE), "--num-gpu-blocks-override", str(POOL_BLOCKS),
-                     "--max-num-seqs", "8", "--log-level", "warning"], port)
-
-    def launch(self) -> Replica:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return self
-
-    def wait_ready(self) -> Replica:
-        def ready() -> bool:
-            if self.proc is None or self.proc.poll() is not None:
-                raise RuntimeError(f"replica on port {self.port} exited")
-            try:
-                return httpx.get(self.url + "/ready", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, 180, f"replica on port {self.port} not ready", step=0.1)
+    def wait_ready(self, *args: Any, **kwargs: Any) -> Replica:
+        super().wait_ready(*args, **kwargs)
         # the first forward passes of a fresh process are slow; keep them out of the figures
         httpx.post(self.url + "/v1/completions", json={"model": MODEL, "prompt": "warm up", "max_tokens": 2},
                    timeout=60).raise_for_status()
         return self
 
-    def counters(self) -> dict[str, float]:
-        """/metrics summed by series name (one model; labels dropped)."""
-        values: dict[str, float] = {}
-        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
-            if line and not line.startswith("#"):
-                labelled, value = line.rsplit(" ", 1)
-                name = labelled.split("{", 1)[0]
-                values[name] = values.get(name, 0.0) + float(value)
-        return values
-
 
 @pytest.fixture(scope="module")
-def replicas(model_dir: Path) -> Any:
-    pair = [Replica(model_dir).launch(), Replica(model_dir).launch()]  # both start at once: ~halves the wait
+def replicas(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    logs = tmp_path_factory.mktemp("replicas")
+    pair = [Replica(model_dir, logs / f"{i}.log").launch() for i in range(2)]  # both start at once: ~halves the wait
     try:
         yield [r.wait_ready() for r in pair]
     finally:
@@ -160,9 +136,9 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 def prefix_run(gateway_url: str, model: str, seed: int, replicas: list[Replica], model_dir: Path,
                out: Path) -> PrefixRun:
-    before = [r.counters() for r in replicas]
+    before = [r.metrics() for r in replicas]
     result = bench_prefix(gateway_url, model, seed, model_dir, out)
-    after = [r.counters() for r in replicas]
+    after = [r.metrics() for r in replicas]
     hits = sum(a["vllm:prefix_cache_hits_total"] - b["vllm:prefix_cache_hits_total"] for a, b in zip(after, before))
     queries = sum(a["vllm:prefix_cache_queries_total"] - b["vllm:prefix_cache_queries_total"]
                   for a, b in zip(after, before))
@@ -179,9 +155,9 @@ def test_prefix_aware_routing_beats_round_robin(replicas, model_dir, processes, 
     pa = prefix_run(gw.url, "pa", 2, replicas, model_dir, tmp_path)
     print(f"round_robin: {rr}\nprefix_aware: {pa}")
     assert rr.failed == pa.failed == 0
-    assert pa.hit_rate >= 0.8 * pa.ideal_hit_rate, (pa.hit_rate, pa.ideal_hit_rate)  # issue 5's target
+    assert pa.hit_rate >= 0.8 * pa.ideal_hit_rate, (pa.hit_rate, pa.ideal_hit_rate)  # target: 80% of ideal
     assert pa.hit_rate > rr.hit_rate + 0.15, (pa.hit_rate, rr.hit_rate)
-    # Issue 5 asks for a 2x better TTFT p90. On the shared 2-core box a cached prompt's
+    # The routing target is a 2x better TTFT p90. On the shared 2-core box a cached prompt's
     # TTFT is mostly CPU contention (0.1-0.6 s), a cold 800-token prefill adds ~1 s: the
     # ratio measured 2.3x at load average 3 but 1.0-1.3x at 5-8 (docs/benchmarks.md).
     # TTFT on CPU replicas is too noisy to gate CI on (1.03x was seen at load 5), so the
@@ -244,9 +220,9 @@ def test_a_killed_replica_loses_its_traffic_and_gets_it_back_when_restarted(repl
                             health={"interval_s": 1.0, "unhealthy_after": 3, "healthy_after": 1},
                             breaker={"consecutive_failures": 2, "cooldown_s": 0.5})
     gw = processes.gateway(tmp_path / "gateway.yaml", config)
-    served_before = victim.counters()["vllm:request_success_total"]
+    served_before = victim.metrics()["vllm:request_success_total"]
     with ChatLoad(gw.url) as load:
-        wait_until(lambda: victim.counters()["vllm:request_success_total"] > served_before + 5, 60,
+        wait_until(lambda: victim.metrics()["vllm:request_success_total"] > served_before + 5, 60,
                    "no traffic reached the second replica")
         victim.kill()
         killed = time.monotonic()
@@ -255,8 +231,8 @@ def test_a_killed_replica_loses_its_traffic_and_gets_it_back_when_restarted(repl
         wait_until(lambda: len(load.outcomes) > sent_while_down + 10, 60, "no progress with one replica")
 
         victim.launch().wait_ready()
-        returned = victim.counters()["vllm:request_success_total"]
-        wait_until(lambda: victim.counters()["vllm:request_success_total"] > returned + 5, 60,
+        returned = victim.metrics()["vllm:request_success_total"]
+        wait_until(lambda: victim.metrics()["vllm:request_success_total"] > returned + 5, 60,
                    "the restarted replica got no traffic")
         wait_until(lambda: breaker_of(gw.url, victim.url) == "closed", 10, "the breaker did not close")
 
@@ -265,5 +241,4 @@ def test_a_killed_replica_loses_its_traffic_and_gets_it_back_when_restarted(repl
     assert after_kill and failed_after == []  # nothing sent after the kill was lost: it went to the other
     failed_before = [o for o in load.outcomes if o.sent <= killed and not o.ok]
     assert len(failed_before) <= 3  # at most the streams that were running on the killed replica
-    transitions = httpx.get(gw.url + "/metrics").text
-    assert f'kvserve:gateway_breaker_transitions_total{{endpoint="{victim.url}",state="open"}}' in transitions
+    assert scrape(gw.url).value("kvserve:gateway_breaker_transitions_total", endpoint=victim.url, state="open") >= 1

@@ -15,7 +15,9 @@ from collections import Counter
 import httpx
 import yaml
 
-from .conftest import chat, fast_config, one_pool, wait_until
+from tests.helpers import wait_until
+
+from .conftest import chat, fast_config, one_pool
 
 
 def test_a_bad_config_exits_with_the_field_named(tmp_path):

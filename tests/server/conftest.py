@@ -1,93 +1,18 @@
-"""A real `kvserve serve` process on a free loopback port, started the way a user starts it."""
+"""Fixtures for server tests: real `kvserve serve` processes (tests/helpers.py) and the tiny models they serve."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import CORPUS, build_model, free_port
-
-START_TIMEOUT_S = 180.0
-
-
-class ServerProcess:
-    """`python -m kvserve.cli.main serve ...` with its output captured in a file."""
-
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        command = [sys.executable, "-m", "kvserve.cli.main", "serve", "--port", str(self.port), *args]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-
-    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> ServerProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kvserve serve exited with {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if httpx.get(self.url + "/ready", timeout=2.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"kvserve serve not ready after {timeout} s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 60.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def metrics(self) -> dict[str, float]:
-        """Unlabelled view of /metrics: 'name' -> value, labels dropped (one model)."""
-        text = httpx.get(self.url + "/metrics", timeout=10.0).text
-        values: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name_labels, value = line.rsplit(" ", 1)
-                values[name_labels.split("{", 1)[0]] = values.get(name_labels.split("{", 1)[0], 0.0) + float(value)
-        return values
-
-    def wait_idle(self, timeout: float = 30.0) -> dict[str, float]:
-        """Poll /metrics until nothing runs, waits or holds KV blocks; returns the last scrape."""
-        deadline = time.monotonic() + timeout
-        while True:
-            values = self.metrics()
-            idle = (values["vllm:num_requests_running"] == 0 and values["vllm:num_requests_waiting"] == 0
-                    and values["vllm:kv_cache_usage_perc"] == 0)
-            if idle or time.monotonic() > deadline:
-                return values
-            time.sleep(0.05)
+from tests.conftest import CORPUS, build_model
+from tests.helpers import ServeProcess
 
 
-def start_server(tmp_path_factory: pytest.TempPathFactory, model: Path, *args: str) -> ServerProcess:
+def start_server(tmp_path_factory: pytest.TempPathFactory, model: Path, *args: str) -> ServeProcess:
     log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    server = ServerProcess(["--model", str(model), *args], log_path)
-    try:
-        return server.wait_ready()
-    except BaseException:
-        server.stop()
-        raise
+    return ServeProcess(["--model", str(model), *args], log_path).start()
 
 
 # The shared server answers to the name the embedded default model is served under, so

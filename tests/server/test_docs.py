@@ -73,9 +73,9 @@ def test_quickstart_python_snippet(server):
 @pytest.mark.slow
 def test_quickstart_on_the_embedded_default_model(tmp_path):
     """The real thing: `kvserve serve` with no --model, then the curl snippet."""
-    from tests.server.conftest import ServerProcess
+    from tests.helpers import ServeProcess
 
-    server = ServerProcess([], tmp_path / "server.log")
+    server = ServeProcess([], tmp_path / "server.log").launch()
     try:
         server.wait_ready(timeout=600)
         test_quickstart_curl_snippet(server)

@@ -14,7 +14,8 @@ import httpx
 import openai
 import pytest
 
-from tests.server.conftest import ServerProcess, start_server
+from tests.helpers import ServeProcess
+from tests.server.conftest import start_server
 
 
 def _children(pid: int) -> list[int]:
@@ -38,7 +39,7 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_0(slower_llama, tmp_p
         server.stop()
 
 
-def _check_graceful_sigterm(server: ServerProcess) -> None:
+def _check_graceful_sigterm(server: ServeProcess) -> None:
     core_pids = _children(server.proc.pid)
     assert core_pids, "the engine core runs in a child process"
     body = {"prompt": "Hello", "max_tokens": 30, "ignore_eos": True, "stream": True,
@@ -69,7 +70,7 @@ def _check_graceful_sigterm(server: ServerProcess) -> None:
 
 
 def test_engine_start_failure_exits_1_with_the_reason(tiny_llama, tmp_path):
-    server = ServerProcess(["--model", str(tiny_llama), "--max-model-len", "100000"], tmp_path / "log")
+    server = ServeProcess(["--model", str(tiny_llama), "--max-model-len", "100000"], tmp_path / "log").launch()
     try:
         assert server.proc.wait(180) == 1
     finally:
@@ -123,7 +124,7 @@ def test_the_bearer_scheme_is_case_insensitive_and_the_key_is_not(keyed_server):
         assert reply.status_code == 401, given
 
 
-def _request_lines(server: ServerProcess) -> list[dict]:
+def _request_lines(server: ServeProcess) -> list[dict]:
     lines = [line for line in server.logs().splitlines() if line.startswith('{"event": "request"')]
     return [json.loads(line) for line in lines]
 

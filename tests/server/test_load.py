@@ -73,20 +73,20 @@ def test_client_disconnect_aborts_and_frees_kv_blocks(quiet_server):
     assert time.monotonic() - start < 5.0
     generated = after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"]
     assert generated < 1000  # it did not run to the end
-    aborted = _labelled(quiet_server, "vllm:request_success_total", 'finished_reason="abort"')
+    aborted = _aborted(quiet_server)
     assert aborted >= 1
 
 
 def test_non_streaming_disconnect_aborts_too(quiet_server):
     before = quiet_server.wait_idle()
-    aborted = _labelled(quiet_server, "vllm:request_success_total", 'finished_reason="abort"')
+    aborted = _aborted(quiet_server)
     body = {"model": "tiny", "prompt": "Hello", "max_tokens": 1000, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(quiet_server.url + "/v1/completions", json=body, timeout=0.5)
     after = quiet_server.wait_idle(timeout=5.0)
     assert after["vllm:kv_cache_usage_perc"] == 0 and after["vllm:num_requests_running"] == 0
     assert after["vllm:generation_tokens_total"] - before["vllm:generation_tokens_total"] < 1000
-    assert _labelled(quiet_server, "vllm:request_success_total", 'finished_reason="abort"') == aborted + 1
+    assert _aborted(quiet_server) == aborted + 1
 
 
 def test_request_timeout_ends_the_request_with_a_clear_error(quiet_server):
@@ -102,10 +102,8 @@ def test_request_timeout_ends_the_request_with_a_clear_error(quiet_server):
     assert quiet_server.wait_idle(timeout=5.0)["vllm:kv_cache_usage_perc"] == 0
 
 
-def _labelled(server, name: str, label: str) -> float:
-    text = httpx.get(server.url + "/metrics").text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") and label in line)
+def _aborted(server) -> float:
+    return server.metrics().value("vllm:request_success_total", finished_reason="abort")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,8 @@ class Workload:
     description: str
 
 
-# The issue-7 targets, by name (the first is nano-vllm's published benchmark shape).
+# The named workloads: the four GPU targets of docs/benchmarks.md (the first is nano-vllm's
+# published benchmark shape), then CPU checks.
 WORKLOADS: dict[str, Workload] = {
     "throughput": Workload(256, (100, 1024), (100, 1024), "256 requests, in/out uniform in 100..1024"),
     "batch1": Workload(1, (128, 128), (256, 256), "one request, 128 in, 256 out"),

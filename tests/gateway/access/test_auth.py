@@ -9,7 +9,9 @@ import sys
 
 import httpx
 
-from ..conftest import ADMIN_KEY, bearer, chat, fast_config, make_key, one_pool, wait_until
+from tests.helpers import scrape, wait_until
+
+from ..conftest import ADMIN_KEY, bearer, chat, fast_config, make_key, one_pool
 
 
 def keyed_config(keys_file, urls, **sections):
@@ -139,8 +141,8 @@ def test_usage_metrics_per_tenant(upstream, gateway, tmp_path):
     httpx.post(gw.url + "/v1/chat/completions", json=chat(), headers=bearer(key))
 
     def counted() -> bool:
-        text = httpx.get(gw.url + "/metrics").text
-        return 'kvserve:gateway_tokens_total{kind="completion",model="fake",tenant="globex"} 3.0' in text
+        return scrape(gw.url).value("kvserve:gateway_tokens_total", kind="completion", model="fake",
+                                    tenant="globex") == 3
 
     wait_until(counted, 5, "tenant token counter missing")
     assert httpx.get(gw.url + "/admin/usage").status_code == 401

@@ -13,10 +13,9 @@ from kvserve.gateway.fleet.breaker import CircuitBreaker
 from kvserve.gateway.fleet.endpoints import Endpoint
 from kvserve.gateway.fleet.health import check, record_check
 from kvserve.gateway.fleet.upstream import UpstreamClient
+from tests.helpers import free_port, wait_until
 
-from tests.conftest import free_port
-
-from ..conftest import chat, fast_config, one_pool, wait_until
+from ..conftest import chat, fast_config, one_pool
 
 
 def endpoint(url: str = "http://127.0.0.1:1") -> Endpoint:

@@ -10,8 +10,9 @@ import pytest
 
 from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer
 from kvserve.gateway.fleet.upstream import Origin, UpstreamClient, UpstreamClosed, UpstreamReadTimeout, encode_request
+from tests.helpers import wait_until
 
-from ..conftest import chat, wait_until
+from ..conftest import chat
 
 BODY = json.dumps(chat(stream=True)).encode()
 HEADERS = {"content-type": "application/json"}

@@ -6,8 +6,9 @@ import httpx
 import pytest
 
 from kvserve.gateway.store.cache import Entry, StreamAssembler, cache_key, deterministic, entry_from_json
+from tests.helpers import wait_until
 
-from ..conftest import bearer, chat, fast_config, make_key, one_pool, wait_until
+from ..conftest import bearer, chat, fast_config, make_key, one_pool
 
 
 @pytest.fixture

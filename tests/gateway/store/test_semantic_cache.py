@@ -23,8 +23,9 @@ import pytest
 from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer
 from kvserve.gateway.config import ConfigError, parse_config
 from kvserve.gateway.store.semantic_cache import Index, partition_key, query_text
+from tests.helpers import scrape, wait_until
 
-from ..conftest import GatewayThread, bearer, fast_config, make_key, wait_until
+from ..conftest import GatewayThread, bearer, fast_config, make_key
 
 QUESTION = "How do I reverse a list in Python?"
 PARAPHRASE = "How do you reverse a Python list?"  # 0.976
@@ -55,7 +56,7 @@ def setup(tmp_path_factory):
 
 
 def metric(gw: GatewayThread, name: str, **labels: str) -> float:
-    return gw.state.metrics.registry.get_sample_value(f"kvserve:gateway_semantic_cache_{name}", labels) or 0.0
+    return scrape(gw.url).value(f"kvserve:gateway_semantic_cache_{name}", **labels)
 
 
 def ask(gw: GatewayThread, key: str, content: str, max_tokens: int, headers: dict[str, str] | None = None,

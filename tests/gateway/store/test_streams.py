@@ -5,7 +5,9 @@ from __future__ import annotations
 import httpx
 import redis
 
-from ..conftest import ADMIN_KEY, bearer, chat, fast_config, make_key, one_pool, wait_until
+from tests.helpers import wait_until
+
+from ..conftest import ADMIN_KEY, bearer, chat, fast_config, make_key, one_pool
 
 N = 12
 
