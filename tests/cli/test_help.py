@@ -28,7 +28,7 @@ def _offline_parser() -> argparse.ArgumentParser:
 
 
 @pytest.mark.parametrize("path", [("serve",), ("generate",), ("chat",), ("bench", "serve"), ("bench", "sweep"),
-                                  ("bench", "offline")])
+                                  ("bench", "offline"), ("keys", "create")])
 def test_every_flag_has_a_help_that_explains_it(path):
     parser = _offline_parser() if path == ("bench", "offline") else _parser(*path)
     for action in parser._actions:

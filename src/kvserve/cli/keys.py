@@ -13,10 +13,15 @@ import json
 import sys
 from typing import Any
 
-LIMIT_FLAGS = {  # flag -> KeyLimits field
-    "rpm": "requests_per_minute", "tpm": "tokens_per_minute", "concurrency": "concurrency",
-    "max_tokens": "max_tokens", "daily_tokens": "daily_tokens", "max_prompt_tokens": "max_prompt_tokens",
-    "max_messages": "max_messages", "max_body_bytes": "max_body_bytes",
+LIMIT_FLAGS = {  # flag -> (KeyLimits field, what the limit does); unset = no limit
+    "rpm": ("requests_per_minute", "requests this key may send per minute"),
+    "tpm": ("tokens_per_minute", "tokens per minute: prompt + max_tokens estimated at admission, real usage after"),
+    "concurrency": ("concurrency", "requests this key may have open at once"),
+    "max_tokens": ("max_tokens", "largest max_tokens a request may ask for (also the value a request without one gets)"),
+    "daily_tokens": ("daily_tokens", "tokens this key may use per UTC day"),
+    "max_prompt_tokens": ("max_prompt_tokens", "longest prompt a request may send, in estimated tokens"),
+    "max_messages": ("max_messages", "most messages one chat request may carry"),
+    "max_body_bytes": ("max_body_bytes", "largest request body, in bytes"),
 }
 
 
@@ -28,9 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     create.add_argument("--tenant", required=True, help="tenant the key bills to")
     create.add_argument("--models", default="", help="comma-separated model names (default: all)")
     create.add_argument("--priority", type=int, default=0, help="priority tier (lower runs first)")
-    create.add_argument("--name", default="", help="a label")
-    for flag, field in LIMIT_FLAGS.items():
-        create.add_argument("--" + flag.replace("_", "-"), type=int, default=None, help=field.replace("_", " "))
+    create.add_argument("--name", default="", help="a label shown by `keys list` (never part of the key)")
+    for flag, (_, meaning) in LIMIT_FLAGS.items():
+        create.add_argument("--" + flag.replace("_", "-"), type=int, default=None, help=f"{meaning} (default: no limit)")
     actions.add_parser("list", help="list keys (ids and settings, never the keys)")
     for name in ("show", "revoke"):
         action = actions.add_parser(name, help=f"{name} a key by its id")
@@ -71,7 +76,7 @@ def describe(record: Any) -> dict[str, Any]:
 def create(store: Any, args: argparse.Namespace) -> dict[str, Any]:
     from kvserve.gateway.access.keys import KeyLimits, new_key
 
-    limits = KeyLimits(**{field: getattr(args, flag) for flag, field in LIMIT_FLAGS.items()
+    limits = KeyLimits(**{field: getattr(args, flag) for flag, (field, _) in LIMIT_FLAGS.items()
                           if getattr(args, flag) is not None})
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     key, record = new_key(args.tenant, models, args.priority, limits, args.name)
