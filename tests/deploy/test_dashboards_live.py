@@ -104,7 +104,8 @@ def load(url: str, key: str, tight_key: str, round_: int) -> None:
 
 def overload(replica: str) -> None:
     """A burst straight at the replica, past its --max-num-seqs and --max-waiting: refusals."""
-    body = {"model": "tiny", "max_tokens": 8, "messages": [{"role": "user", "content": "burst"}]}
+    # answers long enough that the 16 requests all arrive while the first two still run
+    body = {"model": "tiny", "max_tokens": 160, "ignore_eos": True, "messages": [{"role": "user", "content": "burst"}]}
     with ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(lambda _: httpx.post(replica + "/v1/chat/completions", json=body, timeout=60.0)
                                  .status_code, range(16)))
