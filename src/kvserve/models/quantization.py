@@ -26,28 +26,42 @@ from torch import nn
 INT4_GROUP = 32
 
 
-class Int8Linear(nn.Module):
+class QuantizedLinear(nn.Module):
+    """What every quantized projection shares: the bias, and packing the leading axes of x
+    into rows for a 2-D kernel. Subclasses store the weight and implement `matmul`."""
+
+    def __init__(self, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:  # [rows, in] -> [rows, out], x's dtype
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.matmul(x.reshape(-1, x.shape[-1]))
+        y = y if self.bias is None else y + self.bias
+        return y.view(*x.shape[:-1], -1)
+
+
+class Int8Linear(QuantizedLinear):
     """y = x @ (q * scale)^T + bias, q int8 [out, in], scale [out] (the activations' dtype)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
+        super().__init__(bias)
         w = weight.detach().float()
         scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)  # [out]
         self.register_buffer("qweight", (w / scales[:, None]).round().clamp(-127, 127).to(torch.int8))
         self.register_buffer("scales", scales.to(weight.dtype))
-        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int8pack_mm(x.reshape(-1, x.shape[-1]), self.qweight, self.scales)
-        y = y.view(*x.shape[:-1], -1)
-        return y if self.bias is None else y + self.bias
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scales)
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(QuantizedLinear):
     """y = x @ dequant(q)^T + bias with 4-bit q in groups of INT4_GROUP input features."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
+        super().__init__(bias)
         out_features, in_features = weight.shape
         if in_features % INT4_GROUP:
             raise ValueError(f"int4 needs input features in groups of {INT4_GROUP}, got {in_features}")
@@ -57,13 +71,9 @@ class Int4Linear(nn.Module):
         q = ((groups - low[..., None]) / scales[..., None]).round().clamp(0, 15).to(torch.int32)
         self.register_buffer("qweight", pack_int4(q.view(out_features, in_features)))
         self.register_buffer("scales_and_zeros", int4_scales_and_zeros(scales, low).to(weight.dtype))
-        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.reshape(-1, x.shape[-1]), self.qweight, INT4_GROUP,
-                                                       self.scales_and_zeros)
-        y = y.view(*x.shape[:-1], -1)
-        return y if self.bias is None else y + self.bias
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.qweight, INT4_GROUP, self.scales_and_zeros)
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:
@@ -86,27 +96,23 @@ def to_fp8(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (x.float() / scale).to(torch.float8_e4m3fn), scale
 
 
-class Fp8Linear(nn.Module):
+class Fp8Linear(QuantizedLinear):
     """y = (q_x * s_x) @ (q_w * s_w)^T + bias: weights quantized once, per output channel;
     activations per token, each step (dynamic scales, nothing to calibrate)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
+        super().__init__(bias)
         qweight, scale = to_fp8(weight.detach(), dim=1)
         self.register_buffer("qweight", qweight)  # [out, in] float8_e4m3fn
         self.register_buffer("weight_scale", scale.view(1, -1))  # [1, out] float32
-        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = x.reshape(-1, x.shape[-1])
-        qx, x_scale = to_fp8(x2, dim=1)  # [T, in], [T, 1]
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        qx, x_scale = to_fp8(x, dim=1)  # [T, in], [T, 1]
         if x.is_cuda:  # row-wise scales need a bfloat16 output
-            y = torch._scaled_mm(qx, self.qweight.t(), scale_a=x_scale, scale_b=self.weight_scale,
-                                 out_dtype=torch.bfloat16).to(x.dtype)
-        else:  # the same arithmetic in float32
-            y = ((qx.float() * x_scale) @ (self.qweight.float() * self.weight_scale.t()).t()).to(x.dtype)
-        y = y if self.bias is None else y + self.bias
-        return y.view(*x.shape[:-1], -1)
+            return torch._scaled_mm(qx, self.qweight.t(), scale_a=x_scale, scale_b=self.weight_scale,
+                                    out_dtype=torch.bfloat16).to(x.dtype)
+        # the same arithmetic in float32
+        return ((qx.float() * x_scale) @ (self.qweight.float() * self.weight_scale.t()).t()).to(x.dtype)
 
 
 QUANTIZERS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], nn.Module]] = {
