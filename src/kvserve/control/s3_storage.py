@@ -46,14 +46,8 @@ class S3Storage:
         return f"s3://{self.bucket}/{self.prefix}"
 
     def read(self, key: str) -> bytes | None:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as exc:
-            if _code(exc) in _ABSENT:
-                return None
-            raise self._error("read", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("read", key, exc) from None
+        body = self._unless_absent("read", key, self.client.get_object)
+        return None if body is None else body["Body"].read()
 
     def write(self, key: str, data: bytes, exclusive: bool = False) -> bool:
         extra = {"IfNoneMatch": "*"} if exclusive else {}
@@ -74,15 +68,10 @@ class S3Storage:
             raise self._error("upload", key, exc) from None
 
     def chunks(self, key: str) -> Iterator[bytes]:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-        except ClientError as exc:
-            if _code(exc) in _ABSENT:
-                raise StorageError(f"{key} is missing from {self.describe()}") from None
-            raise self._error("read", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("read", key, exc) from None
-        return self._stream(key, body)
+        found = self._unless_absent("read", key, self.client.get_object)
+        if found is None:
+            raise StorageError(f"{key} is missing from {self.describe()}")
+        return self._stream(key, found["Body"])
 
     def _stream(self, key: str, body) -> Iterator[bytes]:
         try:
@@ -93,14 +82,8 @@ class S3Storage:
             body.close()
 
     def size(self, key: str) -> int | None:
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"]
-        except ClientError as exc:
-            if _code(exc) in _ABSENT:
-                return None
-            raise self._error("stat", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("stat", key, exc) from None
+        head = self._unless_absent("stat", key, self.client.head_object)
+        return None if head is None else head["ContentLength"]
 
     def list(self, prefix: str) -> list[str]:
         strip = len(self._key(""))
@@ -118,6 +101,18 @@ class S3Storage:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except (ClientError, BotoCoreError) as exc:
             raise self._error("delete", key, exc) from None
+
+    def _unless_absent(self, action: str, key: str, call) -> dict | None:
+        """call(Bucket=, Key=)'s answer, None when the object does not exist; other failures
+        become a StorageError naming the action."""
+        try:
+            return call(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if _code(exc) in _ABSENT:
+                return None
+            raise self._error(action, key, exc) from None
+        except BotoCoreError as exc:
+            raise self._error(action, key, exc) from None
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
