@@ -15,9 +15,7 @@ import torch
 from torch import nn
 
 from kvserve import LLM
-from kvserve.attention import AttentionMetadata
 from kvserve.models.quantization import Fp8Linear, quantize
-from kvserve.worker.kv_cache_budget import allocate_kv_caches
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -34,17 +32,8 @@ def test_fp8_layer_on_the_gpu_is_its_cpu_emulation():
 
 def _prefill_logits(runner, ids: torch.Tensor) -> torch.Tensor:
     """Logits of the last position after one prefill of `ids` on a private KV cache."""
-    n, bs, dev = ids.numel(), runner.block_size, runner.device
-    blocks = -(-n // bs)
-    caches = allocate_kv_caches(blocks, bs, runner.info, runner.dtype, dev)
-    meta = AttentionMetadata(
-        slot_mapping=torch.arange(n, device=dev), query_start_loc=torch.tensor([0, n], dtype=torch.int32, device=dev),
-        seq_lens=torch.tensor([n], dtype=torch.int32, device=dev),
-        block_tables=torch.arange(blocks, dtype=torch.int32, device=dev)[None], query_lens_cpu=[n], seq_lens_cpu=[n],
-        max_query_len=n, max_seq_len=n)
     with torch.inference_mode():
-        hidden = runner.model(ids.to(dev), torch.arange(n, device=dev), caches, meta)
-        return runner.model.compute_logits(hidden[-1:])[0].float()
+        return runner.model.compute_logits(runner.prefill_forward(ids, [ids.numel()])[-1:])[0].float()
 
 
 @pytest.mark.xfail(reason="target (cosine >= 0.99) not met: cosine 0.819 on an H200, 2026-12-01; on the real embedded "

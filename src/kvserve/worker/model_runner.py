@@ -273,13 +273,20 @@ class ModelRunner:
         The tokens are packed as the scheduler would pack them, in sequences of at most
         max_model_len: no position passes the model's rotary table (a longer dummy
         sequence once read past it, which corrupted memory that a later engine hit)."""
-        bs, dev = self.block_size, self.device
         lens = [max_model_len] * (num_tokens // max_model_len) + [num_tokens % max_model_len] * bool(
             num_tokens % max_model_len)
+        hidden = self.prefill_forward(torch.zeros(num_tokens, dtype=torch.int64), lens)
+        self.model.compute_logits(hidden[-self.config.scheduler.max_num_seqs:])
+
+    @torch.inference_mode()
+    def prefill_forward(self, ids: torch.Tensor, lens: list[int]) -> torch.Tensor:
+        """Hidden states [T, hidden] of fresh prompts `ids` [T] (sequences of `lens` tokens,
+        packed) on a KV cache of their own, outside the pool and the scheduler."""
+        bs, dev = self.block_size, self.device
         blocks = [-(-n // bs) for n in lens]
         caches = allocate_kv_caches(sum(blocks), bs, self.info, self.dtype, dev)
+        first = np.cumsum([0] + blocks)  # each sequence's blocks follow the one before's
         table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)
-        first = np.cumsum([0] + blocks)
         for row, (start, count) in enumerate(zip(first, blocks)):
             table[row, :count] = torch.arange(start, start + count)
         positions = torch.cat([torch.arange(n) for n in lens])
@@ -294,10 +301,7 @@ class ModelRunner:
             max_query_len=max(lens),
             max_seq_len=max(lens),
         )
-        ids = torch.zeros(num_tokens, dtype=torch.int64, device=dev)
-        hidden = self.model(ids, positions.to(dev), caches, meta)
-        self.model.compute_logits(hidden[-self.config.scheduler.max_num_seqs:])
-        del caches
+        return self.model(ids.to(dev), positions.to(dev), caches, meta)
 
     @torch.inference_mode()
     def warm_up(self) -> None:
