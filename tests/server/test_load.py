@@ -107,28 +107,50 @@ def _aborted(server) -> float:
 
 
 @pytest.fixture(scope="module")
-def tight_server(tiny_llama, tmp_path_factory):
-    proc = start_server(tmp_path_factory, tiny_llama, "--max-num-seqs", "1", "--max-waiting", "1")
+def tight_server(slower_llama, tmp_path_factory):
+    proc = start_server(tmp_path_factory, slower_llama, "--max-num-seqs", "1", "--max-waiting", "1")
     yield proc
     proc.stop()
 
 
 def test_full_waiting_queue_is_503_with_retry_after(tight_server):
-    body = {"prompt": "Hello", "max_tokens": 40, "ignore_eos": True}
+    """One request runs, one waits, every further one is turned away at once with 503 and
+    Retry-After; the queue is staged step by step so the outcome does not depend on timing."""
+    import threading
+    from tests.helpers import wait_until
 
-    async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=tight_server.url, timeout=120) as http:
-            return await asyncio.gather(*(http.post("/v1/completions", json=body) for _ in range(6)))
+    tight_server.wait_idle()
+    long_body = {"prompt": "Hello", "max_tokens": 2000, "ignore_eos": True, "stream": True}
+    stop, waiting_done = threading.Event(), []
 
-    responses = asyncio.run(run())
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses.count(200) >= 1 and statuses.count(503) >= 3, statuses
-    assert set(statuses) <= {200, 503}
-    rejected = next(r for r in responses if r.status_code == 503)
-    assert rejected.headers["Retry-After"] == "1"
-    assert rejected.json()["error"]["code"] == "queue_full"
-    finished = [r.json() for r in responses if r.status_code == 200]
-    assert all(f["usage"]["completion_tokens"] == 40 for f in finished)
+    def run_long() -> None:
+        with httpx.stream("POST", tight_server.url + "/v1/completions", json=long_body, timeout=120) as response:
+            for _ in response.iter_lines():
+                if stop.is_set():
+                    return  # leaving closes the connection: the server aborts the request
+
+    def run_waiting() -> None:
+        body = {"prompt": "Hello", "max_tokens": 40, "ignore_eos": True}
+        waiting_done.append(httpx.post(tight_server.url + "/v1/completions", json=body, timeout=120))
+
+    running = threading.Thread(target=run_long)
+    running.start()
+    try:
+        wait_until(lambda: tight_server.metrics()["vllm:num_requests_running"] == 1, 30, "the long request never ran")
+        queued = threading.Thread(target=run_waiting)
+        queued.start()
+        wait_until(lambda: tight_server.metrics()["vllm:num_requests_waiting"] == 1, 30, "the second never queued")
+        body = {"prompt": "Hello", "max_tokens": 40, "ignore_eos": True}
+        rejected = [httpx.post(tight_server.url + "/v1/completions", json=body, timeout=30) for _ in range(3)]
+    finally:
+        stop.set()
+        running.join(60)
+    queued.join(60)
+    assert [r.status_code for r in rejected] == [503, 503, 503]
+    assert all(r.headers["Retry-After"] == "1" for r in rejected)
+    assert {r.json()["error"]["code"] for r in rejected} == {"queue_full"}
+    assert waiting_done[0].status_code == 200  # the waiting one ran once the long one left
+    assert waiting_done[0].json()["usage"]["completion_tokens"] == 40
     assert tight_server.wait_idle()["vllm:num_requests_waiting"] == 0
 
 
