@@ -220,8 +220,11 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subproc
         f"models:\n  fake:\n    pool:\n      policy: {args.policy}\n      endpoints: [http://127.0.0.1:{up_port}]\n"
         + access_yaml(args, workdir)
     )
+    env = dict(os.environ)
+    if args.gateway_src:  # another tree's gateway (e.g. the code before a change) behind the same client
+        env["PYTHONPATH"] = os.pathsep.join([args.gateway_src, env.get("PYTHONPATH", "")])
     gateway = subprocess.Popen(pinned(gw_core, [sys.executable, "-m", "kvserve.cli.main", "gateway",
-                                               "--config", str(config)]), stderr=subprocess.DEVNULL)
+                                               "--config", str(config)]), stderr=subprocess.DEVNULL, env=env)
     wait_ready(up_port)
     wait_ready(gw_port)
     return [upstream, gateway], up_port, gw_port
@@ -262,6 +265,8 @@ def main() -> None:
     p.add_argument("--no-log-requests", action="store_true", help="turn the gateway's request log off")
     p.add_argument("--no-access", dest="access", action="store_false",
                    help="gateway without API keys, limits and the response cache")
+    p.add_argument("--gateway-src", default=None,
+                   help="run the gateway from this source tree (a src/ directory), e.g. the code before a change")
     p.add_argument("--redis-url", default=None, help="limits and cache in this Redis (default: start a redis-server)")
     p.add_argument("--no-redis", action="store_true", help="limits and cache in the gateway's memory")
     args = p.parse_args()
