@@ -33,21 +33,22 @@ class TorchAttentionBackend:
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         write_kv(k, v, kv_cache, meta.slot_mapping)
         out = torch.empty_like(q)
-        num_heads, num_kv_heads = q.shape[1], kv_cache.shape[-2]
+        gqa = q.shape[1] != kv_cache.shape[-2]
         start = 0
         for i, (q_len, seq_len) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
             keys = gather_context(kv_cache[0], meta.block_tables[i], seq_len).to(q.dtype)
             values = gather_context(kv_cache[1], meta.block_tables[i], seq_len).to(q.dtype)
-            if num_heads != num_kv_heads:
-                keys = keys.repeat_interleave(num_heads // num_kv_heads, dim=1)
-                values = values.repeat_interleave(num_heads // num_kv_heads, dim=1)
-            mask = causal_mask(q_len, seq_len, q.device)
+            # a single query (decode) sees every key, and a whole prompt is plain causal: SDPA's
+            # own paths; only a chunk after cached tokens needs an explicit mask
+            mask = None if q_len == 1 or q_len == seq_len else causal_mask(q_len, seq_len, q.device)
             attn = F.scaled_dot_product_attention(
                 q[start:start + q_len].transpose(0, 1),  # [H, q_len, D]
-                keys.transpose(0, 1),
+                keys.transpose(0, 1),  # [Hkv, seq_len, D]: SDPA shares each among its query heads
                 values.transpose(0, 1),
                 attn_mask=mask,
+                is_causal=mask is None and q_len > 1,
                 scale=scale,
+                enable_gqa=gqa,
             )
             out[start:start + q_len] = attn.transpose(0, 1)
             start += q_len
