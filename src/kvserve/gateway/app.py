@@ -1,10 +1,11 @@
-"""The gateway's ASGI app: OpenAI routes, health, metrics and the admin API."""
+"""The gateway's ASGI app: OpenAI routes, health, metrics, the admin API and the web console."""
 
 from __future__ import annotations
 
 import json
 from typing import Awaitable, Callable
 
+from kvserve.console.files import ConsoleFiles, is_console_path
 from kvserve.gateway.admin import AdminAPI
 from kvserve.gateway.context import Receive, Scope, Send
 from kvserve.gateway.openapi import document
@@ -20,6 +21,7 @@ class GatewayApp:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.admin = AdminAPI(state)
+        self.console = ConsoleFiles("gateway")
         self.routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self.completions,
             ("POST", "/v1/completions"): self.completions,
@@ -44,6 +46,8 @@ class GatewayApp:
             await handler(scope, receive, send)
         elif scope["path"].startswith("/admin/"):
             await self.admin(scope, receive, send)
+        elif is_console_path(scope["path"]):
+            await self.console(scope, receive, send)
         else:
             await send_error(send, self.no_route(scope["method"], scope["path"]))
 

@@ -41,6 +41,7 @@ class Backends:
         self.settlement = Settlement(self.limiter, self.store)
         self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
         self.redis = config.redis
+        self.key_source: KeySource | None = None  # the current pipeline's, see keys()
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -53,12 +54,19 @@ class Backends:
     def keys(self, config: GatewayConfig) -> KeySource | None:
         """Where API keys are read, or None without auth."""
         if not config.auth.enabled:
-            return None
-        if config.auth.store == "file":
+            self.key_source = None
+        elif config.auth.store == "file":
             assert config.auth.keys_file is not None
-            return FileKeys(config.auth.keys_file, config.auth.cache_s)
-        assert self.link is not None, "auth store 'redis' needs redis.url (checked by the config)"
-        return RedisKeys(self.link, config.auth.cache_s)
+            self.key_source = FileKeys(config.auth.keys_file, config.auth.cache_s)
+        else:
+            assert self.link is not None, "auth store 'redis' needs redis.url (checked by the config)"
+            self.key_source = RedisKeys(self.link, config.auth.cache_s)
+        return self.key_source
+
+    def forget_key(self, key_id: str) -> None:
+        """A key changed in its store (revoked by the admin API): read it again on its next use."""
+        if self.key_source is not None:
+            self.key_source.forget(key_id)
 
     def start(self) -> None:
         """Begin loading the embedding model in the background (needs the running loop)."""

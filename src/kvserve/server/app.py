@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from kvserve import __version__
+from kvserve.console.files import ConsoleMiddleware
 from kvserve.engine import AsyncLLM
 from kvserve.sampling_defaults import SamplingDefaults
 from kvserve.server.auth import ApiKeyMiddleware
@@ -29,5 +30,6 @@ def build_app(engine: AsyncLLM, settings: ServerSettings, sampling_defaults: Sam
     install_openapi(app)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(ConsoleMiddleware)  # /console/: static pages, before the API key check
     app.add_middleware(RequestLogMiddleware)  # outermost: logs 401s too
     return app

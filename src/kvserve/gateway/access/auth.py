@@ -21,6 +21,9 @@ from kvserve.openai_error import OpenAIError
 class KeySource(Protocol):
     async def get(self, key_id: str) -> KeyRecord | None: ...
 
+    def forget(self, key_id: str) -> None:
+        """Drop what is cached of `key_id` (its record changed)."""
+
 
 class FileKeys:
     """The YAML file written by `kvserve keys`, re-read when it changes (checked every `cache_s`)."""
@@ -37,6 +40,9 @@ class FileKeys:
             self.checked = now
             self._refresh()
         return self.records.get(key_id)
+
+    def forget(self, key_id: str) -> None:
+        self.checked = float("-inf")  # the whole file is re-read on the next lookup
 
     def _refresh(self) -> None:
         try:
@@ -73,6 +79,9 @@ class RedisKeys:
             self.cached.clear()
         self.cached[key_id] = (now + self.cache_s, record)
         return record
+
+    def forget(self, key_id: str) -> None:
+        self.cached.pop(key_id, None)
 
 
 def invalid_key(message: str = "invalid API key") -> OpenAIError:

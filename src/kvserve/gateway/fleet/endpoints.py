@@ -50,6 +50,9 @@ class Endpoint:
             "waiting": None if engine is None else engine.waiting,
             "running": None if engine is None else engine.running,
             "kv_usage": None if engine is None else engine.kv_usage,
+            "generation_tokens": None if engine is None else engine.generation_tokens,
+            "prefix_cache_hits": None if engine is None else engine.prefix_hits,
+            "prefix_cache_queries": None if engine is None else engine.prefix_queries,
         }
 
 

@@ -11,17 +11,20 @@ from kvserve.gateway.routing.stats import EngineStats
 WAITING = b"vllm:num_requests_waiting"
 RUNNING = b"vllm:num_requests_running"
 KV_USAGE = (b"vllm:kv_cache_usage_perc", b"vllm:gpu_cache_usage_perc")  # current name, pre-v1 name
+GENERATED, PREFIX_HITS, PREFIX_QUERIES = (b"vllm:generation_tokens_total", b"vllm:prefix_cache_hits_total",
+                                          b"vllm:prefix_cache_queries_total")
 
 # `name{labels} value` lines of the gauges; compiled once, scanned in C
 _SAMPLE = re.compile(
-    rb"^(vllm:num_requests_waiting|vllm:num_requests_running|vllm:kv_cache_usage_perc|vllm:gpu_cache_usage_perc)"
+    rb"^(vllm:num_requests_waiting|vllm:num_requests_running|vllm:kv_cache_usage_perc|vllm:gpu_cache_usage_perc"
+    rb"|vllm:generation_tokens_total|vllm:prefix_cache_hits_total|vllm:prefix_cache_queries_total)"
     rb"(?:\{[^}\n]*\})?[ \t]+([^ \t\n]+)",
     re.MULTILINE,
 )
 
 
 def parse_metrics(text: bytes, now: float, in_flight: int) -> EngineStats | None:
-    """The gauges summed over label sets (KV usage averaged); None when the text has
+    """The gauges and counters summed over label sets (KV usage averaged); None when the text has
     neither queue gauge, i.e. the server does not export vLLM's metrics."""
     sums: dict[bytes, float] = {}
     counts: dict[bytes, int] = {}
@@ -37,7 +40,8 @@ def parse_metrics(text: bytes, now: float, in_flight: int) -> EngineStats | None
         return None
     kv_name = next((n for n in KV_USAGE if n in sums), None)
     kv = None if kv_name is None else sums[kv_name] / counts[kv_name]
-    return EngineStats(sums.get(WAITING, 0.0), sums.get(RUNNING, 0.0), kv, now, in_flight)
+    return EngineStats(sums.get(WAITING, 0.0), sums.get(RUNNING, 0.0), kv, now, in_flight,
+                       sums.get(GENERATED), sums.get(PREFIX_HITS), sums.get(PREFIX_QUERIES))
 
 
 async def get(client: UpstreamClient, endpoint: Endpoint, path: str, timeout_s: float) -> tuple[int, bytes]:

@@ -18,6 +18,10 @@ class EngineStats:
     kv_usage: float | None  # vllm:kv_cache_usage_perc (a 0..1 fraction); None if not exported
     scraped_at: float  # monotonic seconds
     in_flight_at_scrape: int  # the gateway's own open requests on the endpoint at that moment
+    # counters, for the console's rates (None if not exported)
+    generation_tokens: float | None = None  # vllm:generation_tokens_total
+    prefix_hits: float | None = None  # vllm:prefix_cache_hits_total (tokens)
+    prefix_queries: float | None = None  # vllm:prefix_cache_queries_total (tokens)
 
 
 @dataclass(frozen=True)
