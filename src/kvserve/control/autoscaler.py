@@ -94,13 +94,13 @@ def propose(policy: ScalePolicy, fleet: FleetSnapshot) -> tuple[int, str]:
     queued = fleet.waiting + fleet.held
     base = max(fleet.replicas, 1)
     candidates = {"idle": 0}
-    if queued > 0 or fleet.running > 0:
-        candidates["active"] = 1
     per_replica = queued / base if fleet.replicas else queued
     candidates["waiting"] = _ratio(base, per_replica / policy.target_waiting, policy.tolerance, fleet.replicas)
     if fleet.ready:
         candidates["kv_usage"] = _ratio(base, fleet.kv_usage / policy.target_kv_usage, policy.tolerance,
                                         fleet.replicas)
+    if queued > 0 or fleet.running > 0:  # last: a tie names the signal, not this floor
+        candidates["active"] = 1
     reason = max(candidates, key=lambda name: candidates[name])
     wanted = min(max(candidates[reason], policy.min_replicas), policy.max_replicas)
     return wanted, reason if wanted == candidates[reason] else f"{reason}, clamped"
