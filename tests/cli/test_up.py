@@ -163,13 +163,26 @@ def test_a_load_ramp_scales_out_and_idleness_scales_back_to_min(stack):
     assert [d["desired"] for d in down[-2:]] == [1, 0] and all(d["running"] == 0 for d in down[-2:])
 
 
-def test_a_fixed_stack_with_redis_survives_a_gateway_crash_and_stops_on_down(tmp_path, tiny_llama):
+def scraped_jobs(prometheus_url: str) -> set[str]:
+    """Jobs with a target Prometheus scraped successfully."""
+    try:
+        targets = httpx.get(prometheus_url + "/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return set()
+    return {t["labels"]["job"] for t in targets if t["health"] == "up"}
+
+
+def test_a_fixed_stack_with_helpers_survives_a_gateway_crash_and_stops_on_down(tmp_path, tiny_llama):
+    prometheus_port = free_port()
     path, port = write_stack(tmp_path, tiny_llama, redis={"enabled": True, "port": free_port()},
+                             prometheus={"enabled": True, "port": prometheus_port, "scrape_interval_s": 1},
                              autoscale={"enabled": False}, replicas={"min": 1, "max": 1, "base_port": free_port()})
     up = UpProcess(path, port).start("/health", timeout=60, ready=answers)
     try:
         wait_until(lambda: up.replicas() == (1, 1), 180, "the replica never got ready", 0.2)
         assert chat(up.url).status_code == 200
+        wait_until(lambda: scraped_jobs(f"http://127.0.0.1:{prometheus_port}") == {"kvserve-gateway", "kvserve-replica"},
+                   60, "Prometheus does not scrape the gateway and the replica", 0.5)
         gateway = next(p for p in up.state()["processes"] if p["role"] == "gateway")
         subprocess.run(["kill", "-9", str(gateway["pid"])], check=True)
         wait_until(lambda: any(p["role"] == "gateway" and p["restarts"] == 1 and p["state"] == "running"
@@ -189,7 +202,7 @@ def test_a_fixed_stack_with_redis_survives_a_gateway_crash_and_stops_on_down(tmp
 
         status = run("up", "status", "-f", str(path), "--json")
         state = json.loads(status.stdout)
-        assert status.returncode == 0 and {p["role"] for p in state["processes"]} == {"gateway", "redis", "replica"}
+        assert status.returncode == 0 and {p["role"] for p in state["processes"]} == {"gateway", "redis", "prometheus", "replica"}
         pids = [p["pid"] for p in state["processes"]] + [state["pid"]]
         again = run("up", "-f", str(path))
         assert again.returncode == 1 and "already runs" in again.stderr

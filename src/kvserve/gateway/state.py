@@ -108,5 +108,8 @@ class GatewayState:
         self.metrics.breaker_changed(url, state)
 
     def ready(self) -> bool:
+        """Takes requests: not draining, and an endpoint is routable or requests may wait
+        for one (hold), which a fleet scaled to zero needs to receive its waking request."""
         now = self.clock()
-        return not self.draining and any(e.routable(now) for e in self.table.endpoints())
+        holds = self.config.hold.timeout_s > 0
+        return not self.draining and (holds or any(e.routable(now) for e in self.table.endpoints()))

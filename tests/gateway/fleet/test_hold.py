@@ -51,3 +51,9 @@ def test_without_hold_a_model_with_no_endpoint_fails_at_once(gateway):
     gw = gateway(fast_config(EMPTY))
     response = httpx.post(gw.url + "/v1/chat/completions", json=chat(), timeout=10)
     assert response.status_code == 503 and response.json()["error"]["code"] == "no_healthy_endpoint"
+    assert httpx.get(gw.url + "/ready").status_code == 503  # nothing to send requests to
+
+
+def test_a_holding_gateway_is_ready_with_no_endpoint(gateway):
+    gw = gateway(fast_config(EMPTY, hold={"timeout_s": 5}))
+    assert httpx.get(gw.url + "/ready").status_code == 200  # it must receive the request that wakes the fleet
