@@ -156,8 +156,11 @@ def test_a_records_with_a_port_beside_a_static_endpoint(upstream, gateway, dns_s
 def test_a_failed_lookup_keeps_the_endpoints_already_found(upstream, gateway, dns_server):
     a = upstream(name="a")
     dns_server.set_srv([("127.0.0.1", a.port)])
-    gw = gateway(fast_config({"fake": {"pool": {"discovery": discovery(dns_server)}}}))
+    gw = gateway(fast_config({"fake": {"pool": {"discovery": discovery(dns_server, api_key="upstream-secret")}}}))
     wait_until(lambda: pool_urls(gw) == [a.url], 10, "the first answer never reached the pool")
+    assert served_by(gw, 1) == {"a": 1}
+    last = httpx.get(a.url + "/admin/last_request").json()
+    assert last["headers"]["authorization"] == "Bearer upstream-secret"  # the discovery's api_key goes upstream
     dns_server.silent = True
     seen = dns_server.queries
     wait_until(lambda: dns_server.queries >= seen + 3, 10, "the gateway stopped asking")  # timed-out lookups

@@ -134,19 +134,19 @@ class Discovery:
         touched = False
         for pool_config, pool in discovered_pools(config, table):
             if pool_config.discovery == setting:
-                touched |= self._reconcile(pool, [e.url for e in pool_config.endpoints], urls, setting.name)
+                touched |= self._reconcile(pool, [e.url for e in pool_config.endpoints], urls, setting)
         if touched:
             self.registry.retain(e.url for e in table.endpoints())
             self.changed()
 
-    def _reconcile(self, pool: Pool, static: list[str], found: list[str], name: str) -> bool:
+    def _reconcile(self, pool: Pool, static: list[str], found: list[str], setting: DnsDiscoveryConfig) -> bool:
         wanted = set(static) | set(found)
         have = {e.url for e in pool.endpoints}
         for url in sorted(have - wanted):
             pool.remove(url)
         for url in sorted(wanted - have):
-            pool.add(self.registry.get_or_create(EndpointConfig(url=url)))
+            pool.add(self.registry.get_or_create(EndpointConfig(url=url, api_key=setting.api_key)))
         if have != wanted:
-            log.info("dns discovery of %s: %d endpoints (+%d, -%d)", name, len(wanted), len(wanted - have),
-                     len(have - wanted))
+            log.info("dns discovery of %s: %d endpoints (+%d, -%d)", setting.name, len(wanted),
+                     len(wanted - have), len(have - wanted))
         return have != wanted

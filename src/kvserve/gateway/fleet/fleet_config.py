@@ -33,6 +33,7 @@ class DnsDiscoveryConfig(BaseModel):
     timeout_s: float = Field(2.0, gt=0)  # per lookup; a failed lookup keeps the last answer
     nameserver: str | None = None  # IP of the DNS server (default: the system's resolv.conf)
     nameserver_port: int = Field(53, ge=1, le=65535)
+    api_key: str | None = None  # sent upstream to discovered endpoints as "Authorization: Bearer ..."
 
     @field_validator("name")
     @classmethod
