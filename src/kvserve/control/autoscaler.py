@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 
 class AutoscalerError(ValueError):
@@ -94,7 +95,7 @@ def propose(policy: ScalePolicy, fleet: FleetSnapshot) -> tuple[int, str]:
     queued = fleet.waiting + fleet.held
     base = max(fleet.replicas, 1)
     candidates = {"idle": 0}
-    per_replica = queued / base if fleet.replicas else queued
+    per_replica = queued / base  # at zero replicas: the whole queue is the first replica's
     candidates["waiting"] = _ratio(base, per_replica / policy.target_waiting, policy.tolerance, fleet.replicas)
     if fleet.ready:
         candidates["kv_usage"] = _ratio(base, fleet.kv_usage / policy.target_kv_usage, policy.tolerance,
@@ -127,7 +128,8 @@ def decide(policy: ScalePolicy, memory: ScalerMemory, fleet: FleetSnapshot) -> t
     return Decision(fleet.at, fleet.replicas, desired, why, inputs), memory
 
 
-def _window(memory: ScalerMemory, now: float, window_s: float, current: int, pick) -> int:
+def _window(memory: ScalerMemory, now: float, window_s: float, current: int,
+            pick: Callable[[list[int]], int]) -> int:
     """min or max of the proposals within the window; a window reaching back before the
     first snapshot counts the current replica count as a proposal too."""
     values = [n for at, n in memory.proposals if at >= now - window_s]

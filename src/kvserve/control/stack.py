@@ -6,7 +6,8 @@ The launcher's loop, every `TICK_S`:
 1. the supervisor restarts what exited (with backoff) and kills what overstayed a stop;
 2. membership: a replica joins the gateway's pool (admin API) once its /ready answers,
    and leaves it when its process exits or restarts; a gateway restart re-adds them all;
-3. every `autoscale.interval_s`, the fleet's metrics (each replica's queue and KV usage,
+3. every `autoscale.interval_s` (and, at zero replicas, as soon as the gateway holds a
+   request), the fleet's metrics (each replica's queue and KV usage,
    the gateway's held requests) go to `autoscaler.decide`; the decision is logged with
    its inputs and carried out: new replicas start, surplus ones leave the pool first and
    then get SIGTERM (they finish what they run);
@@ -32,6 +33,7 @@ from kvserve.control.supervisor import Managed, ProcessSpec, RestartPolicy, Supe
 
 log = logging.getLogger("kvserve.control.stack")
 TICK_S = 0.1
+WAKE_CHECK_S = 0.25  # at zero replicas, how often the gateway's held requests are read (not every interval_s)
 
 
 class StackError(RuntimeError):
@@ -72,6 +74,7 @@ class Stack:
         self.gateway_generation = 0
         self.stop_requested = False
         self._next_scale_at = 0.0
+        self._next_wake_check = 0.0
         self._state_written_at = 0.0
 
     def request_stop(self) -> None:
@@ -122,10 +125,17 @@ class Stack:
         self._sync_gateway()
         for replica in list(self.replicas.values()):
             self._sync_replica(replica, now)
-        if self.config.autoscale.enabled and now >= self._next_scale_at:
+        if self.config.autoscale.enabled and (now >= self._next_scale_at or self._wake_due(now)):
             self._next_scale_at = now + self.config.autoscale.interval_s
             self.autoscale(now)
         self._write_state()
+
+    def _wake_due(self, now: float) -> bool:
+        """At zero replicas a held request should not wait for the next interval."""
+        if self.replicas or now < self._next_wake_check:
+            return False
+        self._next_wake_check = now + WAKE_CHECK_S
+        return self.client is not None and (self.client.held() or 0.0) > 0
 
     def autoscale(self, now: float) -> Decision:
         assert self.client is not None
