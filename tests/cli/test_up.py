@@ -52,7 +52,7 @@ def write_stack(tmp: Path, model: Path, **extra) -> tuple[Path, int]:
                   "args": ["--max-model-len", "256", "--kv-cache-gib", "0.02", "--max-num-seqs", "1"]},
         "replicas": {"min": 0, "max": 2, "base_port": two_free_ports()},
         "autoscale": {"enabled": True, "interval_s": 0.3, "target_waiting": 1, "scale_up_window_s": 0,
-                      "scale_down_window_s": 3, "cooldown_s": 2},
+                      "scale_down_window_s": 6, "cooldown_s": 2},
         "gateway": {"port": port, "hold_timeout_s": 120,
                     "settings": {"health": {"interval_s": 0.2}, "scrape": {"interval_s": 0.1}}},
         "restart": {"backoff_base_s": 0.2},
