@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "bench": "kvserve.cli.bench",
     "keys": "kvserve.cli.keys",
     "models": "kvserve.cli.models",
+    "up": "kvserve.cli.up", "down": "kvserve.cli.up",  # one module registers both
 }
 
 

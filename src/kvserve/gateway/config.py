@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, PrivacyConfig, RedisConfig,
                                            SemanticCacheConfig, StreamsConfig, TenantLimits)
+from kvserve.gateway.fleet.fleet_config import DnsDiscoveryConfig, HoldConfig
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
 class ConfigError(ValueError):
@@ -40,6 +41,7 @@ class PoolConfig(Section):
     endpoints: list[EndpointConfig] = []  # a plain URL string is accepted for each
     policy: str = "least_request"  # a name in kvserve.gateway.routing.policies.POLICIES
     options: PolicyOptions = PolicyOptions()  # knobs of the policies
+    discovery: DnsDiscoveryConfig | None = None  # more endpoints from DNS records (headless Service)
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -177,6 +179,7 @@ class GatewayConfig(Section):
     timeouts: TimeoutConfig = TimeoutConfig()
     priority: PriorityConfig = PriorityConfig()
     shedding: SheddingConfig = SheddingConfig()
+    hold: HoldConfig = HoldConfig()  # wait for a replica to start when a model has none ready
     redis: RedisConfig = RedisConfig()
     auth: AuthConfig = AuthConfig()
     tenants: dict[str, TenantLimits] = {}  # per-tenant limits shared by all of a tenant's keys

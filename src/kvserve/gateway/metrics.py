@@ -37,6 +37,8 @@ class GatewayMetrics:
                                    ["endpoint"], registry=r)
         self.in_flight = Gauge("kvserve:gateway_in_flight_requests", "Requests open per endpoint",
                                ["endpoint"], registry=r)
+        self.held = Gauge("kvserve:gateway_held_requests", "Requests waiting for a ready replica (scale to zero)",
+                          ["model", "version"], registry=r)
         self.access = AccessMetrics(r)
 
         # labelled children by label values: labels() costs more than the update itself

@@ -19,6 +19,7 @@ from kvserve.gateway.access.settlement import Accounts, NoAccounts
 from kvserve.gateway.backends import Backends, access_enabled, semantic_enabled
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.context import Receive, RequestContext, Scope, Send
+from kvserve.gateway.fleet.hold import Hold
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.proxy import Proxy, send_error
 from kvserve.gateway.request import RequestParser
@@ -91,7 +92,7 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
         Authenticate(keys, m) if keys is not None else OFF,
         Replay(backends.store, config.streams, config.timeouts.idle_s, m) if access else OFF,
         Guard(build_guards(config), m),
-        Route(table, Shedder(config.shedding), config.scrape, metrics, clock, rng),
+        Route(table, Shedder(config.shedding), config.scrape, metrics, clock, rng, Hold(config.hold, metrics.held, clock)),
         Limit(backends.limiter, config.limits, config.tenants, config.redis, m) if access else OFF,
         Cache(config, backends.store, backends.semantic, m) if caching else OFF,
         Forward(proxy, backends.store, config.streams, tapped=access),

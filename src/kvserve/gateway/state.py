@@ -10,6 +10,7 @@ from typing import Callable
 
 from kvserve.gateway.backends import Backends
 from kvserve.gateway.config import GatewayConfig, load_config
+from kvserve.gateway.fleet.discovery import Discovery
 from kvserve.gateway.fleet.endpoints import EndpointRegistry
 from kvserve.gateway.fleet.monitor import Monitor
 from kvserve.gateway.fleet.upstream import UpstreamClient
@@ -41,6 +42,7 @@ class GatewayState:
         self._proxy: Proxy | None = None
         self._pipeline: Pipeline | None = None
         self._monitor: Monitor | None = None
+        self._discovery = Discovery(self.registry, lambda: (self.config, self.table), self.sync_monitors)
         self._clients: list[UpstreamClient] = []
 
     @property
@@ -56,10 +58,12 @@ class GatewayState:
         self._proxy = Proxy(upstream, self.config, self.metrics, self.clock)
         self._monitor = Monitor(control, self.config.scrape, self.config.health, self.clock)
         self._monitor.sync(self.table.endpoints())
+        self._discovery.sync()
         self.backends.start()  # the semantic cache's model loads in the background
         self._build()
 
     async def close(self) -> None:
+        await self._discovery.close()
         if self._monitor is not None:
             await self._monitor.close()
         for client in self._clients:
@@ -79,6 +83,7 @@ class GatewayState:
         if self._proxy is not None:
             self._proxy.configure(config)
         self._build()
+        self._discovery.sync()  # the new table's pools get the endpoints DNS already found
         self.sync_monitors()
 
     def _build(self) -> None:
@@ -103,5 +108,8 @@ class GatewayState:
         self.metrics.breaker_changed(url, state)
 
     def ready(self) -> bool:
+        """Takes requests: not draining, and an endpoint is routable or requests may wait
+        for one (hold), which a fleet scaled to zero needs to receive its waking request."""
         now = self.clock()
-        return not self.draining and any(e.routable(now) for e in self.table.endpoints())
+        holds = self.config.hold.timeout_s > 0
+        return not self.draining and (holds or any(e.routable(now) for e in self.table.endpoints()))
