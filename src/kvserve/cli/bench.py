@@ -165,10 +165,22 @@ def _add_offline(bench_sub) -> None:
 
 
 def _run_offline(args: argparse.Namespace) -> int:
-    module = importlib.import_module("kvserve.bench.offline")
+    return _run_lazy("offline", args.offline_args)
+
+
+def _add_quality(bench_sub) -> None:
+    """`kvserve bench quality` (kvserve.bench.quality, imported when it runs, as offline)."""
+    quality = bench_sub.add_parser("quality", add_help=False, prefix_chars="\0",
+                                   help="perplexity, logits and greedy agreement of weight formats")
+    quality.add_argument("quality_args", nargs="*")
+    quality.set_defaults(func=lambda args: _run_lazy("quality", args.quality_args))
+
+
+def _run_lazy(name: str, argv: list[str]) -> int:
+    module = importlib.import_module(f"kvserve.bench.{name}")
     parser = argparse.ArgumentParser(prog="kvserve bench")
     module.register(parser.add_subparsers())
-    real = parser.parse_args(["offline", *args.offline_args])
+    real = parser.parse_args([name, *argv])
     return int(real.func(real) or 0)
 
 
@@ -186,3 +198,4 @@ def register(subparsers) -> None:
     serve.set_defaults(func=_run_serve)
     sweep.set_defaults(func=_run_sweep)
     _add_offline(bench_sub)
+    _add_quality(bench_sub)
