@@ -104,6 +104,7 @@ def test_the_gateway_loads_its_configmap(overlay, tmp_path):
     assert (config.server.host, config.server.port) == ("0.0.0.0", 8080)
     services = {o["metadata"]["name"]: o for o in build(overlay) if o["kind"] == "Service"}
     pods = find(overlay, "Deployment", "kvserve-replica")["spec"]["template"]["metadata"]["labels"]
+    namespace = find(overlay, "Namespace", "kvserve")["metadata"]["name"]
     for model in config.models.values():
         for version in model.versions.values():
             for endpoint in version.pool.endpoints:
@@ -111,6 +112,15 @@ def test_the_gateway_loads_its_configmap(overlay, tmp_path):
                 service = services[host]
                 assert int(port) in [p["port"] for p in service["spec"]["ports"]]
                 assert selects(service["spec"]["selector"], pods)
+            discovery = version.pool.discovery
+            assert discovery is not None  # per-replica routing: every ready pod is an endpoint
+            host, ns, *_ = discovery.name.split(".")
+            service = services[host]
+            assert ns == namespace and service["spec"].get("clusterIP") == "None"  # headless: one A record per pod
+            assert not service["spec"].get("publishNotReadyAddresses")  # only ready pods get traffic
+            assert discovery.port in [p["port"] for p in service["spec"]["ports"]]
+            assert selects(service["spec"]["selector"], pods)
+    assert config.hold.timeout_s > 0  # a request at zero replicas waits for the first one
     assert config.redis.url == f"redis://kvserve-redis:{services['kvserve-redis']['spec']['ports'][0]['port']}/0"
 
 
@@ -229,13 +239,18 @@ def test_autoscaled_deployments_leave_the_count_to_their_autoscaler(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_keda_scales_the_replicas_on_their_waiting_queue(overlay):
+def test_keda_scales_the_replicas_on_their_waiting_queue_and_wakes_them_on_held_requests(overlay):
     scaled = find(overlay, "ScaledObject", "kvserve-replica")
     assert scaled["spec"]["scaleTargetRef"]["name"] == "kvserve-replica"
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "prometheus"
-    query = trigger["metadata"]["query"]
+    queue, held = scaled["spec"]["triggers"]
+    assert queue["type"] == held["type"] == "prometheus"
+    query = queue["metadata"]["query"]
     assert promql_metric_names(query) == {"vllm:num_requests_waiting"}
     assert promql_metric_names(query) <= exported_names()
     assert 'job="kvserve-replica"' in query and 'namespace="kvserve"' in query
-    assert 1 <= scaled["spec"]["minReplicaCount"] < scaled["spec"]["maxReplicaCount"]
+    # at zero replicas only the gateway sees demand: its held requests wake the first one
+    query = held["metadata"]["query"]
+    assert promql_metric_names(query) == {"kvserve:gateway_held_requests"} <= exported_names()
+    assert 'job="kvserve-gateway"' in query and 'namespace="kvserve"' in query
+    assert float(held["metadata"]["activationThreshold"]) < 1 <= float(held["metadata"]["threshold"])
+    assert 0 == scaled["spec"]["minReplicaCount"] < scaled["spec"]["maxReplicaCount"]
