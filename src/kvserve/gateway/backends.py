@@ -41,6 +41,7 @@ class Backends:
         self.settlement = Settlement(self.limiter, self.store)
         self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
         self.redis = config.redis
+        self._watch: asyncio.Task[None] | None = None
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -61,15 +62,19 @@ class Backends:
         return RedisKeys(self.link, config.auth.cache_s)
 
     def start(self) -> None:
-        """Begin loading the embedding model in the background (needs the running loop)."""
+        """Begin watching Redis and loading the embedding model in the background (needs the running loop)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # not started yet: GatewayState.start calls this again
+        if self.link is not None and self._watch is None:
+            self._watch = asyncio.ensure_future(self.link.watch(self.redis.probe_interval_s))
         if self.semantic is not None:
             self.semantic.embedder.warm()
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         await self.settlement.close()
         if self.semantic is not None:
             self.semantic.close()

@@ -35,6 +35,7 @@ class GatewayState:
         self.metrics = GatewayMetrics()
         self.registry = EndpointRegistry(config.breaker, self._breaker_changed)
         self.table = RoutingTable.build(config, self.registry)
+        self.metrics.configure(config, self.table)
         self.admin_key = config.admin.resolved_key()
         self.draining = False  # set on SIGTERM: /ready answers 503
         self.backends = Backends(config, self.metrics.access)
@@ -73,6 +74,7 @@ class GatewayState:
             log.warning("server.host/port changes need a restart; keeping the current listener")
         self.registry.set_breaker_config(config.breaker)
         self.table = RoutingTable.build(config, self.registry, previous=self.table)
+        self.metrics.configure(config, self.table)
         self.admin_key = config.admin.resolved_key()
         self.backends.configure(config)
         self.config = config
