@@ -17,6 +17,7 @@ from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.pipeline import Pipeline, build_pipeline
 from kvserve.gateway.proxy import Proxy
 from kvserve.gateway.routing.table import RoutingTable
+from kvserve.tracing import NULL_TRACER, Tracer
 
 log = logging.getLogger("kvserve.gateway")
 
@@ -27,8 +28,9 @@ class GatewayState:
     without touching requests in flight (they hold the objects they resolved)."""
 
     def __init__(self, config: GatewayConfig, config_path: Path | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, tracer: Tracer = NULL_TRACER) -> None:
         self.config = config
+        self.tracer = tracer
         self.config_path = config_path
         self.clock = clock
         self.rng = random.Random()
@@ -67,6 +69,7 @@ class GatewayState:
             await client.close()
         self._clients = []
         await self.backends.close()
+        self.tracer.shutdown()
 
     def apply(self, config: GatewayConfig) -> None:
         """Switch to `config`; endpoints it still lists keep their breakers and counters."""
@@ -86,7 +89,7 @@ class GatewayState:
     def _build(self) -> None:
         if self._proxy is not None:
             self._pipeline = build_pipeline(self.config, self.table, self._proxy, self.backends, self.metrics,
-                                            self.clock, self.rng)
+                                            self.clock, self.rng, self.tracer)
 
     def reload(self) -> None:
         """Re-read the config file; raises ConfigError (and keeps the old config) if it is bad."""
