@@ -192,8 +192,16 @@ GATEWAY = Dashboard(
                   "add (model names differ when versions map to other upstream names)."),
             Panel("Request duration", "s",
                   quantiles("kvserve:gateway_request_duration_seconds", G, "model, version", GM)),
+            Panel("Added latency", "s", quantiles("kvserve:gateway_added_latency_seconds", G, "model, version", GM),
+                  "Arrival to the first upstream call: the gateway's own time (parse, API key, limits, cache, "
+                  "route), p50 and p99.", width=24),
         ]),
         ("Routing", [
+            Panel("Rollout weights", "percentunit",
+                  [(f"sum by (model, version) (kvserve:gateway_version_weight{{{G}}})\n  / ignoring (version) "
+                    f"group_left sum by (model) (kvserve:gateway_version_weight{{{G}}})", GM)],
+                  "Each version's configured share of unpinned traffic: its weight over the model's total, as "
+                  "the config, `POST /admin/weights` or a rollout set it."),
             Panel("Traffic share by version", "percentunit",
                   [(f"{rate('kvserve:gateway_routing_decisions_total', G, 'model, version')}\n  / ignoring (version) "
                     f"group_left {rate('kvserve:gateway_routing_decisions_total', G, 'model')}", GM)],
@@ -207,7 +215,7 @@ GATEWAY = Dashboard(
                   [(f"sum by (endpoint, state) (increase(kvserve:gateway_breaker_transitions_total{RATE}))",
                     "{{endpoint}} to {{state}}")]),
             Panel("In-flight requests per endpoint", "short",
-                  [("sum by (endpoint) (kvserve:gateway_in_flight_requests)", "{{endpoint}}")], width=24),
+                  [("sum by (endpoint) (kvserve:gateway_in_flight_requests)", "{{endpoint}}")]),
         ]),
         ("Cache, tenants and Redis", [
             Panel("Response cache / s", "reqps",
@@ -222,6 +230,9 @@ GATEWAY = Dashboard(
                   [(rate("kvserve:gateway_redis_errors_total", "", "instance, op"), "{{instance}} {{op}}"),
                    (rate("kvserve:gateway_limits_unenforced_total", "", "instance"), "unenforced {{instance}}")],
                   "Failed Redis calls, and requests admitted without limits meanwhile (on_failure: open)."),
+            Panel("Redis up", "short", [("min by (instance) (kvserve:gateway_redis_up)", "{{instance}}")],
+                  "1 while the gateway reaches Redis (requests' calls and its background ping), 0 while not.",
+                  kind="stat", width=24),
         ]),
     ],
 )

@@ -76,7 +76,9 @@ def exported_names() -> set[str]:
     from kvserve.server.metrics import ServerMetrics
 
     names: set[str] = set()
-    for registry in (ServerMetrics("m").registry, GatewayMetrics().registry):
+    gateway = GatewayMetrics()
+    gateway.render({}, redis_up=True)  # the Redis gauge exists once the gateway has a Redis link
+    for registry in (ServerMetrics("m").registry, gateway.registry):
         for family in registry.collect():
             suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
             names.update(family.name + suffix for suffix in suffixes)

@@ -14,7 +14,7 @@ def test_documented_metrics_exist_and_count():
     metrics.request_done("m", "v1", "http://e:1", 200, 0.5, 0.01)
     metrics.breaker_changed("http://e:1", "open")
     metrics.retries.labels("m", "v1", "connect").inc()
-    text = metrics.render({"http://e:1": 3}).decode()
+    text = metrics.render({"http://e:1": 3}, redis_up=True).decode()  # a gateway with Redis: every metric
     assert 'kvserve:gateway_requests_total{endpoint="http://e:1",model="m",status="200",version="v1"} 1.0' in text
     assert 'kvserve:gateway_breaker_state{endpoint="http://e:1"} 2.0' in text
     assert 'kvserve:gateway_in_flight_requests{endpoint="http://e:1"} 3.0' in text

@@ -21,6 +21,8 @@ SERVER_FLAGS: dict[str, tuple[type, str]] = {
     "max_header_bytes": (int, "bytes of request line and headers per request; 431 past it (default: 65536)"),
     "max_headers": (int, "header fields per request; 431 past it (default: 100)"),
     "header_timeout": (float, "seconds a request's headers may take to arrive; 408 and close after (default: 10)"),
+    "otlp_endpoint": (str, "send OpenTelemetry spans to this OTLP HTTP collector, e.g. http://127.0.0.1:4318 "
+                           "(default: OTEL_EXPORTER_OTLP_ENDPOINT, else tracing off)"),
     "allow_special_tokens_in_content": (bool, "parse special-token strings (<|im_start|>, <|eot_id|>) in message "
                                               "content and prompt text as control tokens (default: off: as text)"),
 }

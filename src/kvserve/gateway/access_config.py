@@ -25,6 +25,7 @@ class RedisConfig(Section):
     timeout_s: float = Field(0.25, gt=0)  # per Redis call; a slower answer counts as Redis down
     on_failure: Literal["open", "closed"] = "open"  # Redis down: admit without limits, or refuse (503)
     retry_after_s: float = Field(1.0, gt=0)  # after a failure, Redis is not tried again for this long
+    probe_interval_s: float = Field(5.0, gt=0)  # background PING, so the redis_up gauge is fresh while idle
 
 
 class AuthConfig(Section):

@@ -83,8 +83,11 @@ class GatewayApp:
             await respond(send, 503, b'{"status":"not ready"}')
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
-        in_flight = {e.url: e.in_flight for e in self.state.table.endpoints()}
-        await respond(send, 200, self.state.metrics.render(in_flight), b"text/plain; version=0.0.4")
+        table, link = self.state.table, self.state.backends.link
+        in_flight = {e.url: e.in_flight for e in table.endpoints()}
+        weights = {(m.name, v.name): v.weight for m in table.models.values() for v in m.versions.values()}
+        page = self.state.metrics.render(in_flight, weights, None if link is None else not link.down)
+        await respond(send, 200, page, b"text/plain; version=0.0.4")
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         while True:

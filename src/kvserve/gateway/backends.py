@@ -42,6 +42,7 @@ class Backends:
         self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
         self.redis = config.redis
         self.key_source: KeySource | None = None  # the current pipeline's, see keys()
+        self._watch: asyncio.Task[None] | None = None
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -69,15 +70,19 @@ class Backends:
             self.key_source.forget(key_id)
 
     def start(self) -> None:
-        """Begin loading the embedding model in the background (needs the running loop)."""
+        """Begin watching Redis and loading the embedding model in the background (needs the running loop)."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
             return  # not started yet: GatewayState.start calls this again
+        if self.link is not None and self._watch is None:
+            self._watch = asyncio.ensure_future(self.link.watch(self.redis.probe_interval_s))
         if self.semantic is not None:
             self.semantic.embedder.warm()
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         await self.settlement.close()
         if self.semantic is not None:
             self.semantic.close()

@@ -14,6 +14,7 @@ from kvserve.gateway.store.cache import Entry
 from kvserve.gateway.store.semantic_cache import SemanticQuery
 from kvserve.gateway.store.streams import StreamRecorder
 from kvserve.gateway.tap import ResponseTap
+from kvserve.tracing import NULL_TRACE, RequestTrace
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -90,6 +91,7 @@ class RequestContext:
     relay: Relay = field(default_factory=Relay)  # proxy
     outcome: Outcome = field(default_factory=Outcome)  # the stage that answered
     answered: bool = False  # a stage has answered: the ones after it do not run
+    trace: RequestTrace = NULL_TRACE  # the pipeline's spans (tracing on), ended by settle
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.scope["headers"]:

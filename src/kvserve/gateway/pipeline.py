@@ -35,6 +35,7 @@ from kvserve.gateway.stages.replay import Replay
 from kvserve.gateway.stages.route import Route
 from kvserve.gateway.stages.settle import Settle
 from kvserve.openai_error import OpenAIError
+from kvserve.tracing import NULL_TRACER, Tracer
 
 log = logging.getLogger("kvserve.gateway")
 INTERNAL = OpenAIError(500, "internal gateway error", "server_error", code="internal_error")
@@ -57,16 +58,21 @@ OFF = Off()
 class Pipeline:
     """The ASGI handler of the completion routes: the stages in order, then settle."""
 
-    def __init__(self, stages: list[Stage], settle: Settle, clock: Callable[[], float]) -> None:
-        self.stages = stages
+    def __init__(self, stages: list[Stage], settle: Settle, clock: Callable[[], float],
+                 tracer: Tracer = NULL_TRACER) -> None:
+        # the null stages are left out: each stage that runs is a span when tracing is on
+        self.stages = [(f"gateway.{type(stage).__name__.lower()}", stage) for stage in stages if stage is not OFF]
         self.settle = settle
         self.clock = clock
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = RequestContext(scope, receive, send, self.clock())
+        trace = self.tracer.request("gateway.request", scope["headers"], {"url.path": scope["path"]})
+        ctx = RequestContext(scope, receive, send, self.clock(), trace=trace)
         try:
-            for stage in self.stages:
-                await stage.run(ctx)
+            for name, stage in self.stages:
+                with ctx.trace.stage(name):
+                    await stage.run(ctx)
                 if ctx.answered:
                     break
         except OpenAIError as error:
@@ -82,7 +88,8 @@ class Pipeline:
 
 
 def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, backends: Backends,
-                   metrics: GatewayMetrics, clock: Callable[[], float], rng: random.Random) -> Pipeline:
+                   metrics: GatewayMetrics, clock: Callable[[], float], rng: random.Random,
+                   tracer: Tracer = NULL_TRACER) -> Pipeline:
     access = access_enabled(config)
     keys = backends.keys(config)
     m = metrics.access
@@ -99,4 +106,4 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
     ]
     accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else NoAccounts()
     settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts)
-    return Pipeline(stages, settle, clock)
+    return Pipeline(stages, settle, clock, tracer)

@@ -85,6 +85,7 @@ class Proxy:
     async def forward(self, request: ClientRequest, version: VersionRoute, send: Send, started: float) -> Outcome:
         """Answer the client from some endpoint, retrying before the first byte."""
         outcome = Outcome()
+        self.metrics.upstream_called(version.model, version.name, self.clock() - started)
         deadline = started + self.deadline_s
         tried: set[str] = set()
         failure: Failure | None = None

@@ -16,6 +16,7 @@ from kvserve.gateway.app import GatewayApp
 from kvserve.gateway.config import ConfigError, GatewayConfig, load_config
 from kvserve.gateway.state import GatewayState
 from kvserve.http_limits import bounded_http_protocol
+from kvserve.tracing import TracingUnavailable, build_tracer
 
 log = logging.getLogger("kvserve.gateway")
 
@@ -95,11 +96,15 @@ def configure_logging(level: str) -> None:
 
 
 def run(config_path: str | Path, host: str | None = None, port: int | None = None,
-        log_level: str = "info") -> int:
-    """Serve until SIGTERM/SIGINT. Raises ConfigError on a bad config file."""
+        log_level: str = "info", otlp_endpoint: str | None = None) -> int:
+    """Serve until SIGTERM/SIGINT. Raises ConfigError on a bad config file or OTLP endpoint."""
     config = load_config(config_path)
     configure_logging(log_level)
-    state = GatewayState(config, Path(config_path))
+    try:
+        tracer = build_tracer(otlp_endpoint, "kvserve-gateway")
+    except (ValueError, TracingUnavailable) as exc:
+        raise ConfigError(f"--otlp-endpoint: {exc}") from None
+    state = GatewayState(config, Path(config_path), tracer=tracer)
     uv_config = uvicorn.Config(
         GatewayApp(state),
         host=host or config.server.host,

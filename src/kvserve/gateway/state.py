@@ -18,6 +18,7 @@ from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.pipeline import Pipeline, build_pipeline
 from kvserve.gateway.proxy import Proxy
 from kvserve.gateway.routing.table import RoutingTable
+from kvserve.tracing import NULL_TRACER, Tracer
 
 log = logging.getLogger("kvserve.gateway")
 
@@ -28,14 +29,16 @@ class GatewayState:
     without touching requests in flight (they hold the objects they resolved)."""
 
     def __init__(self, config: GatewayConfig, config_path: Path | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, tracer: Tracer = NULL_TRACER) -> None:
         self.config = config
+        self.tracer = tracer
         self.config_path = config_path
         self.clock = clock
         self.rng = random.Random()
         self.metrics = GatewayMetrics()
         self.registry = EndpointRegistry(config.breaker, self._breaker_changed)
         self.table = RoutingTable.build(config, self.registry)
+        self.metrics.configure(config, self.table)
         self.admin_key = config.admin.resolved_key()
         self.draining = False  # set on SIGTERM: /ready answers 503
         self.backends = Backends(config, self.metrics.access)
@@ -70,6 +73,7 @@ class GatewayState:
             await client.close()
         self._clients = []
         await self.backends.close()
+        self.tracer.shutdown()
 
     def apply(self, config: GatewayConfig) -> None:
         """Switch to `config`; endpoints it still lists keep their breakers and counters."""
@@ -77,6 +81,7 @@ class GatewayState:
             log.warning("server.host/port changes need a restart; keeping the current listener")
         self.registry.set_breaker_config(config.breaker)
         self.table = RoutingTable.build(config, self.registry, previous=self.table)
+        self.metrics.configure(config, self.table)
         self.admin_key = config.admin.resolved_key()
         self.backends.configure(config)
         self.config = config
@@ -89,7 +94,7 @@ class GatewayState:
     def _build(self) -> None:
         if self._proxy is not None:
             self._pipeline = build_pipeline(self.config, self.table, self._proxy, self.backends, self.metrics,
-                                            self.clock, self.rng)
+                                            self.clock, self.rng, self.tracer)
 
     def reload(self) -> None:
         """Re-read the config file; raises ConfigError (and keeps the old config) if it is bad."""

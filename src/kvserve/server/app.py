@@ -12,14 +12,17 @@ from kvserve.server.auth import ApiKeyMiddleware
 from kvserve.server.errors import install_error_handlers
 from kvserve.server.metrics import ServerMetrics
 from kvserve.server.openapi import install_openapi
-from kvserve.server.request_log import RequestLogMiddleware
+from kvserve.server.request_log import STATE_KEY, RequestLogMiddleware
 from kvserve.server.routes import ROUTERS
 from kvserve.server.settings import ServerSettings
 from kvserve.server.state import ServerState
+from kvserve.tracing import NULL_TRACER, Tracer
+from kvserve.tracing.middleware import TracingMiddleware
 
 
-def build_app(engine: AsyncLLM, settings: ServerSettings, sampling_defaults: SamplingDefaults | None = None) -> FastAPI:
-    """The app; the engine is already started and is shut down by the caller."""
+def build_app(engine: AsyncLLM, settings: ServerSettings, sampling_defaults: SamplingDefaults | None = None,
+              tracer: Tracer = NULL_TRACER) -> FastAPI:
+    """The app; the engine is already started and is shut down by the caller (the tracer too)."""
     # /openapi.json only: bodies are parsed by our own strict models, described by server/openapi.py
     app = FastAPI(title="kvserve", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.kvserve = ServerState(engine, settings, ServerMetrics(engine.served_model_name),
@@ -31,5 +34,7 @@ def build_app(engine: AsyncLLM, settings: ServerSettings, sampling_defaults: Sam
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(ConsoleMiddleware)  # /console/: static pages, before the API key check
+    if tracer is not NULL_TRACER:
+        app.add_middleware(TracingMiddleware, tracer=tracer, record_key=STATE_KEY)  # inside the log: 401s traced
     app.add_middleware(RequestLogMiddleware)  # outermost: logs 401s too
     return app

@@ -29,6 +29,7 @@ from kvserve.server.metrics import RequestRecord, RequestTimer
 from kvserve.server.request_log import RequestLogRecord
 from kvserve.server.responses import Usage
 from kvserve.server.state import ServerState
+from kvserve.tracing import EngineTimes, current_trace
 
 # errors that end a request which the engine had admitted
 RUN_ERRORS = (RequestTimeoutError, EngineDeadError, RequestAbortedError)
@@ -48,6 +49,7 @@ class Choice:
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     queue_s: float | None = None
+    engine_times: EngineTimes | None = None  # the engine's timestamps, once finished
 
     def apply(self, delta: CompletionDelta) -> None:
         self.text.append(delta.text)
@@ -59,6 +61,7 @@ class Choice:
         if delta.finished:
             self.finish_reason, self.stop_reason = delta.finish_reason, delta.stop_reason
             metrics = delta.metrics
+            self.engine_times = metrics
             if metrics is not None and metrics.first_scheduled_time is not None:
                 self.queue_s = metrics.first_scheduled_time - metrics.arrival_time
 
@@ -77,6 +80,7 @@ class Generation:
         self.prompt_lens = prompt_lens
         self.choices = [Choice(i) for i in range(len(prompt_lens) * n)]
         self.timer = RequestTimer(state.metrics, arrival)
+        self.trace = current_trace()  # the HTTP request's spans (a no-op without tracing)
         self._finished = False
 
     async def deltas(self) -> AsyncIterator[ChoiceDelta]:
@@ -107,7 +111,18 @@ class Generation:
         e2e = time.monotonic() - self.timer.arrival
         queue = next((c.queue_s for c in self.choices if c.queue_s is not None), None)
         self.state.metrics.request_finished(RequestRecord(usage.prompt_tokens, usage.completion_tokens, reasons, e2e, queue))
+        self._trace_engine()
         self._fill_record(outcome, error, usage, reasons)
+
+    def _trace_engine(self) -> None:
+        for choice in self.choices:
+            if choice.engine_times is not None:
+                self.trace.engine(choice.index, choice.engine_times, {
+                    "kvserve.prompt_tokens": choice.num_prompt_tokens,
+                    "kvserve.cached_tokens": choice.num_cached_tokens,
+                    "kvserve.completion_tokens": len(choice.token_ids),
+                    "kvserve.finish_reason": choice.finish_reason,
+                })
 
     def _fill_record(self, outcome: str, error: str | None, usage: Usage, reasons: list[str]) -> None:
         record = self.record

@@ -38,6 +38,9 @@ LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0
                    1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0)
 E2E_BUCKETS = (0.1, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0,
                240.0, 480.0, 960.0, 1920.0)
+# label values known in advance: their series start at zero, so rates and alerts see them at once
+FINISH_REASONS = ("stop", "length", "abort")
+REJECT_REASONS = ("queue_full", "invalid", "engine_dead", "shutdown", "timeout")
 TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 
 # name (after the prefix) -> extra vLLM-only names for the same series (older dashboards)
@@ -125,6 +128,10 @@ class ServerMetrics:
                                      buckets=TOKEN_BUCKETS).labels()
         self._rejected = family(Counter, "request_rejected", "Requests refused or ended early, by reason.",
                                 ["reason"], prefixes=("kvserve:",))
+        for reason in FINISH_REASONS:
+            self._success.labels(reason)
+        for reason in REJECT_REASONS:
+            self._rejected.labels(reason)
 
     def update_engine(self, stats: EngineStats) -> None:
         """Gauges from the latest snapshot; cumulative engine counters advanced by the difference."""

@@ -32,6 +32,7 @@ from kvserve.server.request_log import configure_request_logger
 from kvserve.server.settings import ServerSettings
 from kvserve.server.shutdown import DrainingServer, graceful_shutdown_timeout
 from kvserve.tokenizer import TokenizerError
+from kvserve.tracing import Tracer, TracingUnavailable, build_tracer
 
 logger = logging.getLogger("kvserve.server")
 
@@ -73,6 +74,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run_server(engine_config: EngineConfig, settings: ServerSettings, sock: socket.socket) -> int:
     """Blocking: serve on `sock` until told to stop; returns the process exit code."""
     try:
+        tracer = build_tracer(settings.otlp_endpoint, "kvserve-serve")
+    except TracingUnavailable as exc:
+        logger.error("--otlp-endpoint: %s", exc)
+        sock.close()
+        return EXIT_USAGE
+    try:
         defaults = load_sampling_defaults(engine_config.model.model, engine_config.model.generation_config)
     except ConfigError as exc:
         logger.error("%s", exc)
@@ -81,20 +88,21 @@ def run_server(engine_config: EngineConfig, settings: ServerSettings, sock: sock
     logger.info("%s", defaults.describe())
     try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(engine_config, settings, sock, defaults))
+            return runner.run(serve(engine_config, settings, sock, defaults, tracer))
     except KeyboardInterrupt:  # Ctrl-C while the model loads; the core process follows us out
         return 130
     finally:
         sock.close()
+        tracer.shutdown()  # spans still buffered go out
 
 
 async def serve(engine_config: EngineConfig, settings: ServerSettings, sock: socket.socket,
-                defaults: SamplingDefaults) -> int:
+                defaults: SamplingDefaults, tracer: Tracer) -> int:
     started = time.monotonic()
     engine = await _start_engine(engine_config, settings)
     if engine is None:
         return EXIT_FAILED
-    server = DrainingServer(_uvicorn_config(build_app(engine, settings, defaults), settings), engine,
+    server = DrainingServer(_uvicorn_config(build_app(engine, settings, defaults, tracer), settings), engine,
                             settings.shutdown_timeout)
     watchdog = asyncio.create_task(_stop_when_engine_dies(engine, server))
     _keep_exit_code_zero_on_signals()

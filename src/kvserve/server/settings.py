@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields
 
 from kvserve.config import ConfigError
 from kvserve.http_limits import HeaderLimits
+from kvserve.tracing import traces_url
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -23,6 +24,7 @@ class ServerSettings:
     max_header_bytes: int = 64 * 1024  # request line plus headers of one request (431 past it)
     max_headers: int = 100  # header fields per request (431 past it)
     header_timeout: float = 10.0  # seconds from a request's first byte to its last header (408 and close after)
+    otlp_endpoint: str | None = None  # OTLP HTTP collector for traces (None: OTEL_EXPORTER_OTLP_ENDPOINT, else off)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -37,6 +39,8 @@ class ServerSettings:
             raise ConfigError("api_key must not be empty")
         try:
             self.header_limits()
+            if self.otlp_endpoint is not None:
+                traces_url(self.otlp_endpoint)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 

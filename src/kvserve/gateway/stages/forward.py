@@ -26,6 +26,7 @@ class Forward:
         request, version = ctx.request, ctx.version
         assert request is not None and version is not None
         send = self.tap(ctx) if self.tapped else ctx.send
+        request.trace = ctx.trace.propagate(request.trace)  # the replica's span is a child of this stage's
         tap = ctx.relay.tap
         # a resumable stream runs to its end when the client leaves: it may come back for the rest
         watch = DisconnectWatch(ctx.receive, tap.leave if tap is not None and ctx.relay.recorder is not None else None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from kvserve.gateway.access.ratelimit import Charge, Decision, Limiter, limit_headers, refusal
+from kvserve.gateway.access.ratelimit import REASONS, Charge, Decision, Limiter, limit_headers, refusal
 from kvserve.gateway.access_config import LimitsConfig, RedisConfig, TenantLimits
 from kvserve.gateway.context import Admission, RequestContext
 from kvserve.gateway.metrics import AccessMetrics
@@ -37,7 +37,7 @@ class Limit:
             return
         decision = await self.decide(charge)
         if not decision.admitted:
-            self.metrics.refused.labels(f"limit_{decision.code}").inc()
+            self.metrics.refused.labels(f"limit_{REASONS[decision.code]}").inc()
             raise refusal(charge, decision)  # nothing to settle
         ctx.admission = Admission(charge, decision, limit_headers(charge, decision))
 

@@ -32,6 +32,10 @@ class Settle:
         outcome, version = ctx.outcome, ctx.version
         model, vname = (version.model, version.name) if version is not None else ("unknown", "none")
         self.metrics.request_done(model, vname, outcome.endpoint, outcome.status, duration, outcome.ttft)
+        request_id = ctx.request.request_id if ctx.request else None
+        ctx.trace.end(outcome.status, {"kvserve.model": model, "kvserve.version": vname,
+                                       "kvserve.request_id": request_id, "kvserve.endpoint": outcome.endpoint,
+                                       "kvserve.attempts": outcome.attempts})
         if self.log_requests and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(self.line(ctx, model, vname, duration)))
 

@@ -4,11 +4,13 @@ Every Redis call goes through `RedisLink.call`. A connection error or a timeout 
 Redis down for `retry_after_s` (calls in that time fail at once instead of waiting on
 a dead server), counts a metric and logs one line per outage; the first call that
 works again logs the recovery. Callers turn `RedisUnavailable` into fail-open or
-fail-closed behaviour.
+fail-closed behaviour. `watch` pings Redis in the background, so that `down` (the
+`kvserve:gateway_redis_up` gauge) says how Redis is even when no request needs it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, Awaitable, Callable, TypeVar
@@ -66,6 +68,15 @@ class RedisLink:
             self.down = False
             log.warning("redis is reachable again")
         return result
+
+    async def watch(self, every_s: float) -> None:
+        """Ping every `every_s` seconds until cancelled (a failed ping marks Redis down like any call)."""
+        while True:
+            try:
+                await self.call("ping", self.client.ping)
+            except RedisUnavailable:
+                pass
+            await asyncio.sleep(every_s)
 
     async def _attempt(self, make: Callable[[], Awaitable[T]]) -> T:
         """One operation, tried again once on a fresh connection when a pooled one broke:
