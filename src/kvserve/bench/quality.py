@@ -14,7 +14,8 @@ For each it reports
 - greedy agreement over a fixed prompt set: the share of generated tokens before the
   first difference from the reference's, and the share of prompts answered identically.
 
-The first method listed is the reference. Everything is deterministic (greedy, fixed
+The first method listed is the reference. A method may name its own dtype after a colon
+(`none:float32,int8,int4`: a float32 reference for bfloat16 quantized formats). Everything is deterministic (greedy, fixed
 text and prompts), so the figures depend on the model and the formats, not the machine.
 """
 
@@ -103,11 +104,12 @@ def agreement(tokens: list[list[int]], reference: list[list[int]]) -> tuple[floa
     return same / max(1, total), identical / max(1, len(reference))
 
 
-def evaluate(method: str, args: argparse.Namespace):
-    """(ids of the text, window logits, greedy tokens) of one format."""
+def evaluate(spec: str, args: argparse.Namespace):
+    """(ids of the text, window logits, greedy tokens) of one format, `METHOD[:DTYPE]`."""
     from kvserve import LLM, SamplingParams
 
-    settings = dict(dtype=args.dtype, threads=args.threads, enforce_eager=True)
+    method, _, dtype = spec.partition(":")
+    settings = dict(dtype=dtype or args.dtype, threads=args.threads, enforce_eager=True)
     if method != "none":
         settings["quantization"] = method
     with LLM(model=args.model, **settings) as llm:
@@ -122,7 +124,7 @@ def evaluate(method: str, args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(METHODS))
+    unknown = sorted({m.partition(":")[0] for m in methods} - set(METHODS))
     if unknown or not methods:
         print(f"kvserve bench quality: error: --methods takes {', '.join(METHODS)} (got {args.methods!r})",
               file=sys.stderr)
@@ -153,9 +155,9 @@ def run(args: argparse.Namespace) -> int:
 
 def print_row(r: Result, header: bool) -> None:
     if header:
-        print(f"{'method':8s} {'perplexity':>10s} {'change':>8s} {'cos mean':>9s} {'cos min':>8s} "
+        print(f"{'method':13s} {'perplexity':>10s} {'change':>8s} {'cos mean':>9s} {'cos min':>8s} "
               f"{'greedy tokens':>13s} {'identical':>9s}")
-    print(f"{r.method:8s} {r.perplexity:10.3f} {r.perplexity_change_pct:+7.2f}% {r.logits_cosine_mean:9.4f} "
+    print(f"{r.method:13s} {r.perplexity:10.3f} {r.perplexity_change_pct:+7.2f}% {r.logits_cosine_mean:9.4f} "
           f"{r.logits_cosine_min:8.4f} {r.greedy_token_agreement:12.1%} {r.greedy_identical:9.1%}", flush=True)
 
 
@@ -164,7 +166,8 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="a Hugging Face model directory (default: the embedded model)")
     p.add_argument("--methods", default="none,int8,int4",
-                   help=f"comma-separated, the first is the reference; of {', '.join(METHODS)} (default: none,int8,int4)")
+                   help=f"comma-separated METHOD[:DTYPE], the first is the reference; methods: {', '.join(METHODS)} "
+                        "(default: none,int8,int4)")
     p.add_argument("--dtype", default="bfloat16", help="activations and unquantized weights (default: bfloat16)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--window", type=int, default=512, help="tokens per perplexity window (default: 512)")
