@@ -14,6 +14,7 @@ SERVER_FLAGS: dict[str, tuple[type, str]] = {
     "host": (str, "interface to listen on (default: 127.0.0.1; 0.0.0.0 for all)"),
     "port": (int, "TCP port (default: 8000)"),
     "api_key": (str, "require 'Authorization: Bearer KEY' on /v1, /tokenize and /detokenize"),
+    "admin_key": (str, "require 'Authorization: Bearer KEY' on /admin (hot swap); default: the --api-key"),
     "log_requests": (bool, "put prompt and completion text in the per-request log lines"),
     "request_timeout": (float, "seconds a request may run before it ends with a 408 (default: none)"),
     "shutdown_timeout": (float, "on SIGTERM, seconds in-flight requests get to finish (default: 30)"),
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from kvserve.models.shapes import with_shape_dir
 
     try:
-        engine_config, settings = configs_from_args(args)
+        engine_config, settings, models = configs_from_args(args)
     except ConfigError as exc:
         print(f"kvserve serve: {exc}", file=sys.stderr)
         return 2
@@ -72,25 +73,43 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvserve serve: {exc}", file=sys.stderr)
         return runner.EXIT_USAGE if isinstance(exc, ConfigError) else runner.EXIT_FAILED
     try:
-        return runner.run_server(engine_config, settings, sock)
+        return runner.run_server(models or single_model(engine_config, args), engine_config, settings, sock)
     finally:
         if shape_dir is not None:
             shape_dir.cleanup()
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, Any]:
-    """(EngineConfig, ServerSettings) from --config YAML and flags; ConfigError if anything is off."""
+def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, Any, Any]:
+    """(EngineConfig, ServerSettings, ModelsConfig or None) from --config YAML and flags;
+    ConfigError if anything is off. A file with a `models:` list serves those models
+    (server/models_config.py); without one, the command serves --model alone."""
+    from kvserve.server.models_config import POOL_KEYS, ModelsConfig
     from kvserve.server.settings import ServerSettings
 
     file_values = load_config_file(args.config) if args.config else {}
+    pool_values = {k: file_values.pop(k) for k in POOL_KEYS if k in file_values}
     known = set(EngineConfig.setting_names()) | set(SERVER_FLAGS)
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {args.config}: {', '.join(unknown)}")
+    models = ModelsConfig.from_file_values(pool_values) if pool_values else None
+    if models is not None and (hasattr(args, "model") or "model" in file_values):
+        raise ConfigError(f"{args.config} lists `models`; --model (or `model:`) serves one model instead: use one or the other")
     values = {}
     for name, (kind, _) in SERVER_FLAGS.items():
         if name in file_values:
             values[name] = check_type(name, kind | None, file_values[name])
         if hasattr(args, name):
             values[name] = getattr(args, name)
-    return engine_config_from_args(args), ServerSettings(**values)
+    return engine_config_from_args(args), ServerSettings(**values), models
+
+
+def single_model(engine_config: EngineConfig, args: argparse.Namespace) -> Any:
+    """The ModelsConfig of `--model`: one pinned model; a registry version names itself."""
+    from kvserve.engine.async_llm import served_name
+    from kvserve.server.model_source import describe_source, is_registry_ref
+    from kvserve.server.models_config import ModelSpec, ModelsConfig
+
+    given = getattr(args, "model", None) or (load_config_file(args.config).get("model") if args.config else None)
+    label = describe_source(given, None).label if isinstance(given, str) and is_registry_ref(given) else None
+    return ModelsConfig((ModelSpec(served_name(engine_config), engine_config.model.model, pinned=True, version=label),))

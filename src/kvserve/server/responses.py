@@ -85,6 +85,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    system_fingerprint: str | None = None  # the model version that produced it
 
 
 # -- text completions ----------------------------------------------------------------
@@ -124,7 +125,9 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "kvserve"
     root: str | None = None
-    max_model_len: int | None = None
+    max_model_len: int | None = None  # known once loaded
+    version: str | None = None  # NAME:VERSION it answers with (or would load)
+    state: str | None = None  # loaded | loading | available
 
 
 class ModelList(BaseModel):
