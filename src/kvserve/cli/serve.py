@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from kvserve.models.shapes import with_shape_dir
 
     try:
-        engine_config, settings, models = configs_from_args(args)
+        engine_config, settings = configs_from_args(args)
+        models = models_from_args(args)
     except ConfigError as exc:
         print(f"kvserve serve: {exc}", file=sys.stderr)
         return 2
@@ -79,29 +80,39 @@ def run(args: argparse.Namespace) -> int:
             shape_dir.cleanup()
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, Any, Any]:
-    """(EngineConfig, ServerSettings, ModelsConfig or None) from --config YAML and flags;
-    ConfigError if anything is off. A file with a `models:` list serves those models
-    (server/models_config.py); without one, the command serves --model alone."""
-    from kvserve.server.models_config import POOL_KEYS, ModelsConfig
+def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, Any]:
+    """(EngineConfig, ServerSettings) from --config YAML and flags; ConfigError if anything is off.
+    The file's `models:` part is read by models_from_args."""
+    from kvserve.server.models_config import POOL_KEYS
     from kvserve.server.settings import ServerSettings
 
     file_values = load_config_file(args.config) if args.config else {}
-    pool_values = {k: file_values.pop(k) for k in POOL_KEYS if k in file_values}
-    known = set(EngineConfig.setting_names()) | set(SERVER_FLAGS)
+    known = set(EngineConfig.setting_names()) | set(SERVER_FLAGS) | set(POOL_KEYS)
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {args.config}: {', '.join(unknown)}")
-    models = ModelsConfig.from_file_values(pool_values) if pool_values else None
-    if models is not None and (hasattr(args, "model") or "model" in file_values):
-        raise ConfigError(f"{args.config} lists `models`; --model (or `model:`) serves one model instead: use one or the other")
     values = {}
     for name, (kind, _) in SERVER_FLAGS.items():
         if name in file_values:
             values[name] = check_type(name, kind | None, file_values[name])
         if hasattr(args, name):
             values[name] = getattr(args, name)
-    return engine_config_from_args(args), ServerSettings(**values), models
+    return engine_config_from_args(args), ServerSettings(**values)
+
+
+def models_from_args(args: argparse.Namespace) -> Any:
+    """The ModelsConfig of a --config file with a `models:` list (server/models_config.py),
+    or None: the command then serves --model alone. ConfigError if it is wrong."""
+    from kvserve.server.models_config import POOL_KEYS, ModelsConfig
+
+    file_values = load_config_file(args.config) if args.config else {}
+    pool_values = {k: file_values[k] for k in POOL_KEYS if k in file_values}
+    if not pool_values:
+        return None
+    if hasattr(args, "model") or "model" in file_values:
+        raise ConfigError(f"{args.config} lists `models`; --model (or `model:`) serves one model instead: "
+                          "use one or the other")
+    return ModelsConfig.from_file_values(pool_values)
 
 
 def single_model(engine_config: EngineConfig, args: argparse.Namespace) -> Any:

@@ -143,3 +143,28 @@ class TokenizeResponse(BaseModel):
 
 class DetokenizeResponse(BaseModel):
     prompt: str
+
+
+# -- admin -----------------------------------------------------------------------------
+
+
+class SwapState(BaseModel):
+    target: str
+    previous: str | None
+    state: Literal["loading", "draining", "done", "failed"]
+    error: str | None
+    requested_at: int  # epoch seconds
+    switch_s: float | None  # request to new requests going to `target`
+    done_s: float | None  # request to the old version freed (or the failure)
+
+
+class ModelStatus(BaseModel):
+    """GET /admin/models/{name}, and the answer of a swap."""
+
+    name: str
+    version: str
+    state: Literal["loaded", "loading", "available"]
+    pinned: bool
+    in_flight: int
+    memory_bytes: int  # the estimate the memory budget counts
+    swap: SwapState | None
