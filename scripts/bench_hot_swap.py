@@ -100,7 +100,8 @@ async def measure(url: str, args: argparse.Namespace) -> dict:
     began = time.monotonic()
     await asyncio.sleep(args.before_s)
     windows, swaps = [], []
-    async with httpx.AsyncClient(base_url=url, timeout=600.0, headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as admin:
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with httpx.AsyncClient(base_url=url, timeout=600.0, headers=auth) as admin:
         for n in range(2, args.swaps + 2):
             start = time.monotonic()
             reply = await admin.post("/admin/models/bench:v1/versions", json={"version": f"bench:v{n}"})
@@ -108,7 +109,8 @@ async def measure(url: str, args: argparse.Namespace) -> dict:
             while (status := (await admin.get("/admin/models/bench:v1")).json())["swap"]["state"] != "done":
                 await asyncio.sleep(0.1)
             windows.append((start, time.monotonic()))
-            swaps.append({"to": f"bench:v{n}", "switch_s": status["swap"]["switch_s"], "done_s": status["swap"]["done_s"]})
+            swap = status["swap"]
+            swaps.append({"to": f"bench:v{n}", "switch_s": swap["switch_s"], "done_s": swap["done_s"]})
             await asyncio.sleep(args.gap_s)
     load.stop.set()
     await runner

@@ -59,23 +59,35 @@ def test_loading_models_count_against_the_budget_and_cannot_be_evicted():
 
 
 def test_a_hot_swap_counts_both_versions_until_the_old_one_is_freed():
-    p = pool(2.5, PoolEntry("a", GIB), PoolEntry("b", GIB))
+    p = pool(2.2, PoolEntry("a", GIB), PoolEntry("b", GIB))
     load(p, "a", 0.0)
-    assert p.plan_room(GIB, keep="a") == []
-    p.swapping("a", GIB)
-    assert p.used_bytes() == 2 * GIB and not p.entries["a"].evictable()
+    assert p.plan_room(GIB // 2, keep="a") == []
+    p.swapping("a", GIB // 2)  # the new version is smaller
+    assert p.used_bytes() == GIB + GIB // 2 and not p.entries["a"].evictable()
     with pytest.raises(DoesNotFit):
         p.plan_load("b")
-    p.swapped("a", int(0.5 * GIB))  # the new version is smaller
-    assert p.used_bytes() == int(0.5 * GIB)
+    old = p.switched("a", 1.0)
+    assert old == GIB and p.used_bytes() == GIB + GIB // 2  # the old one drains
+    p.swapping("a", GIB // 2)  # a next swap may start while the previous one drains
+    assert p.used_bytes() == 2 * GIB
+    p.swap_failed("a")
+    p.drained("a", old)
+    assert p.used_bytes() == GIB // 2
     assert p.plan_load("b") == []
+
+
+def test_a_swap_of_a_model_that_was_not_loaded_leaves_nothing_to_drain():
+    p = pool(3, PoolEntry("a", GIB))
+    p.swapping("a", 2 * GIB)
+    assert p.switched("a", 0.0) == 0
+    assert p.entries["a"].state is ModelState.LOADED and p.used_bytes() == 2 * GIB
 
 
 def test_a_failed_swap_keeps_the_old_estimate():
     p = pool(3, PoolEntry("a", GIB))
     load(p, "a", 0.0)
     p.swapping("a", 2 * GIB)
-    p.swapped("a", None)
+    p.swap_failed("a")
     assert p.used_bytes() == GIB
 
 

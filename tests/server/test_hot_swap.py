@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import wait_until
 from tests.server.conftest import RegistryHome
 
 ADMIN_KEY = "admin-secret"
@@ -113,19 +114,14 @@ def test_three_swaps_under_load_fail_no_request_and_each_answer_has_one_version(
             assert reply.status_code == 200, reply.text
             assert reply.json()["version"] == version
             # new requests go to the new version from the moment the swap answers
-            after = httpx.post(server.url + "/v1/completions", json={"model": "tiny:v1", "prompt": "a", "max_tokens": 1})
+            after = httpx.post(server.url + "/v1/completions",
+                               json={"model": "tiny:v1", "prompt": "a", "max_tokens": 1})
             assert after.headers["x-kvserve-model-version"] == version == after.json()["system_fingerprint"]
     assert load.failures == []
     assert len(load.versions) >= 6 and set(load.versions) <= set(VERSIONS)
     assert len(set(load.versions)) >= 2  # the load really spanned swaps
     final = status(server)
     assert final["swap"]["state"] in ("draining", "done") and final["swap"]["switch_s"] > 0
-    httpx_wait_done(server)
-
-
-def httpx_wait_done(server) -> None:
-    from tests.helpers import wait_until
-
     wait_until(lambda: status(server)["swap"]["state"] == "done", 60, "the old version was not freed", step=0.1)
 
 
@@ -140,7 +136,8 @@ def test_a_damaged_file_in_the_registry_is_refused_and_the_old_version_keeps_ser
     error = reply.json()["error"]
     assert error["code"] == "model_load_failed" and "config.json" in error["message"]
     after = status(server)
-    assert after["version"] == serving and after["swap"]["state"] == "failed" and "config.json" in after["swap"]["error"]
+    assert after["version"] == serving and after["swap"]["state"] == "failed"
+    assert "config.json" in after["swap"]["error"]
     answer = httpx.post(server.url + "/v1/completions", json={"model": "tiny:v1", "prompt": "a", "max_tokens": 2})
     assert answer.status_code == 200 and answer.headers["x-kvserve-model-version"] == serving
 

@@ -4,7 +4,8 @@ Plain bookkeeping, no processes and no clock of its own (callers pass `now`), so
 every decision is tested directly. The rule it keeps: the estimated bytes of every model
 that is loading or loaded, plus those of a second version being loaded beside one (a hot
 swap), never exceed the budget. To make room it evicts loaded models in least recently
-used order, never a pinned one and never one with requests in flight.
+used order, never a pinned one and never one with requests in flight. A version a hot
+swap replaced counts until its last request has finished (`drained`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class PoolEntry:
     last_used: float = 0.0  # `now` of the latest request that began on it
     in_flight: int = 0  # requests begun and not ended
     swap_bytes: int = 0  # a second version loading beside this one (hot swap)
+    draining_bytes: int = 0  # versions a swap replaced, still finishing their requests
 
     def evictable(self) -> bool:
         return self.state is ModelState.LOADED and not self.pinned and self.in_flight == 0 and not self.swap_bytes
@@ -46,7 +48,7 @@ class ModelPool:
 
     def used_bytes(self) -> int:
         held = (e.bytes for e in self.entries.values() if e.state is not ModelState.AVAILABLE)
-        return sum(held) + sum(e.swap_bytes for e in self.entries.values())
+        return sum(held) + sum(e.swap_bytes + e.draining_bytes for e in self.entries.values())
 
     def plan_room(self, needed: int, keep: str) -> list[str]:
         """The models to unload (LRU first, never `keep`) so that `needed` more bytes fit;
@@ -81,7 +83,7 @@ class ModelPool:
 
     def unloaded(self, name: str) -> None:
         entry = self.entries[name]
-        entry.state, entry.in_flight, entry.swap_bytes = ModelState.AVAILABLE, 0, 0
+        entry.state, entry.in_flight = ModelState.AVAILABLE, 0
 
     def begin(self, name: str, now: float) -> None:
         entry = self.entries[name]
@@ -97,12 +99,22 @@ class ModelPool:
         """A new version of `name` starts loading beside the current one (call plan_room first)."""
         self.entries[name].swap_bytes = new_bytes
 
-    def swapped(self, name: str, new_bytes: int | None) -> None:
-        """The swap is over: the new version's estimate when it took over, None when it failed."""
+    def switched(self, name: str, now: float) -> int:
+        """The new version took over; returns the bytes of the replaced one, which count
+        until `drained` (0 when the model was not loaded)."""
         entry = self.entries[name]
-        entry.swap_bytes = 0
-        if new_bytes is not None:
-            entry.bytes = new_bytes
+        old = entry.bytes if entry.state is ModelState.LOADED else 0
+        entry.bytes, entry.swap_bytes, entry.draining_bytes = entry.swap_bytes, 0, entry.draining_bytes + old
+        entry.state, entry.last_used = ModelState.LOADED, now
+        return old
+
+    def drained(self, name: str, old_bytes: int) -> None:
+        """A replaced version has been freed."""
+        entry = self.entries[name]
+        entry.draining_bytes = max(0, entry.draining_bytes - old_bytes)
+
+    def swap_failed(self, name: str) -> None:
+        self.entries[name].swap_bytes = 0
 
     def idle(self, now: float, idle_s: float) -> list[str]:
         """Loaded models nobody used for `idle_s` seconds that may be unloaded."""

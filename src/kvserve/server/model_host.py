@@ -56,6 +56,7 @@ class ModelHost:
         self.fatal_reason = ""
         self._loads: dict[str, asyncio.Task[ModelVersion]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._retiring: set[ModelVersion] = set()  # swapped out or evicted, draining
         self._closing = False
 
     def _entry(self, spec: ModelSpec) -> PoolEntry:
@@ -76,7 +77,9 @@ class ModelHost:
         """Load the pinned and preloaded models, in order; LoadFailed names the first that fails."""
         for spec in self.config.models:
             if spec.loads_at_start:
-                self.pool.plan_load(spec.name)  # DoesNotFit: the budget cannot hold what must load at start
+                for victim in self.pool.plan_load(spec.name):  # DoesNotFit: the budget cannot hold the pinned ones
+                    self.unload(victim)
+                self.pool.loading(spec.name)
                 await self._load_now(spec.name)
         if self.config.idle_unload_s is not None:
             self._spawn(self._unload_idle_forever(self.config.idle_unload_s))
@@ -87,7 +90,7 @@ class ModelHost:
             task.cancel()
         for task in list(self._loads.values()):
             task.cancel()
-        versions = list(self.current.values())
+        versions = list(self.current.values()) + list(self._retiring)
         self.current.clear()
         await asyncio.gather(*(v.engine.shutdown() for v in versions), return_exceptions=True)
 
@@ -133,13 +136,14 @@ class ModelHost:
         for victim in victims:
             logger.info("unloading %s (least recently used) to make room for %s", victim, name)
             self.unload(victim)
+        self.pool.loading(name)  # counted against the budget from now, not from when the task first runs
         task = asyncio.ensure_future(self._load_now(name))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "unretrieved"
         self._loads[name] = task
         return task
 
     async def _load_now(self, name: str) -> ModelVersion:
-        self.pool.loading(name)
+        """Load `name`, already marked loading in the pool."""
         spec = self.specs[name]
         try:
             version = await self.start_version(name, spec.model, self.infos[name])
@@ -214,11 +218,13 @@ class ModelHost:
             self._spawn(self._retire(version))
 
     async def _retire(self, version: ModelVersion, drain_timeout: float | None = None) -> None:
+        self._retiring.add(version)
         try:
             await asyncio.wait_for(version.drained(), drain_timeout)
         except asyncio.TimeoutError:
             version.engine.abort_all("the model version was replaced")
         await version.engine.shutdown()
+        self._retiring.discard(version)
 
     async def _unload_idle_forever(self, idle_s: float) -> None:
         while True:
@@ -240,11 +246,11 @@ class ModelHost:
         swap goes on in the background). Errors known before loading are raised as HTTP errors."""
         if name not in self.specs:
             raise model_not_found(name)
-        running = self.swaps.get(name)
-        if running is not None and not running.finished or name in self._loads:
-            raise OpenAIError(409, f"The model `{name}` is already loading or swapping; wait for it to finish.",
-                              "invalid_request_error", "version", "swap_in_progress")
         info = await self._describe_ref(ref)
+        running = self.swaps.get(name)
+        if (running is not None and running.state == "loading") or name in self._loads:
+            raise OpenAIError(409, f"The model `{name}` is already loading a version; wait for it to finish.",
+                              "invalid_request_error", "version", "swap_in_progress")
         new_bytes = self._estimate(None, info)
         try:
             victims = self.pool.plan_room(new_bytes, keep=name)
@@ -255,7 +261,7 @@ class ModelHost:
             self.unload(victim)
         status = self.swaps[name] = SwapStatus(name, info.label, self._label_of(name))
         self.pool.swapping(name, new_bytes)
-        status.task = self._spawn(self._run_swap(status, ref, info, new_bytes, drain_timeout))
+        status.task = self._spawn(self._run_swap(status, ref, info, drain_timeout))
         return status
 
     async def _describe_ref(self, ref: str) -> VersionInfo:
@@ -267,25 +273,24 @@ class ModelHost:
         except SourceError as exc:
             raise OpenAIError(404, str(exc), "invalid_request_error", "version", "version_not_found") from None
 
-    async def _run_swap(self, status: SwapStatus, ref: str, info: VersionInfo, new_bytes: int,
-                        drain_timeout: float | None) -> None:
+    async def _run_swap(self, status: SwapStatus, ref: str, info: VersionInfo, drain_timeout: float | None) -> None:
         name = status.name
         try:
             new = await self.start_version(name, ref, info)
         except LoadFailed as exc:
             status.failed(str(exc))
-            self.pool.swapped(name, None)
+            self.pool.swap_failed(name)
             return
         old = self.current.get(name)
         self._make_current(new)  # from here on, new requests get the new version
         self.specs[name] = replace(self.specs[name], model=ref)  # what a later reload loads
         self.infos[name] = info
-        self.pool.loaded(name, time.monotonic())
+        old_bytes = self.pool.switched(name, time.monotonic())
         status.switched()
         logger.info("%s now answers with %s; draining %s", name, info.label, status.previous)
         if old is not None:
             await self._retire(old, drain_timeout)
-        self.pool.swapped(name, new_bytes)
+        self.pool.drained(name, old_bytes)
         status.done()
 
     # -- what the API shows ----------------------------------------------------------

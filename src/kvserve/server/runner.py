@@ -103,7 +103,8 @@ async def serve(models: ModelsConfig, engine_config: EngineConfig, settings: Ser
     return EXIT_FAILED if host.fatal.is_set() else EXIT_OK
 
 
-async def _start_models(models: ModelsConfig, engine_config: EngineConfig, settings: ServerSettings) -> ModelHost | None:
+async def _start_models(models: ModelsConfig, engine_config: EngineConfig,
+                        settings: ServerSettings) -> ModelHost | None:
     """The host with its pinned and preloaded models running, or None after logging why not."""
     logger.info("kvserve %s: %d model(s) on %s, each in an engine process of its own", __version__,
                 len(models.models), engine_config.device.resolved_device())
