@@ -41,6 +41,9 @@ class LoadFailed(Exception):
 
 
 class ModelHost:
+    """The served models by name: `acquire` a version for a request, `release` it when
+    answered; `swap` a model to another registry version. Owns every engine process."""
+
     def __init__(self, config: ModelsConfig, base: EngineConfig, allow_special_tokens: bool = False,
                  log_level: str = "info") -> None:
         self.config = config
@@ -261,7 +264,7 @@ class ModelHost:
             self.unload(victim)
         status = self.swaps[name] = SwapStatus(name, info.label, self._label_of(name))
         self.pool.swapping(name, new_bytes)
-        status.task = self._spawn(self._run_swap(status, ref, info, drain_timeout))
+        self._spawn(self._run_swap(status, ref, info, drain_timeout))
         return status
 
     async def _describe_ref(self, ref: str) -> VersionInfo:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,11 +19,6 @@ class SwapStatus:
     requested_at: float = field(default_factory=time.time)  # epoch seconds
     switch_s: float | None = None  # from the request to the moment new requests went to `target`
     done_s: float | None = None  # from the request to the old version being freed (or the failure)
-    task: asyncio.Task | None = field(default=None, repr=False)
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("done", "failed")
 
     def switched(self) -> None:
         self.state, self.switch_s = "draining", self._elapsed()
