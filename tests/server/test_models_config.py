@@ -35,6 +35,7 @@ def test_a_full_file_maps_onto_the_config():
     ({"models": [{"name": "a", "model": "a:1"}], "memory_budget_gib": 0}, "memory_budget_gib must be a positive"),
     ({"models": [{"name": "a", "model": "a:1"}], "load_timeout_s": True}, "load_timeout_s must be a positive"),
     ({"models": [5]}, r"models\[0\] must be a mapping"),
+    ({"models": [{"name": "a", "model": "a:1", "load_timeout_s": 0}]}, "model a: load_timeout_s must be a positive"),
 ])
 def test_a_bad_file_is_refused_with_a_message_naming_the_problem(values, message):
     with pytest.raises(ConfigError, match=message):

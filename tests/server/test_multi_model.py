@@ -30,6 +30,7 @@ def multi(tiny_llama: Path, tiny_qwen3: Path, tmp_path_factory: pytest.TempPathF
             {"name": "qwen", "model": "qwen:v1", "memory_gib": 0.04},
             {"name": "local", "model": str(tiny_llama), "version": "2026-12-01", "memory_gib": 0.04},
             {"name": "huge", "model": str(tiny_llama), "memory_gib": 0.5},
+            {"name": "impatient", "model": str(tiny_llama), "memory_gib": 0.001, "load_timeout_s": 0.1},
         ],
         "memory_budget_gib": 0.1,
         "idle_unload_s": IDLE_UNLOAD_S,
@@ -55,7 +56,8 @@ def chat(server, model: str) -> httpx.Response:
 
 def test_models_are_listed_with_version_and_state_and_only_the_pinned_one_is_loaded(multi):
     assert states(multi) == {"main": ("loaded", "llama:v1"), "qwen": ("available", "qwen:v1"),
-                             "local": ("available", "2026-12-01"), "huge": ("available", "local")}
+                             "local": ("available", "2026-12-01"), "huge": ("available", "local"),
+                             "impatient": ("available", "local")}
 
 
 def test_requests_route_by_model_and_name_the_version_that_answered(multi):
@@ -102,3 +104,11 @@ def test_idle_models_are_unloaded_and_the_pinned_one_stays(multi):
                step=0.2)
     assert time.monotonic() - used >= IDLE_UNLOAD_S - 0.5
     assert states(multi)["main"][0] == "loaded"
+
+
+def test_a_request_that_waits_past_its_models_load_timeout_gets_503_and_the_load_goes_on(multi):
+    reply = chat(multi, "impatient")  # an engine process cannot start in 0.1 s
+    assert reply.status_code == 503 and int(reply.headers["retry-after"]) > 0
+    assert reply.json()["error"]["code"] == "model_loading"
+    wait_until(lambda: states(multi)["impatient"][0] == "loaded", 120, "the load did not go on", step=0.2)
+    assert chat(multi, "impatient").status_code == 200

@@ -121,8 +121,9 @@ class ModelHost:
 
     async def _wait_for_load(self, name: str) -> ModelVersion:
         task = self._loads.get(name) or self._start_load(name)
+        timeout = self.specs[name].load_timeout_s or self.config.load_timeout_s
         try:
-            return await asyncio.wait_for(asyncio.shield(task), self.config.load_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
         except asyncio.TimeoutError:
             raise model_unavailable(f"The model `{name}` is still loading; retry shortly.", "model_loading",
                                     RETRY_AFTER_LOADING_S) from None

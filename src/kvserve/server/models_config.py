@@ -36,6 +36,7 @@ class ModelSpec:
     preload: bool = False  # loaded at start (an unpinned one may be evicted later)
     memory_gib: float | None = None  # memory it takes when loaded; None = its weights' size + kv_cache_gib
     version: str | None = None  # the version a directory model reports; None = "local" (registry refs name theirs)
+    load_timeout_s: float | None = None  # how long a request waits for this model to load; None = the file's
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME.match(self.name):
@@ -47,6 +48,8 @@ class ModelSpec:
                 raise ConfigError(f"model {self.name}: `{flag}` must be true or false")
         if self.memory_gib is not None and (not _number(self.memory_gib) or self.memory_gib <= 0):
             raise ConfigError(f"model {self.name}: memory_gib must be a positive number, got {self.memory_gib!r}")
+        if self.load_timeout_s is not None and (not _number(self.load_timeout_s) or self.load_timeout_s <= 0):
+            raise ConfigError(f"model {self.name}: load_timeout_s must be a positive number, got {self.load_timeout_s!r}")
         if self.version is not None and (not isinstance(self.version, str) or not VERSION.match(self.version)):
             raise ConfigError(f"model {self.name}: version must be 1-128 letters, digits or ._:/@-")
 
@@ -93,7 +96,8 @@ class ModelsConfig:
         """From the pool keys of a config file (POOL_KEYS); ConfigError names what is wrong."""
         raw = values.get("models")
         if not isinstance(raw, list):
-            raise ConfigError("`models` must be a list of {name, model, pinned, preload, memory_gib, version}")
+            raise ConfigError("`models` must be a list of {name, model, pinned, preload, memory_gib, version, "
+                              "load_timeout_s}")
         specs = tuple(_spec(i, item) for i, item in enumerate(raw))
         rest = {k: values[k] for k in POOL_KEYS[1:] if k in values}
         return cls(specs, **rest)
