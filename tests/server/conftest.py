@@ -73,3 +73,28 @@ def tiny_llama_llama3_tokens(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (out_dir / name).unlink(missing_ok=True)
     build_llama3_tokenizer(out_dir)
     return out_dir
+
+
+class RegistryHome:
+    """A private ~/.cache/kvserve (registry and pulled copies) for servers that load
+    NAME:VERSION references: `push` stores a model directory, `serve` starts
+    `kvserve serve ARGS` with that home."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cache = root / "cache"  # XDG_CACHE_HOME: the default registry is cache/kvserve/registry
+        self.registry_dir = self.cache / "kvserve" / "registry"
+
+    def push(self, model_dir: Path, ref: str) -> None:
+        from kvserve.control.ref import ModelRef
+        from kvserve.control.registry import Registry
+        from kvserve.control.registry_config import RegistryConfig
+        from kvserve.control.storage import open_storage
+
+        Registry(open_storage(RegistryConfig(url=str(self.registry_dir)))).push(model_dir, ModelRef.parse(ref))
+
+    def serve(self, *args: str) -> ServeProcess:
+        proc = ServeProcess(list(args), self.root / "server.log")
+        assert proc.env is not None
+        proc.env.update(XDG_CACHE_HOME=str(self.cache), HOME=str(self.root / "home"))
+        return proc.start()

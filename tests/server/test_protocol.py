@@ -78,14 +78,15 @@ def test_stream_chunks_without_models_are_byte_for_byte_the_models():
     for text in TRICKY_TEXTS:
         for finish, stop in ((None, None), ("stop", "END"), ("stop", 7), ("length", None)):
             completion = sse.ChunkEncoder("text_completion", "cmpl-1", 1700000000, "m/ü\"",
-                                          ',"usage":null,"system_fingerprint":null')
+                                          ',"usage":null,"system_fingerprint":' + sse.dumps("m:v1"))
             expected = Completion(id="cmpl-1", created=1700000000, model="m/ü\"", choices=[
-                CompletionChoice(index=3, text=text, finish_reason=finish, stop_reason=stop)])
+                CompletionChoice(index=3, text=text, finish_reason=finish, stop_reason=stop)], system_fingerprint="m:v1")
             assert completion.event({"index": 3, "text": text, "logprobs": None, "finish_reason": finish,
                                      "stop_reason": stop}) == sse.event(expected.model_dump_json())
-            chat = sse.ChunkEncoder("chat.completion.chunk", "chatcmpl-1", 1700000000, "m", ',"usage":null')
+            chat = sse.ChunkEncoder("chat.completion.chunk", "chatcmpl-1", 1700000000, "m",
+                                    ',"usage":null,"system_fingerprint":' + sse.dumps("m:v2"))
             expected = ChatCompletionChunk(id="chatcmpl-1", created=1700000000, model="m", choices=[
                 ChatChunkChoice(index=0, delta=DeltaMessage(content=text or None), finish_reason=finish,
-                                stop_reason=stop)])
+                                stop_reason=stop)], system_fingerprint="m:v2")
             assert chat.event({"index": 0, "delta": {"content": text or None}, "logprobs": None,
                                "finish_reason": finish, "stop_reason": stop}) == sse.event(expected.model_dump_json())

@@ -26,7 +26,8 @@ CONFIG_GROUPS = (ModelConfig, CacheConfig, SchedulerConfig, DeviceConfig)
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """Add --config and one flag per engine setting (defaults come from EngineConfig)."""
     parser.add_argument("--config", metavar="FILE", default=None,
-                        help="YAML file of settings (flat keys named like the flags); flags override it")
+                        help="YAML file of settings (flat keys named like the flags); flags override it. "
+                             "For serve, a `models:` list serves several models (docs/operations.md)")
     for cls in CONFIG_GROUPS:
         group = parser.add_argument_group(f"engine: {cls.__name__}")
         hints = typing.get_type_hints(cls)

@@ -14,6 +14,7 @@ SERVER_FLAGS: dict[str, tuple[type, str]] = {
     "host": (str, "interface to listen on (default: 127.0.0.1; 0.0.0.0 for all)"),
     "port": (int, "TCP port (default: 8000)"),
     "api_key": (str, "require 'Authorization: Bearer KEY' on /v1, /tokenize and /detokenize"),
+    "admin_key": (str, "require 'Authorization: Bearer KEY' on /admin (hot swap); default: the --api-key"),
     "log_requests": (bool, "put prompt and completion text in the per-request log lines"),
     "request_timeout": (float, "seconds a request may run before it ends with a 408 (default: none)"),
     "shutdown_timeout": (float, "on SIGTERM, seconds in-flight requests get to finish (default: 30)"),
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         engine_config, settings = configs_from_args(args)
+        models = models_from_args(args)
     except ConfigError as exc:
         print(f"kvserve serve: {exc}", file=sys.stderr)
         return 2
@@ -74,18 +76,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"kvserve serve: {exc}", file=sys.stderr)
         return runner.EXIT_USAGE if isinstance(exc, ConfigError) else runner.EXIT_FAILED
     try:
-        return runner.run_server(engine_config, settings, sock)
+        return runner.run_server(models or single_model(engine_config, args), engine_config, settings, sock)
     finally:
         if shape_dir is not None:
             shape_dir.cleanup()
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, Any]:
-    """(EngineConfig, ServerSettings) from --config YAML and flags; ConfigError if anything is off."""
+    """(EngineConfig, ServerSettings) from --config YAML and flags; ConfigError if anything is off.
+    The file's `models:` part is read by models_from_args."""
+    from kvserve.server.models_config import POOL_KEYS
     from kvserve.server.settings import ServerSettings
 
     file_values = load_config_file(args.config) if args.config else {}
-    known = set(EngineConfig.setting_names()) | set(SERVER_FLAGS)
+    known = set(EngineConfig.setting_names()) | set(SERVER_FLAGS) | set(POOL_KEYS)
     unknown = sorted(set(file_values) - known)
     if unknown:
         raise ConfigError(f"unknown setting(s) in {args.config}: {', '.join(unknown)}")
@@ -96,3 +100,29 @@ def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, Any]:
         if hasattr(args, name):
             values[name] = getattr(args, name)
     return engine_config_from_args(args), ServerSettings(**values)
+
+
+def models_from_args(args: argparse.Namespace) -> Any:
+    """The ModelsConfig of a --config file with a `models:` list (server/models_config.py),
+    or None: the command then serves --model alone. ConfigError if it is wrong."""
+    from kvserve.server.models_config import POOL_KEYS, ModelsConfig
+
+    file_values = load_config_file(args.config) if args.config else {}
+    pool_values = {k: file_values[k] for k in POOL_KEYS if k in file_values}
+    if not pool_values:
+        return None
+    if hasattr(args, "model") or "model" in file_values:
+        raise ConfigError(f"{args.config} lists `models`; --model (or `model:`) serves one model instead: "
+                          "use one or the other")
+    return ModelsConfig.from_file_values(pool_values)
+
+
+def single_model(engine_config: EngineConfig, args: argparse.Namespace) -> Any:
+    """The ModelsConfig of `--model`: one pinned model; a registry version names itself."""
+    from kvserve.engine.async_llm import served_name
+    from kvserve.server.model_source import describe_source, is_registry_ref
+    from kvserve.server.models_config import ModelSpec, ModelsConfig
+
+    given = getattr(args, "model", None) or (load_config_file(args.config).get("model") if args.config else None)
+    label = describe_source(given, None).label if isinstance(given, str) and is_registry_ref(given) else None
+    return ModelsConfig((ModelSpec(served_name(engine_config), engine_config.model.model, pinned=True, version=label),))

@@ -36,6 +36,12 @@ def model_not_found(name: str) -> OpenAIError:
     return OpenAIError(404, f"The model `{name}` does not exist.", "invalid_request_error", "model", "model_not_found")
 
 
+def model_unavailable(message: str, code: str, retry_after_s: int) -> OpenAIError:
+    """503 for a model that is not in memory and cannot be right now (loading, no room)."""
+    return OpenAIError(503, message, "service_unavailable_error", "model", code,
+                       headers={"Retry-After": str(retry_after_s)})
+
+
 def from_engine_error(exc: BaseException) -> OpenAIError:
     """Map what AsyncLLM raises onto HTTP: full queue, engine gone or server stopping 503,
     timeout 408, refused prompt 400."""

@@ -26,6 +26,7 @@ from kvserve.server import sse
 from kvserve.openai_error import OpenAIError
 from kvserve.server.errors import from_engine_error
 from kvserve.server.metrics import RequestRecord, RequestTimer
+from kvserve.server.model_version import ModelVersion
 from kvserve.server.request_log import RequestLogRecord
 from kvserve.server.responses import Usage
 from kvserve.server.state import ServerState
@@ -139,12 +140,13 @@ def new_request_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-async def start_generation(state: ServerState, record: RequestLogRecord, prompts: list[list[int]],
-                           params: SamplingParams, priority: int, timeout: float | None) -> Generation:
-    """Submit to the engine and wait for admission; a refusal becomes the right HTTP error."""
+async def start_generation(state: ServerState, version: ModelVersion, record: RequestLogRecord,
+                           prompts: list[list[int]], params: SamplingParams, priority: int,
+                           timeout: float | None) -> Generation:
+    """Submit to the version's engine and wait for admission; a refusal becomes the right HTTP error."""
     arrival = time.monotonic()
     try:
-        stream = await state.engine.submit(prompts, params, record.request_id or "", priority, timeout)
+        stream = await version.engine.submit(prompts, params, record.request_id or "", priority, timeout)
     except (QueueFullError, ValueError, EngineDeadError, RequestAbortedError) as exc:
         reason = {QueueFullError: "queue_full", EngineDeadError: "engine_dead",
                   RequestAbortedError: "shutdown"}.get(type(exc), "invalid")

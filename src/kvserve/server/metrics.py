@@ -139,6 +139,8 @@ class ServerMetrics:
         self.waiting.set(stats.num_waiting)
         self.kv_usage.set(stats.kv_cache_usage)
         last = self._last
+        if last is not None and stats.num_steps < last.num_steps:
+            last = None  # another engine (a hot swap): its counters start again from zero
         self.prefix_queries.inc(max(0, stats.prefix_cache_queries - (last.prefix_cache_queries if last else 0)))
         self.prefix_hits.inc(max(0, stats.prefix_cache_hits - (last.prefix_cache_hits if last else 0)))
         self.preemptions.inc(max(0, stats.num_preemptions - (last.num_preemptions if last else 0)))

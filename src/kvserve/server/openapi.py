@@ -14,13 +14,20 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from kvserve.server.protocol import ChatCompletionRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
+from kvserve.server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    SwapRequest,
+    TokenizeRequest,
+)
 from kvserve.server.responses import (
     ChatCompletion,
     Completion,
     DetokenizeResponse,
     ModelCard,
     ModelList,
+    ModelStatus,
     TokenizeResponse,
 )
 
@@ -48,6 +55,8 @@ OPERATIONS: dict[tuple[str, str], tuple[type[BaseModel] | None, type[BaseModel],
     ("/detokenize", "post"): (DetokenizeRequest, DetokenizeResponse, False),
     ("/v1/models", "get"): (None, ModelList, False),
     ("/v1/models/{model_id}", "get"): (None, ModelCard, False),
+    ("/admin/models/{name}/versions", "post"): (SwapRequest, ModelStatus, False),
+    ("/admin/models/{name}", "get"): (None, ModelStatus, False),
 }
 
 

@@ -196,3 +196,11 @@ class TokenizeRequest(Body):
 class DetokenizeRequest(Body):
     model: str | None = None
     tokens: TokenIds
+
+
+class SwapRequest(Body):
+    """POST /admin/models/{name}/versions."""
+
+    version: Annotated[str, Field(min_length=1, max_length=300)]  # NAME:VERSION or NAME@TAG in the registry
+    wait: bool = True  # answer once the new version serves (or failed); false: 202 at once
+    drain_timeout: Annotated[float, Field(gt=0)] | None = None  # seconds old requests get; None = shutdown_timeout

@@ -21,6 +21,9 @@ logger = logging.getLogger("kvserve.requests")
 STATE_KEY = "request_log"
 
 
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
+
 @dataclass
 class RequestLogRecord:
     method: str
@@ -43,8 +46,11 @@ class RequestLogRecord:
     completion: list[str] | None = None  # only with --log-requests
 
     def line(self) -> str:
+        """One JSON object on one line, whatever the path or text holds."""
         values = {k: v for k, v in asdict(self).items() if v is not None and k != "arrival"}
-        return json.dumps({"event": "request", **values}, ensure_ascii=False, default=str)
+        text = json.dumps({"event": "request", **values}, ensure_ascii=False, default=str)
+        # JSON leaves these raw, but log readers (str.splitlines, journald) break lines at them
+        return text.translate(_LINE_BREAKS)
 
 
 class RequestLogMiddleware:

@@ -85,6 +85,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    system_fingerprint: str | None = None  # the model version that produced it
 
 
 # -- text completions ----------------------------------------------------------------
@@ -124,7 +125,9 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "kvserve"
     root: str | None = None
-    max_model_len: int | None = None
+    max_model_len: int | None = None  # known once loaded
+    version: str | None = None  # NAME:VERSION it answers with (or would load)
+    state: str | None = None  # loaded | loading | available
 
 
 class ModelList(BaseModel):
@@ -140,3 +143,28 @@ class TokenizeResponse(BaseModel):
 
 class DetokenizeResponse(BaseModel):
     prompt: str
+
+
+# -- admin -----------------------------------------------------------------------------
+
+
+class SwapState(BaseModel):
+    target: str
+    previous: str | None
+    state: Literal["loading", "draining", "done", "failed"]
+    error: str | None
+    requested_at: int  # epoch seconds
+    switch_s: float | None  # request to new requests going to `target`
+    done_s: float | None  # request to the old version freed (or the failure)
+
+
+class ModelStatus(BaseModel):
+    """GET /admin/models/{name}, and the answer of a swap."""
+
+    name: str
+    version: str
+    state: Literal["loaded", "loading", "available"]
+    pinned: bool
+    in_flight: int
+    memory_bytes: int  # the estimate the memory budget counts
+    swap: SwapState | None

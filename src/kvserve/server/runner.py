@@ -1,13 +1,14 @@
 """Start the engine, then serve HTTP on uvicorn (uvloop + httptools) until SIGTERM/SIGINT.
 
 Order of events: the port is bound first (a busy port stops the command at once, before
-any loading); the engine core process loads the model (a start-up failure is printed
-and the command exits 1 before the port accepts connections); uvicorn serves on the
+any loading); the pinned and preloaded models load, each in an engine core process of
+its own (a start-up failure is printed and the command exits 1 before the port accepts
+connections); others load on their first request (server/model_host.py); uvicorn serves on the
 bound socket and a banner says where and what; on SIGTERM it stops accepting
 connections and gives in-flight requests `shutdown_timeout` seconds, then ends the
 unfinished ones with an answer (server/shutdown.py); then the core process is stopped
-and the command exits 0. If the core process dies, the server stops and the command
-exits 1, so that a supervisor restarts it.
+and the command exits 0. If a pinned model's core process dies (the only model of `--model` is pinned),
+the server stops and the command exits 1, so that a supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ import uvicorn
 import uvloop
 
 from kvserve import __version__
-from kvserve.config import ConfigError, EngineConfig
-from kvserve.engine import AsyncLLM, EngineStartupError
+from kvserve.config import EngineConfig
+from kvserve.control.model_pool import DoesNotFit
 from kvserve.http_limits import bounded_http_protocol
-from kvserve.sampling_defaults import SamplingDefaults, load_sampling_defaults
 from kvserve.server.app import build_app
+from kvserve.server.model_host import LoadFailed, ModelHost
+from kvserve.server.model_source import SourceError
+from kvserve.server.models_config import ModelsConfig
 from kvserve.server.request_log import configure_request_logger
 from kvserve.server.settings import ServerSettings
 from kvserve.server.shutdown import DrainingServer, graceful_shutdown_timeout
-from kvserve.tokenizer import TokenizerError
 from kvserve.tracing import Tracer, TracingUnavailable, build_tracer
 
 logger = logging.getLogger("kvserve.server")
@@ -40,7 +42,6 @@ logger = logging.getLogger("kvserve.server")
 EXIT_OK = 0
 EXIT_FAILED = 1  # could not start (port busy, no such device, model not found or not loadable) or the engine died
 EXIT_USAGE = 2  # a flag or setting is wrong
-PROGRESS_EVERY_S = 5.0  # while the model loads, a line this often says it still does
 
 
 class PortInUseError(OSError):
@@ -71,7 +72,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_server(engine_config: EngineConfig, settings: ServerSettings, sock: socket.socket) -> int:
+def run_server(models: ModelsConfig, engine_config: EngineConfig, settings: ServerSettings,
+               sock: socket.socket) -> int:
     """Blocking: serve on `sock` until told to stop; returns the process exit code."""
     try:
         tracer = build_tracer(settings.otlp_endpoint, "kvserve-serve")
@@ -80,15 +82,8 @@ def run_server(engine_config: EngineConfig, settings: ServerSettings, sock: sock
         sock.close()
         return EXIT_USAGE
     try:
-        defaults = load_sampling_defaults(engine_config.model.model, engine_config.model.generation_config)
-    except ConfigError as exc:
-        logger.error("%s", exc)
-        sock.close()
-        return EXIT_FAILED
-    logger.info("%s", defaults.describe())
-    try:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(serve(engine_config, settings, sock, defaults, tracer))
+            return runner.run(serve(models, engine_config, settings, sock, tracer))
     except KeyboardInterrupt:  # Ctrl-C while the model loads; the core process follows us out
         return 130
     finally:
@@ -96,66 +91,70 @@ def run_server(engine_config: EngineConfig, settings: ServerSettings, sock: sock
         tracer.shutdown()  # spans still buffered go out
 
 
-async def serve(engine_config: EngineConfig, settings: ServerSettings, sock: socket.socket,
-                defaults: SamplingDefaults, tracer: Tracer) -> int:
+async def serve(models: ModelsConfig, engine_config: EngineConfig, settings: ServerSettings,
+                sock: socket.socket, tracer: Tracer) -> int:
     started = time.monotonic()
-    engine = await _start_engine(engine_config, settings)
-    if engine is None:
+    host = await _start_models(models, engine_config, settings)
+    if host is None:
         return EXIT_FAILED
-    server = DrainingServer(_uvicorn_config(build_app(engine, settings, defaults, tracer), settings), engine,
+    server = DrainingServer(_uvicorn_config(build_app(host, settings, tracer), settings), host,
                             settings.shutdown_timeout)
-    watchdog = asyncio.create_task(_stop_when_engine_dies(engine, server))
+    watchdog = asyncio.create_task(_stop_when_engine_dies(host, server))
     _keep_exit_code_zero_on_signals()
-    banner = asyncio.create_task(_banner_when_listening(server, engine, engine_config, sock, defaults, started))
+    banner = asyncio.create_task(_banner_when_listening(server, host, engine_config, sock, started))
     try:
         await server.serve(sockets=[sock])
     finally:
         watchdog.cancel()
         banner.cancel()
-        engine_died = engine.dead.is_set()
-        await engine.shutdown()
+        await host.shutdown()
     logger.info("server stopped")
-    return EXIT_FAILED if engine_died else EXIT_OK
+    return EXIT_FAILED if host.fatal.is_set() else EXIT_OK
 
 
-async def _start_engine(engine_config: EngineConfig, settings: ServerSettings) -> AsyncLLM | None:
-    """The started engine, or None after logging why it could not start."""
-    where = engine_config.model.model or "the embedded SmolLM2-135M-Instruct"
-    logger.info("kvserve %s: loading %s on %s (an engine process of its own)", __version__, where,
-                engine_config.device.resolved_device())
-    begun = time.monotonic()
-    start = asyncio.ensure_future(AsyncLLM.start(engine_config, log_level=settings.log_level))
-    while not (await asyncio.wait({start}, timeout=PROGRESS_EVERY_S))[0]:
-        logger.info("still loading the model (%.0f s)", time.monotonic() - begun)
+async def _start_models(models: ModelsConfig, engine_config: EngineConfig,
+                        settings: ServerSettings) -> ModelHost | None:
+    """The host with its pinned and preloaded models running, or None after logging why not."""
+    logger.info("kvserve %s: %d model(s) on %s, each in an engine process of its own", __version__,
+                len(models.models), engine_config.device.resolved_device())
     try:
-        return start.result()
-    except (EngineStartupError, TokenizerError) as exc:
-        logger.error("the engine failed to start: %s", exc)
+        host = ModelHost(models, engine_config, settings.allow_special_tokens_in_content, settings.log_level)
+    except SourceError as exc:
+        logger.error("%s", exc)
         return None
+    try:
+        await host.start()
+    except (LoadFailed, DoesNotFit) as exc:
+        logger.error("the engine failed to start: %s", exc)
+        await host.shutdown()
+        return None
+    return host
 
 
-async def _banner_when_listening(server: uvicorn.Server, engine: AsyncLLM, config: EngineConfig,
-                                 sock: socket.socket, defaults: SamplingDefaults, started: float) -> None:
+async def _banner_when_listening(server: uvicorn.Server, host: ModelHost, config: EngineConfig,
+                                 sock: socket.socket, started: float) -> None:
     while not server.started:
         await asyncio.sleep(0.01)
-    logger.info(banner(engine, config, sock, defaults, time.monotonic() - started))
+    logger.info(banner(host, config, sock, time.monotonic() - started))
 
 
-def banner(engine: AsyncLLM, config: EngineConfig, sock: socket.socket, defaults: SamplingDefaults,
-           seconds: float) -> str:
-    """What a user needs to send the first request: the model name, the URL, and the rest."""
-    host, port = sock.getsockname()[:2]
-    url = f"http://{_url_host(host)}:{port}"
-    stats, block_size = engine.stats, config.cache.block_size
-    return "\n".join([
-        f"kvserve {__version__} ready in {seconds:.1f} s",
-        f"  model    {engine.served_model_name}   (what clients send as \"model\")",
-        f"  URL      {url}/v1   (OpenAI API; also {url}/health, /ready, /metrics)",
-        f"  device   {config.device.resolved_device()}, {_threads(config)}",
-        f"  KV pool  {stats.num_blocks * block_size:,} tokens ({stats.num_blocks:,} blocks of {block_size}); "
-        f"context {engine.max_model_len:,} tokens",
-        f"  {defaults.describe()}",
-    ])
+def banner(host: ModelHost, config: EngineConfig, sock: socket.socket, seconds: float) -> str:
+    """What a user needs to send the first request: the model names, the URL, and the rest."""
+    host_name, port = sock.getsockname()[:2]
+    url = f"http://{_url_host(host_name)}:{port}"
+    lines = [f"kvserve {__version__} ready in {seconds:.1f} s"]
+    for name in host.specs:
+        lines.append(f"  model    {name}   (what clients send as \"model\"; {host.label(name)}, "
+                     f"{host.state(name).value})")
+    lines += [f"  URL      {url}/v1   (OpenAI API; also {url}/health, /ready, /metrics)",
+              f"  device   {config.device.resolved_device()}, {_threads(config)}"]
+    default = host.current.get(host.default_name)
+    if default is not None:
+        stats, block_size, engine = default.engine.stats, config.cache.block_size, default.engine
+        lines += [f"  KV pool  {stats.num_blocks * block_size:,} tokens ({stats.num_blocks:,} blocks of {block_size}); "
+                  f"context {engine.max_model_len:,} tokens",
+                  f"  {default.sampling_defaults.describe()}"]
+    return "\n".join(lines)
 
 
 def _threads(config: EngineConfig) -> str:
@@ -184,9 +183,9 @@ def _uvicorn_config(app: object, settings: ServerSettings) -> uvicorn.Config:
     )
 
 
-async def _stop_when_engine_dies(engine: AsyncLLM, server: uvicorn.Server) -> None:
-    await engine.dead.wait()
-    logger.error("the engine core process died: %s; stopping the server", engine.dead_reason)
+async def _stop_when_engine_dies(host: ModelHost, server: uvicorn.Server) -> None:
+    await host.fatal.wait()
+    logger.error("the engine core process died: %s; stopping the server", host.fatal_reason)
     server.should_exit = True
 
 

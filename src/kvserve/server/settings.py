@@ -16,6 +16,7 @@ class ServerSettings:
     host: str = "127.0.0.1"  # interface to listen on (0.0.0.0 for all)
     port: int = 8000  # TCP port
     api_key: str | None = None  # when set, /v1 and tokenizer endpoints need "Authorization: Bearer <key>"
+    admin_key: str | None = None  # key of the /admin API (hot swap); None = api_key; neither = admin API off
     log_requests: bool = False  # put prompt and completion text in the per-request log line
     request_timeout: float | None = None  # seconds a request may take (408 after); body's request_timeout overrides
     shutdown_timeout: float = 30.0  # on SIGTERM, seconds in-flight requests get to finish
@@ -35,8 +36,8 @@ class ServerSettings:
             raise ConfigError(f"shutdown_timeout must be non-negative, got {self.shutdown_timeout}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
-        if self.api_key == "":
-            raise ConfigError("api_key must not be empty")
+        if self.api_key == "" or self.admin_key == "":
+            raise ConfigError("api_key and admin_key must not be empty")
         try:
             self.header_limits()
             if self.otlp_endpoint is not None:

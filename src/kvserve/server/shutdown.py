@@ -9,7 +9,7 @@ import socket
 
 import uvicorn
 
-from kvserve.engine import AsyncLLM
+from kvserve.server.model_host import ModelHost
 
 ANSWER_S = 2  # after the grace period, how long the ended requests get to write their answers
 
@@ -24,9 +24,9 @@ class DrainingServer(uvicorn.Server):
     request itself (RequestAbortedError, which handlers answer with 503), before uvicorn's
     own timeout (`graceful_shutdown_timeout`) would cancel the handlers mid-answer."""
 
-    def __init__(self, config: uvicorn.Config, engine: AsyncLLM, grace_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, host: ModelHost, grace_s: float) -> None:
         super().__init__(config)
-        self._engine = engine
+        self._host = host
         self._grace_s = grace_s
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -38,4 +38,4 @@ class DrainingServer(uvicorn.Server):
 
     async def _end_requests_after_grace(self) -> None:
         await asyncio.sleep(self._grace_s)
-        self._engine.abort_all("the server is shutting down")
+        self._host.abort_all("the server is shutting down")

@@ -23,15 +23,16 @@ class ChunkEncoder:
     serialization on every chunk of every stream."""
 
     def __init__(self, obj: str, request_id: str, created: int, model: str, trailer: str) -> None:
-        head = _dumps({"id": request_id, "object": obj, "created": created, "model": model})
+        head = dumps({"id": request_id, "object": obj, "created": created, "model": model})
         self._head = head[:-1] + ',"choices":['
         self._tail = "]" + trailer + "}"  # the fields after `choices`, e.g. ',"usage":null'
 
     def event(self, choice: dict) -> bytes:
-        return event(self._head + _dumps(choice) + self._tail)
+        return event(self._head + dumps(choice) + self._tail)
 
 
-def _dumps(value: object) -> str:
+def dumps(value: object) -> str:
+    """Compact JSON, as pydantic writes it (non-ASCII kept)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 

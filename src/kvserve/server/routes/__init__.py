@@ -1,5 +1,5 @@
 """HTTP routes, one module per endpoint group; each exports `router`."""
 
-from kvserve.server.routes import chat, completions, models, system
+from kvserve.server.routes import admin, chat, completions, models, system
 
-ROUTERS = [chat.router, completions.router, models.router, system.router]
+ROUTERS = [chat.router, completions.router, models.router, system.router, admin.router]

@@ -32,21 +32,23 @@ router = APIRouter()
 async def create_chat_completion(request: Request) -> Response:
     state, record = server_state(request), request_log(request)
     body = await read_body(request, ChatCompletionRequest)
-    model = state.resolve_model(body.model)
+    version = await state.model_for(request, body.model)
+    model = version.name
     record.request_id, record.model, record.stream = new_request_id("chatcmpl"), model, body.stream
     if state.settings.log_requests:
         record.prompt = [m.model_dump(exclude_none=True) for m in body.messages]
-    prompt = state.chat_prompt(body.messages, body.add_generation_prompt)
-    check_context(len(prompt), body.output_limit(), state.engine.max_model_len, "messages")
-    params = to_sampling_params(body, body.output_limit(), body.num_logprobs(), state.sampling_defaults.values)
+    prompt = version.chat_prompt(body.messages, body.add_generation_prompt)
+    check_context(len(prompt), body.output_limit(), version.engine.max_model_len, "messages")
+    params = to_sampling_params(body, body.output_limit(), body.num_logprobs(), version.sampling_defaults.values)
     timeout = state.timeout_for(body.request_timeout)
-    gen = await start_generation(state, record, [prompt], params, body.priority, timeout)
+    gen = await start_generation(state, version, record, [prompt], params, body.priority, timeout)
     headers = {"X-Request-Id": gen.request_id}
     if body.stream:
-        return sse.sse_response(stream_events(gen, _chunks(gen, body, model)), headers)
+        return sse.sse_response(stream_events(gen, _chunks(gen, body, model, version.fingerprint)), headers)
     choices = await collect_or_abort(gen, request)
     completion = ChatCompletion(id=gen.request_id, created=gen.created, model=model,
-                                choices=[_choice(c, body) for c in choices], usage=gen.usage())
+                                choices=[_choice(c, body) for c in choices], usage=gen.usage(),
+                                system_fingerprint=version.fingerprint)
     return Response(completion.model_dump_json(), media_type="application/json", headers=headers)
 
 
@@ -58,14 +60,16 @@ def _choice(choice: Choice, body: ChatCompletionRequest) -> ChatChoice:
                       finish_reason=choice.finish_reason, stop_reason=choice.stop_reason)
 
 
-async def _chunks(gen: Generation, body: ChatCompletionRequest, model: str) -> AsyncIterator[bytes]:
+async def _chunks(gen: Generation, body: ChatCompletionRequest, model: str, fingerprint: str) -> AsyncIterator[bytes]:
     options = body.stream_options or StreamOptions()
 
     plain = not body.logprobs and not options.continuous_usage_stats  # chunks without models
-    fast = sse.ChunkEncoder("chat.completion.chunk", gen.request_id, gen.created, model, ',"usage":null')
+    fast = sse.ChunkEncoder("chat.completion.chunk", gen.request_id, gen.created, model,
+                            ',"usage":null,"system_fingerprint":' + sse.dumps(fingerprint))
 
     def chunk(choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
-        message = ChatCompletionChunk(id=gen.request_id, created=gen.created, model=model, choices=choices, usage=usage)
+        message = ChatCompletionChunk(id=gen.request_id, created=gen.created, model=model, choices=choices, usage=usage,
+                                      system_fingerprint=fingerprint)
         return sse.event(message.model_dump_json())
 
     yield chunk([ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content="")) for i in range(len(gen.choices))])

@@ -13,7 +13,8 @@ from kvserve.server.logprobs import add_completion_entries
 from kvserve.server.protocol import CompletionRequest, StreamOptions
 from kvserve.server.responses import Completion, CompletionChoice, CompletionLogprobs, Usage
 from kvserve.server.sampling import check_context, check_token_ids, to_sampling_params
-from kvserve.server.state import ServerState, request_log, server_state
+from kvserve.server.model_version import ModelVersion
+from kvserve.server.state import request_log, server_state
 
 router = APIRouter()
 
@@ -22,32 +23,34 @@ router = APIRouter()
 async def create_completion(request: Request) -> Response:
     state, record = server_state(request), request_log(request)
     body = await read_body(request, CompletionRequest)
-    model = state.resolve_model(body.model)
+    version = await state.model_for(request, body.model)
+    model = version.name
     record.request_id, record.model, record.stream = new_request_id("cmpl"), model, body.stream
     if state.settings.log_requests:
         record.prompt = body.prompt
-    prompts = [state.encode(p) if isinstance(p, str) else p for p in body.prompts()]
+    prompts = [version.encode(p) if isinstance(p, str) else p for p in body.prompts()]
     for prompt in prompts:
-        check_token_ids(prompt, state.engine.vocab_size, "prompt")
-        check_context(len(prompt), body.output_limit(), state.engine.max_model_len, "prompt")
-    params = to_sampling_params(body, body.output_limit(), body.logprobs, state.sampling_defaults.values)
+        check_token_ids(prompt, version.engine.vocab_size, "prompt")
+        check_context(len(prompt), body.output_limit(), version.engine.max_model_len, "prompt")
+    params = to_sampling_params(body, body.output_limit(), body.logprobs, version.sampling_defaults.values)
     timeout = state.timeout_for(body.request_timeout)
-    gen = await start_generation(state, record, prompts, params, body.priority, timeout)
-    echoes = _echo_texts(state, body, prompts)
+    gen = await start_generation(state, version, record, prompts, params, body.priority, timeout)
+    echoes = _echo_texts(version, body, prompts)
     headers = {"X-Request-Id": gen.request_id}
     if body.stream:
-        return sse.sse_response(stream_events(gen, _chunks(gen, body, model, echoes)), headers)
+        return sse.sse_response(stream_events(gen, _chunks(gen, body, model, echoes, version.fingerprint)), headers)
     choices = await collect_or_abort(gen, request)
     completion = Completion(id=gen.request_id, created=gen.created, model=model,
-                            choices=[_choice(c, body, echoes[c.index // body.n]) for c in choices], usage=gen.usage())
+                            choices=[_choice(c, body, echoes[c.index // body.n]) for c in choices], usage=gen.usage(),
+                            system_fingerprint=version.fingerprint)
     return Response(completion.model_dump_json(), media_type="application/json", headers=headers)
 
 
-def _echo_texts(state: ServerState, body: CompletionRequest, prompts: list[list[int]]) -> list[str]:
+def _echo_texts(version: ModelVersion, body: CompletionRequest, prompts: list[list[int]]) -> list[str]:
     """Per prompt, the text that `echo` puts before the completion ('' without echo)."""
     if not body.echo:
         return [""] * len(prompts)
-    return [p if isinstance(p, str) else state.decode(ids) for p, ids in zip(body.prompts(), prompts)]
+    return [p if isinstance(p, str) else version.decode(ids) for p, ids in zip(body.prompts(), prompts)]
 
 
 def _choice(choice: Choice, body: CompletionRequest, echo: str) -> CompletionChoice:
@@ -59,17 +62,19 @@ def _choice(choice: Choice, body: CompletionRequest, echo: str) -> CompletionCho
                             finish_reason=choice.finish_reason, stop_reason=choice.stop_reason)
 
 
-async def _chunks(gen: Generation, body: CompletionRequest, model: str, echoes: list[str]) -> AsyncIterator[bytes]:
+async def _chunks(gen: Generation, body: CompletionRequest, model: str, echoes: list[str],
+                  fingerprint: str) -> AsyncIterator[bytes]:
     options = body.stream_options or StreamOptions()
     pending_echo = {i: echoes[i // body.n] for i in range(len(gen.choices)) if echoes[i // body.n]}
     offsets = [0] * len(gen.choices)
 
     plain = body.logprobs is None and not options.continuous_usage_stats  # chunks without models
     fast = sse.ChunkEncoder("text_completion", gen.request_id, gen.created, model,
-                            ',"usage":null,"system_fingerprint":null')
+                            ',"usage":null,"system_fingerprint":' + sse.dumps(fingerprint))
 
     def chunk(choices: list[CompletionChoice], usage: Usage | None = None) -> bytes:
-        message = Completion(id=gen.request_id, created=gen.created, model=model, choices=choices, usage=usage)
+        message = Completion(id=gen.request_id, created=gen.created, model=model, choices=choices, usage=usage,
+                             system_fingerprint=fingerprint)
         return sse.event(message.model_dump_json())
 
     async for choice in gen.deltas():

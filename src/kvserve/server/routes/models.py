@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from kvserve.server.body import read_body
+from kvserve.server.errors import model_not_found
 from kvserve.server.protocol import DetokenizeRequest, TokenizeRequest
 from kvserve.server.responses import DetokenizeResponse, ModelCard, ModelList, TokenizeResponse
 from kvserve.server.sampling import check_token_ids
@@ -13,10 +14,14 @@ from kvserve.server.state import ServerState, server_state
 router = APIRouter()
 
 
-def _card(state: ServerState) -> ModelCard:
-    info = state.engine.info
-    return ModelCard(id=state.model_name, created=state.started, root=info.model_path or state.model_name,
-                     max_model_len=info.max_model_len)
+def _card(state: ServerState, name: str) -> ModelCard:
+    """What is known of `name` without loading it: the engine's facts only once loaded."""
+    host = state.models
+    version = host.current.get(name)
+    info = version.engine.info if version is not None else None
+    root = (info.model_path if info is not None else None) or name
+    return ModelCard(id=name, created=state.started, root=root, max_model_len=info.max_model_len if info else None,
+                     version=host.label(name), state=host.state(name).value)
 
 
 def _json(model: object) -> Response:
@@ -25,32 +30,34 @@ def _json(model: object) -> Response:
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> Response:
-    return _json(ModelList(data=[_card(server_state(request))]))
+    state = server_state(request)
+    return _json(ModelList(data=[_card(state, name) for name in state.models.specs]))
 
 
 @router.get("/v1/models/{model_id:path}")
 async def retrieve_model(model_id: str, request: Request) -> Response:
     state = server_state(request)
-    state.resolve_model(model_id)
-    return _json(_card(state))
+    if model_id not in state.models.specs:
+        raise model_not_found(model_id)
+    return _json(_card(state, model_id))
 
 
 @router.post("/tokenize")
 async def tokenize(request: Request) -> Response:
     state = server_state(request)
     body = await read_body(request, TokenizeRequest)
-    state.resolve_model(body.model)
+    version = await state.model_for(request, body.model)
     if body.messages is not None:
-        tokens = state.chat_prompt(body.messages, body.add_generation_prompt)
+        tokens = version.chat_prompt(body.messages, body.add_generation_prompt)
     else:
-        tokens = state.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
-    return _json(TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=state.engine.max_model_len))
+        tokens = version.encode(body.prompt or "", add_special_tokens=body.add_special_tokens)
+    return _json(TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=version.engine.max_model_len))
 
 
 @router.post("/detokenize")
 async def detokenize(request: Request) -> Response:
     state = server_state(request)
     body = await read_body(request, DetokenizeRequest)
-    state.resolve_model(body.model)
-    check_token_ids(body.tokens, state.engine.vocab_size, "tokens")
-    return _json(DetokenizeResponse(prompt=state.decode(body.tokens)))
+    version = await state.model_for(request, body.model)
+    check_token_ids(body.tokens, version.engine.vocab_size, "tokens")
+    return _json(DetokenizeResponse(prompt=version.decode(body.tokens)))

@@ -19,21 +19,25 @@ async def health() -> JSONResponse:
 
 @router.get("/ready")
 async def ready(request: Request) -> JSONResponse:
-    """The model is loaded and the engine process is running. Answered from what this
-    process already knows, never by asking the engine: a busy engine (a long step, a big
-    batch) is ready, and a gateway's health check must not time out on it."""
-    state = server_state(request)
-    engine = state.engine
-    if not engine.dead.is_set() and engine.client.process.is_alive():
-        return JSONResponse({"status": "ready", "model": state.model_name})
-    return JSONResponse({"status": "not ready", "reason": engine.dead_reason or "the engine process is not running"},
-                        status_code=503)
+    """Every loaded model's engine process is running (models not loaded load on demand).
+    Answered from what this process already knows, never by asking an engine: a busy
+    engine (a long step, a big batch) is ready, and a gateway's health check must not
+    time out on it."""
+    host = server_state(request).models
+    for name, version in host.current.items():
+        engine = version.engine
+        if engine.dead.is_set() or not engine.client.process.is_alive():
+            reason = engine.dead_reason or "the engine process is not running"
+            return JSONResponse({"status": "not ready", "reason": f"{name}: {reason}"}, status_code=503)
+    return JSONResponse({"status": "ready", "model": host.default_name, "models": sorted(host.current)})
 
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     state = server_state(request)
-    state.metrics.update_engine(state.engine.stats)
+    default = state.models.current.get(state.models.default_name)
+    if default is not None:  # the engine gauges describe the default model's engine
+        state.metrics.update_engine(default.engine.stats)
     body, content_type = state.metrics.render()
     return Response(body, media_type=content_type)
 
