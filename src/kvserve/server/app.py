@@ -8,6 +8,7 @@ from kvserve import __version__
 from kvserve.engine import AsyncLLM
 from kvserve.sampling_defaults import SamplingDefaults
 from kvserve.server.auth import ApiKeyMiddleware
+from kvserve.server.batches.service import open_batches
 from kvserve.server.errors import install_error_handlers
 from kvserve.server.metrics import ServerMetrics
 from kvserve.server.openapi import install_openapi
@@ -30,4 +31,6 @@ def build_app(engine: AsyncLLM, settings: ServerSettings, sampling_defaults: Sam
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(RequestLogMiddleware)  # outermost: logs 401s too
+    # the runner sends batch lines through the app itself; started and stopped by server/runner.py
+    app.state.batches = open_batches(settings.batch_settings(), app, settings.api_key)
     return app

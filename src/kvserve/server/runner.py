@@ -94,16 +94,18 @@ async def serve(engine_config: EngineConfig, settings: ServerSettings, sock: soc
     engine = await _start_engine(engine_config, settings)
     if engine is None:
         return EXIT_FAILED
-    server = DrainingServer(_uvicorn_config(build_app(engine, settings, defaults), settings), engine,
-                            settings.shutdown_timeout)
+    app = build_app(engine, settings, defaults)
+    server = DrainingServer(_uvicorn_config(app, settings), engine, settings.shutdown_timeout)
     watchdog = asyncio.create_task(_stop_when_engine_dies(engine, server))
     _keep_exit_code_zero_on_signals()
     banner = asyncio.create_task(_banner_when_listening(server, engine, engine_config, sock, defaults, started))
+    app.state.batches.start()
     try:
         await server.serve(sockets=[sock])
     finally:
         watchdog.cancel()
         banner.cancel()
+        await app.state.batches.stop()
         engine_died = engine.dead.is_set()
         await engine.shutdown()
     logger.info("server stopped")
