@@ -6,6 +6,7 @@ import json
 from typing import Awaitable, Callable
 
 from kvserve.gateway.admin import AdminAPI
+from kvserve.gateway.batches.api import BatchesAPI
 from kvserve.gateway.context import Receive, Scope, Send
 from kvserve.gateway.openapi import document
 from kvserve.gateway.proxy import send_error
@@ -20,6 +21,7 @@ class GatewayApp:
     def __init__(self, state: GatewayState) -> None:
         self.state = state
         self.admin = AdminAPI(state)
+        self.batches = BatchesAPI(state)  # /v1/files and /v1/batches
         self.routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self.completions,
             ("POST", "/v1/completions"): self.completions,
@@ -44,6 +46,8 @@ class GatewayApp:
             await handler(scope, receive, send)
         elif scope["path"].startswith("/admin/"):
             await self.admin(scope, receive, send)
+        elif scope["path"].startswith(("/v1/files", "/v1/batches")):
+            await self.batches(scope, receive, send)
         else:
             await send_error(send, self.no_route(scope["method"], scope["path"]))
 
@@ -90,6 +94,7 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.state.close()
+                await self.batches.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
