@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import io
 import json
-import time
+import re
+import subprocess
+import sys
 
 import openai
 import pytest
 
 from tests.helpers import wait_until
-from tests.server.conftest import start_server
+from tests.server.conftest import MODEL_NAME, start_server
+from tests.server.test_docs import DOCS, DOCS_URL
 
 MAX_FILE_BYTES = 1_000_000
 JOB_TIMEOUT_S = 120.0
@@ -20,7 +23,7 @@ JOB_TIMEOUT_S = 120.0
 def chat_line(custom_id: str, max_tokens: int = 4, **body) -> dict:
     messages = [{"role": "user", "content": f"Say something about {custom_id}."}]
     return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "tiny", "messages": messages, "max_tokens": max_tokens, "ignore_eos": True, **body}}
+            "body": {"model": MODEL_NAME, "messages": messages, "max_tokens": max_tokens, "ignore_eos": True, **body}}
 
 
 def jsonl(rows: list) -> bytes:
@@ -47,7 +50,7 @@ def rows_of(client: openai.OpenAI, file_id: str | None) -> list[dict]:
 
 
 def start(tmp_path_factory, model, data_dir) -> object:
-    return start_server(tmp_path_factory, model, "--served-model-name", "tiny", "--max-model-len", "256",
+    return start_server(tmp_path_factory, model, "--served-model-name", MODEL_NAME, "--max-model-len", "256",
                         "--data-dir", str(data_dir), "--batch-max-file-bytes", str(MAX_FILE_BYTES),
                         "--batch-concurrency", "16")
 
@@ -153,6 +156,19 @@ def test_cancel_stops_the_job_and_keeps_what_finished(client):
     assert listed.data[0].id == batch.id
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(listed.data[1].id)  # completed
+
+
+def test_the_docs_batch_snippet_runs(servers):
+    section = DOCS.read_text().split("<!-- batches:begin -->", 1)[1].split("<!-- batches:end -->", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert DOCS_URL in code
+    result = subprocess.run([sys.executable, "-c", code.replace(DOCS_URL, servers[0][-1].url)],
+                            capture_output=True, text=True, timeout=JOB_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("completed BatchRequestCounts(completed=100")
+    printed = [line.split()[0] for line in lines[1:] if line.startswith("sum-")]  # answers may hold newlines
+    assert printed == [f"sum-{i}" for i in range(100)]
 
 
 def test_sigkill_mid_job_then_restart_answers_every_line_once(servers):
