@@ -18,6 +18,7 @@ import asyncio
 import io
 import json
 import random
+import signal
 import socket
 import statistics
 import subprocess
@@ -67,13 +68,11 @@ async def one_request(client: httpx.AsyncClient, model: str, prompt: str, max_to
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             return None
-        async for line in response.aiter_lines():
-            if line.startswith("data: ") and '"content":"' in line and '"content":""' not in line:
+        first = None
+        async for line in response.aiter_lines():  # read to the end: the request then leaves the engine
+            if first is None and '"content":"' in line and '"content":""' not in line:
                 first = time.perf_counter() - sent
-                async for _ in response.aiter_lines():
-                    pass
-                return first
-    return None
+    return first
 
 
 async def load(url: str, model: str, args: argparse.Namespace, seed: int) -> list[float]:
@@ -120,6 +119,7 @@ def main() -> None:
     parser.add_argument("--batch-max-tokens", type=int, default=32, help="tokens of each batch answer")
     parser.add_argument("--batch-concurrency", type=int, default=8, help="the server's --batch-concurrency")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server too (the finally below)
     with tempfile.TemporaryDirectory() as tmp:
         proc, url = start_server(args, Path(tmp) / "data", Path(tmp) / "server.log")
         try:

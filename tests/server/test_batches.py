@@ -8,6 +8,8 @@ import json
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import openai
 import pytest
@@ -144,6 +146,7 @@ def test_files_list_retrieve_content_delete(client):
 
 
 def test_cancel_stops_the_job_and_keeps_what_finished(client):
+    finished = wait_status(client, submit(client, [chat_line("done-before")]).id, ("completed",))
     batch = submit(client, [chat_line(f"c-{i}", max_tokens=32) for i in range(400)])
     wait_until(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 5, JOB_TIMEOUT_S,
                "no line finished", step=0.1)
@@ -152,10 +155,36 @@ def test_cancel_stops_the_job_and_keeps_what_finished(client):
     assert done.cancelling_at and done.cancelled_at
     assert 5 <= done.request_counts.completed < 400
     assert len(rows_of(client, done.output_file_id)) == done.request_counts.completed
-    listed = client.batches.list(limit=2)
-    assert listed.data[0].id == batch.id
+    assert [b.id for b in client.batches.list(limit=2).data] == [batch.id, finished.id]  # newest first
     with pytest.raises(openai.ConflictError):
-        client.batches.cancel(listed.data[1].id)  # completed
+        client.batches.cancel(finished.id)
+
+
+def test_no_batch_line_starts_while_an_interactive_request_runs(client):
+    batch = submit(client, [chat_line(f"y-{i}", max_tokens=8) for i in range(400)])
+    wait_until(lambda: client.batches.retrieve(batch.id).request_counts.completed >= 1, JOB_TIMEOUT_S,
+               "the job did not start", step=0.05)
+    samples, stop = [], threading.Event()  # (when, lines answered), read beside the stream
+
+    def poll(poller=openai.OpenAI(base_url=str(client.base_url), api_key="unused", max_retries=0)) -> None:
+        while not stop.is_set():
+            samples.append((time.monotonic(), poller.batches.retrieve(batch.id).request_counts.completed))
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    stream = client.chat.completions.create(model=MODEL_NAME, messages=[{"role": "user", "content": "hi"}],
+                                            max_tokens=200, stream=True, extra_body={"ignore_eos": True})
+    chunk_times = [time.monotonic() for _ in stream]
+    stop.set()
+    thread.join()
+    # from its first chunk to the middle of its stream (far from its end), only the lines
+    # already in the engine when it came (at most --batch-concurrency) could finish
+    middle = (chunk_times[0] + chunk_times[-1]) / 2
+    at_start = next(count for when, count in samples if when >= chunk_times[0])
+    at_middle = max(count for when, count in samples if when <= middle)
+    assert at_middle - at_start <= 16, samples
+    assert wait_status(client, batch.id, ("completed",)).request_counts.completed == 400
 
 
 def test_the_docs_batch_snippet_runs(servers):

@@ -9,6 +9,7 @@ from kvserve.engine import AsyncLLM
 from kvserve.sampling_defaults import SamplingDefaults
 from kvserve.server.auth import ApiKeyMiddleware
 from kvserve.server.batches.service import open_batches
+from kvserve.server.batches.traffic import CountInteractive, InteractiveTraffic
 from kvserve.server.errors import install_error_handlers
 from kvserve.server.metrics import ServerMetrics
 from kvserve.server.openapi import install_openapi
@@ -30,7 +31,9 @@ def build_app(engine: AsyncLLM, settings: ServerSettings, sampling_defaults: Sam
     install_openapi(app)
     if settings.api_key:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    traffic = InteractiveTraffic()  # batch lines start only while no client's request runs
+    app.add_middleware(CountInteractive, traffic=traffic)
     app.add_middleware(RequestLogMiddleware)  # outermost: logs 401s too
     # the runner sends batch lines through the app itself; started and stopped by server/runner.py
-    app.state.batches = open_batches(settings.batch_settings(), app, settings.api_key)
+    app.state.batches = open_batches(settings.batch_settings(), app, settings.api_key, traffic)
     return app

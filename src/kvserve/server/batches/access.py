@@ -27,7 +27,8 @@ def page_limit(request: Request, default: int, maximum: int) -> int:
     if raw is None:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= maximum:
-        raise bad_request(f"Invalid value for 'limit': it must be an integer in 1..{maximum}.", "limit", "invalid_value")
+        raise bad_request(f"Invalid value for 'limit': it must be an integer in 1..{maximum}.", "limit",
+                          "invalid_value")
     return int(raw)
 
 

@@ -38,7 +38,9 @@ async def create_batch(request: Request) -> JSONResponse:
     service = batch_service(request)
     body = await read_body(request, CreateBatch)
     _check(body)
-    source = await asyncio.to_thread(service.store.get_file, body.input_file_id) if valid_id(body.input_file_id) else None
+    source = None
+    if valid_id(body.input_file_id):
+        source = await asyncio.to_thread(service.store.get_file, body.input_file_id)
     if source is None or source.purpose != "batch":
         raise bad_request(f"No file with purpose 'batch' has the id '{body.input_file_id}'.", "input_file_id",
                           "invalid_value")

@@ -35,8 +35,8 @@ def parse_input(data: bytes, endpoint: str, max_lines: int) -> ParsedFile:
     if not texts:
         return ParsedFile(error={"code": "empty_file", "message": "The input file has no requests.", "line": None})
     if len(texts) > max_lines:
-        return ParsedFile(error={"code": "too_many_lines", "line": None,
-                                 "message": f"The input file has {len(texts)} requests; at most {max_lines} are allowed."})
+        message = f"The input file has {len(texts)} requests; at most {max_lines} are allowed."
+        return ParsedFile(error={"code": "too_many_lines", "message": message, "line": None})
     parsed, seen = ParsedFile(), set()
     for number, text in enumerate(data.split(b"\n"), start=1):
         if not text.strip():

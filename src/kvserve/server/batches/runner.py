@@ -5,7 +5,10 @@
 
 Jobs run one after another, oldest first; a job's lines run `concurrency` at a time, each
 submitted at BATCH_PRIORITY so that the engine's priority scheduler serves interactive
-requests first and preempts batch lines for them. A line's answer is committed before it
+requests first and preempts batch lines for them. A line starts only while no client's
+completion request is being answered (traffic.py; lines already running go on): a batch
+prefill never shares a step with an interactive one, and a steady interactive load holds
+the job back. A line's answer is committed before it
 counts; a 503 (engine overloaded or stopping) is no answer, and the line runs again. The
 runner's state is the store's: after a restart it picks up the oldest active job and runs
 the lines that have no answer.
@@ -32,14 +35,16 @@ logger = logging.getLogger("kvserve.batches")
 Execute = Callable[[str, dict[str, Any]], Awaitable[tuple[int, str, Any]]]
 RETRY_STATUSES = frozenset({503})  # overloaded or stopping: the line gets no answer yet
 RETRY_S = 1.0  # wait before running such a line again
+IDLE_POLL_S = 0.02  # while interactive requests run, how often a waiting line looks again
 FINAL_OF = {"finalizing": "completed", "cancelling": "cancelled", "in_progress": "expired"}
 
 
 class BatchRunner:
     def __init__(self, store: BatchStore, files: FileDir, execute: Execute, settings: BatchSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 interactive: Callable[[], int] = lambda: 0, clock: Callable[[], float] = time.time) -> None:
         self.store, self.files, self.execute = store, files, execute
         self.settings, self.clock = settings, clock
+        self.interactive = interactive  # completion requests of clients being answered now
         self._wake = asyncio.Event()
         self._halted: set[str] = set()  # jobs cancelled while their lines run
         self._workers: set[asyncio.Task] = set()
@@ -86,7 +91,8 @@ class BatchRunner:
     async def _validate(self, batch: BatchRecord) -> None:
         data = await asyncio.to_thread(self.files.read, batch.input_file_id)
         if data is None:
-            error = {"code": "file_not_found", "message": f"The input file {batch.input_file_id} is gone.", "line": None}
+            error = {"code": "file_not_found", "message": f"The input file {batch.input_file_id} is gone.",
+                     "line": None}
             await asyncio.to_thread(self.store.transition, batch.id, "failed", self._now(), ("validating",),
                                     errors=[error])
             return
@@ -117,9 +123,15 @@ class BatchRunner:
 
     async def _work(self, batch: BatchRecord, pending: Iterator[Line]) -> None:
         for line in pending:  # shared by the workers: each line is taken once
+            await self._wait_for_idle_engine(batch.id)
             if batch.id in self._halted or self._now() >= batch.expires_at:
                 return
             await self._answer(batch, line)
+
+    async def _wait_for_idle_engine(self, batch_id: str) -> None:
+        """Until no client's completion request is being answered (or the job is cancelled)."""
+        while self.interactive() > 0 and batch_id not in self._halted:
+            await asyncio.sleep(IDLE_POLL_S)
 
     async def _answer(self, batch: BatchRecord, line: Line) -> None:
         body = json.loads(line.body or "{}")
