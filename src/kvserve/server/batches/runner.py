@@ -5,10 +5,10 @@
 
 Jobs run one after another, oldest first; a job's lines run `concurrency` at a time, each
 submitted at BATCH_PRIORITY so that the engine's priority scheduler serves interactive
-requests first and preempts batch lines for them. A line starts only while no client's
-completion request is being answered (traffic.py; lines already running go on): a batch
-prefill never shares a step with an interactive one, and a steady interactive load holds
-the job back. A line's answer is committed before it
+requests first. A line runs only while no client's completion request is being answered
+(traffic.py): one that arrives aborts the lines in the engine, which run again once the
+interactive requests are done (from the start: their prompts are likely still in the
+prefix cache). A steady interactive load thus holds a job back. A line's answer is committed before it
 counts; a 503 (engine overloaded or stopping) is no answer, and the line runs again. The
 runner's state is the store's: after a restart it picks up the oldest active job and runs
 the lines that have no answer.
@@ -17,6 +17,7 @@ the lines that have no answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -28,23 +29,23 @@ from kvserve.server.batches.lines import error_row, parse_input, response_row
 from kvserve.server.batches.records import BatchRecord, FileRecord
 from kvserve.server.batches.settings import BatchSettings
 from kvserve.server.batches.store import BatchStore, Line
+from kvserve.server.batches.traffic import InteractiveTraffic
 
 logger = logging.getLogger("kvserve.batches")
 
-# (endpoint, body) -> (HTTP status, request id, response body)
-Execute = Callable[[str, dict[str, Any]], Awaitable[tuple[int, str, Any]]]
+Result = tuple[int, str, Any]  # HTTP status, request id, response body
+Execute = Callable[[str, dict[str, Any]], Awaitable[Result]]
 RETRY_STATUSES = frozenset({503})  # overloaded or stopping: the line gets no answer yet
 RETRY_S = 1.0  # wait before running such a line again
-IDLE_POLL_S = 0.02  # while interactive requests run, how often a waiting line looks again
 FINAL_OF = {"finalizing": "completed", "cancelling": "cancelled", "in_progress": "expired"}
 
 
 class BatchRunner:
     def __init__(self, store: BatchStore, files: FileDir, execute: Execute, settings: BatchSettings,
-                 interactive: Callable[[], int] = lambda: 0, clock: Callable[[], float] = time.time) -> None:
+                 traffic: InteractiveTraffic | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store, self.files, self.execute = store, files, execute
         self.settings, self.clock = settings, clock
-        self.interactive = interactive  # completion requests of clients being answered now
+        self.traffic = traffic or InteractiveTraffic()  # clients' completion requests being answered
         self._wake = asyncio.Event()
         self._halted: set[str] = set()  # jobs cancelled while their lines run
         self._workers: set[asyncio.Task] = set()
@@ -123,31 +124,45 @@ class BatchRunner:
 
     async def _work(self, batch: BatchRecord, pending: Iterator[Line]) -> None:
         for line in pending:  # shared by the workers: each line is taken once
-            await self._wait_for_idle_engine(batch.id)
-            if batch.id in self._halted or self._now() >= batch.expires_at:
+            if not await self._answer(batch, line):
                 return
-            await self._answer(batch, line)
 
-    async def _wait_for_idle_engine(self, batch_id: str) -> None:
-        """Until no client's completion request is being answered (or the job is cancelled)."""
-        while self.interactive() > 0 and batch_id not in self._halted:
-            await asyncio.sleep(IDLE_POLL_S)
-
-    async def _answer(self, batch: BatchRecord, line: Line) -> None:
+    async def _answer(self, batch: BatchRecord, line: Line) -> bool:
+        """Run a line until it has an answer and commit it; False if the job stopped first."""
         body = json.loads(line.body or "{}")
         while True:
+            await self.traffic.idle.wait()
+            if batch.id in self._halted or self._now() >= batch.expires_at:
+                return False
             try:
-                status, request_id, response = await self.execute(batch.endpoint, body)
+                outcome = await self._unless_preempted(self.execute(batch.endpoint, body))
             except Exception:  # a bug in the endpoint: answer the line, keep the job going
                 logger.exception("batch %s line %d failed", batch.id, line.idx)
                 row = error_row(line.custom_id, "internal_error", "The request failed inside the server.")
                 await asyncio.to_thread(self.store.record_line, batch.id, line.idx, False, row)
-                return
-            if status not in RETRY_STATUSES:
+                return True
+            if outcome is not None and outcome[0] not in RETRY_STATUSES:
                 break
-            await asyncio.sleep(RETRY_S)
+            if outcome is not None:
+                await asyncio.sleep(RETRY_S)
+        status, request_id, response = outcome
         row = response_row(line.custom_id, status, request_id, response)
         await asyncio.to_thread(self.store.record_line, batch.id, line.idx, status == 200, row)
+        return True
+
+    async def _unless_preempted(self, request: Awaitable[Result]) -> Result | None:
+        """The request's result, or None when a client's request came first (it is aborted)."""
+        run = asyncio.ensure_future(request)
+        arrival = asyncio.ensure_future(self.traffic.busy.wait())
+        try:
+            await asyncio.wait({run, arrival}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrival.cancel()
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+        return None if run.cancelled() else run.result()
 
     async def _expire(self, batch: BatchRecord) -> None:
         for line in await asyncio.to_thread(self.store.pending_lines, batch.id):

@@ -87,7 +87,7 @@ def open_batches(settings: BatchSettings, app: Any, api_key: str | None,
         headers["authorization"] = f"Bearer {api_key}"
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
                                base_url="http://batch.internal", headers=headers, timeout=None)
-    runner = BatchRunner(store, files, _executor(client), settings, lambda: traffic.in_flight)
+    runner = BatchRunner(store, files, _executor(client), settings, traffic)
     return BatchService(settings, store, files, runner, lock, client)
 
 

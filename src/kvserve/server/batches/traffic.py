@@ -4,6 +4,7 @@ header that carries a token only this process knows; the comparison is constant-
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 
@@ -20,6 +21,20 @@ class InteractiveTraffic:
     def __init__(self) -> None:
         self.in_flight = 0
         self.token = secrets.token_hex(16)
+        self.busy = asyncio.Event()  # set while some are in flight
+        self.idle = asyncio.Event()  # set while none is
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+        self.busy.set()
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self.busy.clear()
+            self.idle.set()
 
     def is_batch_line(self, scope: Scope) -> bool:
         given = next((v for k, v in scope["headers"] if k == MARK_HEADER.encode()), b"")
@@ -37,8 +52,8 @@ class CountInteractive:
         if scope["type"] != "http" or scope["path"] not in ENDPOINTS or self.traffic.is_batch_line(scope):
             await self.app(scope, receive, send)
             return
-        self.traffic.in_flight += 1
+        self.traffic.enter()
         try:
             await self.app(scope, receive, send)
         finally:
-            self.traffic.in_flight -= 1
+            self.traffic.leave()
