@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from tests.gateway.conftest import GatewayThread, fast_config, make_key
-from tests.server.conftest import start_server
+from tests.server.conftest import MODEL_NAME, start_server
 from tests.server.test_batches import chat_line, jsonl, rows_of, submit, wait_status
 
 UPSTREAM_KEY = "upstream-secret"
@@ -18,7 +18,7 @@ GATEWAY_MAX_FILE_BYTES = 200_000
 
 @pytest.fixture(scope="module")
 def replica(tiny_llama, tmp_path_factory):
-    proc = start_server(tmp_path_factory, tiny_llama, "--served-model-name", "tiny", "--max-model-len", "256",
+    proc = start_server(tmp_path_factory, tiny_llama, "--served-model-name", MODEL_NAME, "--max-model-len", "256",
                         "--api-key", UPSTREAM_KEY, "--batch-concurrency", "16")
     yield proc
     proc.stop()
@@ -33,7 +33,7 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(replica, keys):
     path, _ = keys
-    models = {"tiny": {"pool": {"endpoints": [{"url": replica.url, "api_key": UPSTREAM_KEY}]}}}
+    models = {MODEL_NAME: {"pool": {"endpoints": [{"url": replica.url, "api_key": UPSTREAM_KEY}]}}}
     batches = {"enabled": True, "url": replica.url, "api_key": UPSTREAM_KEY, "max_file_bytes": GATEWAY_MAX_FILE_BYTES,
                "tenant_quotas": {"solo": {"max_active_batches": 1}, "small": {"max_lines": 10}}}
     gw = GatewayThread(fast_config(models, auth={"enabled": True, "keys_file": str(path)}, batches=batches)).start()
