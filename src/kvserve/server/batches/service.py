@@ -24,8 +24,9 @@ from kvserve.server.batches.store import BatchStore
 from kvserve.server.batches.traffic import MARK_HEADER, InteractiveTraffic
 
 logger = logging.getLogger("kvserve.batches")
-# the request log has a line per batch line already; httpx's own line per request would double it
-logging.getLogger("httpx").setLevel(logging.WARNING)
+BASE_URL = "http://batch.internal"  # the in-process app, as the runner's client names it
+# the request log has a line per batch line already; httpx's own line for each would double it
+logging.getLogger("httpx").addFilter(lambda record: BASE_URL not in record.getMessage())
 
 
 class BatchService:
@@ -86,7 +87,7 @@ def open_batches(settings: BatchSettings, app: Any, api_key: str | None,
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
-                               base_url="http://batch.internal", headers=headers, timeout=None)
+                               base_url=BASE_URL, headers=headers, timeout=None)
     runner = BatchRunner(store, files, _executor(client), settings, traffic)
     return BatchService(settings, store, files, runner, lock, client)
 
