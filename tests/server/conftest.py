@@ -11,8 +11,9 @@ from tests.helpers import ServeProcess
 
 
 def start_server(tmp_path_factory: pytest.TempPathFactory, model: Path, *args: str) -> ServeProcess:
-    log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    return ServeProcess(["--model", str(model), *args], log_path).start()
+    log_dir = tmp_path_factory.mktemp("serve")
+    data_dir = () if "--data-dir" in args else ("--data-dir", str(log_dir / "batches"))  # not the user's cache
+    return ServeProcess(["--model", str(model), *data_dir, *args], log_dir / "server.log").start()
 
 
 # The shared server answers to the name the embedded default model is served under, so

@@ -8,6 +8,7 @@ from typing import Any
 
 from kvserve.cli.engine_args import add_engine_args, check_type, engine_config_from_args, load_config_file
 from kvserve.config import ConfigError, DeviceUnavailableError, EngineConfig
+from kvserve.server.batches.settings import with_batch_policy
 
 # server flags: name -> (type, help); the settings and their defaults live in ServerSettings
 SERVER_FLAGS: dict[str, tuple[type, str]] = {
@@ -26,6 +27,11 @@ SERVER_FLAGS: dict[str, tuple[type, str]] = {
                            "(default: OTEL_EXPORTER_OTLP_ENDPOINT, else tracing off)"),
     "allow_special_tokens_in_content": (bool, "parse special-token strings (<|im_start|>, <|eot_id|>) in message "
                                               "content and prompt text as control tokens (default: off: as text)"),
+    "data_dir": (str, "batch API: where uploaded files, output files and job state live "
+                      "(default: ~/.cache/kvserve/batches)"),
+    "batch_max_file_bytes": (int, "batch API: largest upload in bytes; 413 past it (default: 200 MiB)"),
+    "batch_concurrency": (int, "batch API: batch lines in the engine at once, at the lowest priority; "
+                               "0 turns the batch API off (default: 8)"),
 }
 
 
@@ -99,7 +105,8 @@ def configs_from_args(args: argparse.Namespace) -> tuple[EngineConfig, Any]:
             values[name] = check_type(name, kind | None, file_values[name])
         if hasattr(args, name):
             values[name] = getattr(args, name)
-    return engine_config_from_args(args), ServerSettings(**values)
+    settings = ServerSettings(**values)
+    return with_batch_policy(engine_config_from_args(args), settings.batch_settings()), settings
 
 
 def models_from_args(args: argparse.Namespace) -> Any:

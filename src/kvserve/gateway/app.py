@@ -7,6 +7,7 @@ from typing import Awaitable, Callable
 
 from kvserve.console.files import ConsoleFiles, is_console_path
 from kvserve.gateway.admin import AdminAPI
+from kvserve.gateway.batches.api import BatchesAPI
 from kvserve.gateway.context import Receive, Scope, Send
 from kvserve.gateway.openapi import document
 from kvserve.gateway.proxy import send_error
@@ -22,6 +23,7 @@ class GatewayApp:
         self.state = state
         self.admin = AdminAPI(state)
         self.console = ConsoleFiles("gateway")
+        self.batches = BatchesAPI(state)  # /v1/files and /v1/batches
         self.routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("POST", "/v1/chat/completions"): self.completions,
             ("POST", "/v1/completions"): self.completions,
@@ -48,6 +50,8 @@ class GatewayApp:
             await self.admin(scope, receive, send)
         elif is_console_path(scope["path"]):
             await self.console(scope, receive, send)
+        elif scope["path"].startswith(("/v1/files", "/v1/batches")):
+            await self.batches(scope, receive, send)
         else:
             await send_error(send, self.no_route(scope["method"], scope["path"]))
 
@@ -97,6 +101,7 @@ class GatewayApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.state.close()
+                await self.batches.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, PrivacyConfig, RedisConfig,
                                            SemanticCacheConfig, StreamsConfig, TenantLimits)
 from kvserve.gateway.fleet.fleet_config import DnsDiscoveryConfig, HoldConfig
+from kvserve.gateway.batches_config import BatchesConfig
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
 class ConfigError(ValueError):
@@ -187,6 +188,7 @@ class GatewayConfig(Section):
     cache: CacheConfig = CacheConfig()
     streams: StreamsConfig = StreamsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    batches: BatchesConfig = BatchesConfig()  # /v1/files and /v1/batches, passed to one replica
     models: dict[str, ModelConfig] = Field(min_length=1)  # client-facing model name -> versions
 
     @field_validator("models")

@@ -97,16 +97,18 @@ async def serve(models: ModelsConfig, engine_config: EngineConfig, settings: Ser
     host = await _start_models(models, engine_config, settings)
     if host is None:
         return EXIT_FAILED
-    server = DrainingServer(_uvicorn_config(build_app(host, settings, tracer), settings), host,
-                            settings.shutdown_timeout)
+    app = build_app(host, settings, tracer)
+    server = DrainingServer(_uvicorn_config(app, settings), host, settings.shutdown_timeout)
     watchdog = asyncio.create_task(_stop_when_engine_dies(host, server))
     _keep_exit_code_zero_on_signals()
     banner = asyncio.create_task(_banner_when_listening(server, host, engine_config, sock, started))
+    app.state.batches.start()
     try:
         await server.serve(sockets=[sock])
     finally:
         watchdog.cancel()
         banner.cancel()
+        await app.state.batches.stop()
         await host.shutdown()
     logger.info("server stopped")
     return EXIT_FAILED if host.fatal.is_set() else EXIT_OK

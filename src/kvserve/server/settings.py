@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from kvserve.config import ConfigError
 from kvserve.http_limits import HeaderLimits
 from kvserve.tracing import traces_url
+from kvserve.server.batches.settings import BatchSettings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -26,6 +28,9 @@ class ServerSettings:
     max_headers: int = 100  # header fields per request (431 past it)
     header_timeout: float = 10.0  # seconds from a request's first byte to its last header (408 and close after)
     otlp_endpoint: str | None = None  # OTLP HTTP collector for traces (None: OTEL_EXPORTER_OTLP_ENDPOINT, else off)
+    data_dir: str | None = None  # batch API: files and job state (SQLite); default ~/.cache/kvserve/batches
+    batch_max_file_bytes: int = BatchSettings.max_file_bytes  # batch API: larger uploads get 413
+    batch_concurrency: int = BatchSettings.concurrency  # batch lines in the engine at once; 0 turns batches off
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -42,11 +47,16 @@ class ServerSettings:
             self.header_limits()
             if self.otlp_endpoint is not None:
                 traces_url(self.otlp_endpoint)
+            self.batch_settings()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
     def header_limits(self) -> HeaderLimits:
         return HeaderLimits(self.max_header_bytes, self.max_headers, self.header_timeout)
+
+    def batch_settings(self) -> BatchSettings:
+        data_dir = Path(self.data_dir) if self.data_dir else None
+        return BatchSettings(data_dir, self.batch_max_file_bytes, self.batch_concurrency)
 
     @staticmethod
     def setting_names() -> list[str]:

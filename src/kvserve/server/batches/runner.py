@@ -1,0 +1,185 @@
+"""The batch runner: one asyncio task in `kvserve serve` that takes jobs through their statuses.
+
+    validating → in_progress → finalizing → completed       (or failed: the file is refused)
+    cancelling → cancelled,   in_progress past expires_at → expired
+
+Jobs run one after another, oldest first; a job's lines run `concurrency` at a time, each
+submitted at BATCH_PRIORITY so that the engine's priority scheduler serves interactive
+requests first. A line runs only while no client's completion request is being answered
+(traffic.py): one that arrives aborts the lines in the engine, which run again once the
+interactive requests are done (from the start: their prompts are likely still in the
+prefix cache). A steady interactive load thus holds a job back. A line's answer is committed before it
+counts; a 503 (engine overloaded or stopping) is no answer, and the line runs again. The
+runner's state is the store's: after a restart it picks up the oldest active job and runs
+the lines that have no answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from kvserve.server.batches.files import FileDir
+from kvserve.server.batches.lines import error_row, parse_input, response_row
+from kvserve.server.batches.records import BatchRecord, FileRecord
+from kvserve.server.batches.settings import BatchSettings
+from kvserve.server.batches.store import BatchStore, Line
+from kvserve.server.batches.traffic import InteractiveTraffic
+
+logger = logging.getLogger("kvserve.batches")
+
+Result = tuple[int, str, Any]  # HTTP status, request id, response body
+Execute = Callable[[str, dict[str, Any]], Awaitable[Result]]
+RETRY_STATUSES = frozenset({503})  # overloaded or stopping: the line gets no answer yet
+RETRY_S = 1.0  # wait before running such a line again
+FINAL_OF = {"finalizing": "completed", "cancelling": "cancelled", "in_progress": "expired"}
+
+
+class BatchRunner:
+    def __init__(self, store: BatchStore, files: FileDir, execute: Execute, settings: BatchSettings,
+                 traffic: InteractiveTraffic | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.store, self.files, self.execute = store, files, execute
+        self.settings, self.clock = settings, clock
+        self.traffic = traffic or InteractiveTraffic()  # clients' completion requests being answered
+        self._wake = asyncio.Event()
+        self._halted: set[str] = set()  # jobs cancelled while their lines run
+        self._workers: set[asyncio.Task] = set()
+        self._current: str | None = None  # the job whose lines run now
+
+    def wake(self) -> None:
+        """A job was created or changed: look again."""
+        self._wake.set()
+
+    def cancel(self, batch_id: str) -> None:
+        """Stop the lines of a job whose status is now cancelling (those in the engine are aborted)."""
+        self._halted.add(batch_id)
+        if batch_id == self._current:
+            for task in self._workers:
+                task.cancel()
+        self.wake()
+
+    async def run(self) -> None:
+        while True:
+            batch = await asyncio.to_thread(self.store.next_active)
+            if batch is None:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            try:
+                await self._step(batch)
+            except Exception:  # a bug: fail this job rather than loop on it
+                logger.exception("batch %s failed", batch.id)
+                await asyncio.to_thread(self.store.transition, batch.id, "failed", self._now(), (batch.status,),
+                                        errors=[{"code": "internal_error", "message": "The batch runner failed.",
+                                                 "line": None}])
+
+    async def _step(self, batch: BatchRecord) -> None:
+        if batch.status == "validating":
+            await self._validate(batch)
+        elif batch.status == "in_progress":
+            await self._run_lines(batch)
+        else:
+            await self._finalize(batch, FINAL_OF[batch.status])
+
+    def _now(self) -> int:
+        return int(self.clock())
+
+    async def _validate(self, batch: BatchRecord) -> None:
+        data = await asyncio.to_thread(self.files.read, batch.input_file_id)
+        if data is None:
+            error = {"code": "file_not_found", "message": f"The input file {batch.input_file_id} is gone.",
+                     "line": None}
+            await asyncio.to_thread(self.store.transition, batch.id, "failed", self._now(), ("validating",),
+                                    errors=[error])
+            return
+        parsed = await asyncio.to_thread(parse_input, data, batch.endpoint, self.settings.max_lines)
+        if parsed.error is not None:
+            await asyncio.to_thread(self.store.transition, batch.id, "failed", self._now(), ("validating",),
+                                    errors=[parsed.error])
+            return
+        await asyncio.to_thread(self.store.start_lines, batch.id, parsed.lines, self._now())
+
+    async def _run_lines(self, batch: BatchRecord) -> None:
+        pending = iter(await asyncio.to_thread(self.store.pending_lines, batch.id))
+        self._current = batch.id
+        self._workers = {asyncio.create_task(self._work(batch, pending)) for _ in range(self.settings.concurrency)}
+        try:
+            await asyncio.wait(self._workers)
+        finally:
+            for task in self._workers:
+                task.cancel()
+            self._workers, self._current = set(), None
+        if batch.id in self._halted:
+            self._halted.discard(batch.id)
+            return  # cancelling: the next look finalizes it
+        if self._now() >= batch.expires_at:
+            await self._expire(batch)
+            return
+        await asyncio.to_thread(self.store.transition, batch.id, "finalizing", self._now(), ("in_progress",))
+
+    async def _work(self, batch: BatchRecord, pending: Iterator[Line]) -> None:
+        for line in pending:  # shared by the workers: each line is taken once
+            if not await self._answer(batch, line):
+                return
+
+    async def _answer(self, batch: BatchRecord, line: Line) -> bool:
+        """Run a line until it has an answer and commit it; False if the job stopped first."""
+        body = json.loads(line.body or "{}")
+        while True:
+            await self.traffic.idle.wait()
+            if batch.id in self._halted or self._now() >= batch.expires_at:
+                return False
+            try:
+                outcome = await self._unless_preempted(self.execute(batch.endpoint, body))
+            except Exception:  # a bug in the endpoint: answer the line, keep the job going
+                logger.exception("batch %s line %d failed", batch.id, line.idx)
+                row = error_row(line.custom_id, "internal_error", "The request failed inside the server.")
+                await asyncio.to_thread(self.store.record_line, batch.id, line.idx, False, row)
+                return True
+            if outcome is not None and outcome[0] not in RETRY_STATUSES:
+                break
+            if outcome is not None:
+                await asyncio.sleep(RETRY_S)
+        status, request_id, response = outcome
+        row = response_row(line.custom_id, status, request_id, response)
+        await asyncio.to_thread(self.store.record_line, batch.id, line.idx, status == 200, row)
+        return True
+
+    async def _unless_preempted(self, request: Awaitable[Result]) -> Result | None:
+        """The request's result, or None when a client's request came first (it is aborted)."""
+        run = asyncio.ensure_future(request)
+        arrival = asyncio.ensure_future(self.traffic.busy.wait())
+        try:
+            await asyncio.wait({run, arrival}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            arrival.cancel()
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+        return None if run.cancelled() else run.result()
+
+    async def _expire(self, batch: BatchRecord) -> None:
+        for line in await asyncio.to_thread(self.store.pending_lines, batch.id):
+            row = error_row(line.custom_id, "batch_expired", "This line was not executed before the batch expired.")
+            await asyncio.to_thread(self.store.record_line, batch.id, line.idx, False, row)
+        await self._finalize(batch, "expired")
+
+    async def _finalize(self, batch: BatchRecord, to: str) -> None:
+        """Write the output and error files from the stored answers (once: their ids are the job's)."""
+        now, files, ids = self._now(), [], {}
+        for ok, kind, field in ((True, "output", "output_file_id"), (False, "errors", "error_file_id")):
+            rows = await asyncio.to_thread(self.store.results, batch.id, ok)
+            if rows:
+                file_id = self.files.result_id(batch.id, kind)
+                size = await asyncio.to_thread(self.files.write, file_id, rows)
+                files.append(FileRecord(file_id, f"{batch.id}_{kind}.jsonl", "batch_output", size, now))
+                ids[field] = file_id
+        await asyncio.to_thread(self.store.finish, batch.id, to, now, files, **ids)
+        self._halted.discard(batch.id)
+        logger.info("batch %s %s", batch.id, to)
