@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, PrivacyConfig, RedisConfig,
                                            SemanticCacheConfig, StreamsConfig, TenantLimits)
+from kvserve.gateway.rollouts.config import RolloutsConfig
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
 class ConfigError(ValueError):
@@ -184,6 +185,7 @@ class GatewayConfig(Section):
     cache: CacheConfig = CacheConfig()
     streams: StreamsConfig = StreamsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    rollouts: RolloutsConfig = RolloutsConfig()  # automatic rollouts (admin API /admin/rollouts)
     models: dict[str, ModelConfig] = Field(min_length=1)  # client-facing model name -> versions
 
     @field_validator("models")

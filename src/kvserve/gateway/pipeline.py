@@ -22,6 +22,7 @@ from kvserve.gateway.context import Receive, RequestContext, Scope, Send
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.proxy import Proxy, send_error
 from kvserve.gateway.request import RequestParser
+from kvserve.gateway.rollouts.window import OutcomeWindow
 from kvserve.gateway.routing.shedding import Shedder
 from kvserve.gateway.routing.table import RoutingTable
 from kvserve.gateway.stages.authenticate import Authenticate
@@ -81,7 +82,8 @@ class Pipeline:
 
 
 def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, backends: Backends,
-                   metrics: GatewayMetrics, clock: Callable[[], float], rng: random.Random) -> Pipeline:
+                   metrics: GatewayMetrics, clock: Callable[[], float], rng: random.Random,
+                   window: OutcomeWindow) -> Pipeline:
     access = access_enabled(config)
     keys = backends.keys(config)
     m = metrics.access
@@ -97,5 +99,5 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
         Forward(proxy, backends.store, config.streams, tapped=access),
     ]
     accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else NoAccounts()
-    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts)
+    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts, window)
     return Pipeline(stages, settle, clock)

@@ -16,6 +16,9 @@ from kvserve.gateway.fleet.upstream import UpstreamClient
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.pipeline import Pipeline, build_pipeline
 from kvserve.gateway.proxy import Proxy
+from kvserve.gateway.rollouts.controller import RolloutController
+from kvserve.gateway.rollouts.metrics import RolloutMetrics
+from kvserve.gateway.rollouts.store import MemoryRollouts, RedisRollouts
 from kvserve.gateway.routing.table import RoutingTable
 
 log = logging.getLogger("kvserve.gateway")
@@ -38,6 +41,9 @@ class GatewayState:
         self.admin_key = config.admin.resolved_key()
         self.draining = False  # set on SIGTERM: /ready answers 503
         self.backends = Backends(config, self.metrics.access)
+        store = MemoryRollouts() if self.backends.link is None else RedisRollouts(self.backends.link)
+        self.rollouts = RolloutController(config.rollouts, store, lambda: self.table,
+                                          RolloutMetrics(self.metrics.registry))
         self._proxy: Proxy | None = None
         self._pipeline: Pipeline | None = None
         self._monitor: Monitor | None = None
@@ -58,8 +64,10 @@ class GatewayState:
         self._monitor.sync(self.table.endpoints())
         self.backends.start()  # the semantic cache's model loads in the background
         self._build()
+        await self.rollouts.start()
 
     async def close(self) -> None:
+        await self.rollouts.close()
         if self._monitor is not None:
             await self._monitor.close()
         for client in self._clients:
@@ -75,6 +83,8 @@ class GatewayState:
         self.table = RoutingTable.build(config, self.registry, previous=self.table)
         self.admin_key = config.admin.resolved_key()
         self.backends.configure(config)
+        self.rollouts.configure(config.rollouts)
+        self.rollouts.reassert()
         self.config = config
         if self._proxy is not None:
             self._proxy.configure(config)
@@ -84,7 +94,7 @@ class GatewayState:
     def _build(self) -> None:
         if self._proxy is not None:
             self._pipeline = build_pipeline(self.config, self.table, self._proxy, self.backends, self.metrics,
-                                            self.clock, self.rng)
+                                            self.clock, self.rng, self.rollouts.window)
 
     def reload(self) -> None:
         """Re-read the config file; raises ConfigError (and keeps the old config) if it is bad."""
