@@ -24,14 +24,14 @@ from tests.helpers import wait_until
 from .conftest import ADMIN_KEY, chat, fast_config
 
 AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
-# latency within a quarter second of A's is no breach: a loaded 2-core box must not fail a
-# good B (or a B that fails on errors) on noise; the TTFT test tightens it
-THRESHOLDS = {"min_requests": 40, "min_latency_samples": 20, "latency_slack_s": 0.25}
+# latency within half a second of A's is no breach: a loaded 2-core box must not fail a good
+# B on noise; the TTFT test tightens it
+THRESHOLDS = {"min_requests": 40, "min_latency_samples": 20, "latency_slack_s": 0.5}
 
 
 class Load:
     """Chat requests through the gateway from a few threads, plain and streaming in turn,
-    until stopped; each answer as (wall time, version that answered, status)."""
+    until stopped; each answer as (wall time it was sent, version that answered, status)."""
 
     def __init__(self, url: str, threads: int = 4) -> None:
         self.url = url
@@ -54,16 +54,17 @@ class Load:
             n = 0
             while not self.stopped.is_set():
                 n += 1
+                sent = time.time()
                 with client.stream("POST", "/v1/chat/completions", json=chat("chat", stream=n % 2 == 0)) as r:
                     r.read()
-                self.answers.append((time.time(), r.headers.get("x-model-version", "none"), r.status_code))
+                self.answers.append((sent, r.headers.get("x-model-version", "none"), r.status_code))
 
     def since(self, start: float) -> list[tuple[float, str, int]]:
         return [a for a in list(self.answers) if a[0] >= start]
 
     def enough_of_each(self, start: float, count: int) -> float | None:
-        """When both versions had answered `count` requests sent after `start` (the first
-        moment a window could be judged), or None."""
+        """When the requests sent after `start` included `count` for each version (the first
+        moment a window could be judged, give or take their answer time), or None."""
         seen: Counter[str] = Counter()
         for at, version, _ in self.since(start):
             seen[version] += 1
@@ -116,26 +117,24 @@ def rolled_back_alone(upstream, processes, tmp_path: Path, a_ttft: float, b: dic
     with Load(gw.url) as load:
         final = wait_phase(gw.url, "rolled_back")
         rolled_back_at = final["events"][-1]["time"]
-        wait_until(lambda: len(load.since(rolled_back_at + 1.0)) >= 20, 20, "no traffic after the roll back")
+        wait_until(lambda: len(load.since(rolled_back_at + 0.1)) >= 20, 30, "no traffic after the roll back")
     window_closed = load.enough_of_each(begun, judged_at)
     assert window_closed is not None
     assert rolled_back_at - window_closed < 10.0, (rolled_back_at, window_closed)
-    after = load.since(rolled_back_at + 1.0)  # a tick and requests in flight later
+    after = load.since(rolled_back_at + 0.1)
     assert {version for _, version, _ in after} == {"v1"} and {status for _, _, status in after} == {200}
     assert weights(gw.url) == {"v1": 100.0, "v2": 0.0}
     return final, load, gw
 
 
 def test_a_version_answering_30_percent_500s_is_rolled_back(upstream, processes, tmp_path):
+    # latency is not judged here (too few samples, ever): the error rate alone rolls back
     final, load, gw = rolled_back_alone(upstream, processes, tmp_path, 0.05, {"fail_rate": 0.3, "status_code": 500},
-                                        THRESHOLDS["min_requests"])
-    # (on a badly overloaded box, latency noise may be breached in the same window too)
-    assert final["state"]["reason"].startswith("error rate ") and final["events"][-1]["breaches"][0] == "error_rate"
+                                        THRESHOLDS["min_requests"], min_latency_samples=100_000)
+    assert final["state"]["reason"].startswith("error rate ") and final["events"][-1]["breaches"] == ["error_rate"]
     assert any(status == 500 for _, version, status in load.answers if version == "v2")
     metrics = gw.metrics()
-    assert metrics.value("kvserve:gateway_rollout_rollbacks_total", model="chat") == 1
-    assert metrics.value("kvserve:gateway_rollout_rollbacks_total", model="chat",
-                         reason="+".join(final["events"][-1]["breaches"])) == 1
+    assert metrics.value("kvserve:gateway_rollout_rollbacks_total", model="chat", reason="error_rate") == 1
     assert metrics.value("kvserve:gateway_rollout_weight", model="chat", version="v2") == 0
     assert metrics.value("kvserve:gateway_rollout_state", model="chat", state="rolled_back") == 1
     gw.stop()
@@ -169,17 +168,17 @@ def test_a_good_version_is_promoted_through_every_step_and_its_tag_moved(upstrea
     a_server, b_server = upstream(name="a", ttft=0.02), upstream(name="b", ttft=0.02)
     config = two_versions(a_server.url, b_server.url, rollouts={"tick_s": 0.5, "registry": str(registry_dir)})
     gw = processes.gateway(tmp_path / "gateway.yaml", config)
-    thresholds = {"min_requests": 30, "min_latency_samples": 15, "latency_slack_s": 0.25}
+    thresholds = {"min_requests": 30, "min_latency_samples": 15, "latency_slack_s": 0.5}
     started = start(gw.url, steps=[20, 50], bake_s=1.0, thresholds=thresholds, tag="stable")
     assert started["weights"] == {"v1": 80.0, "v2": 20.0} and weights(gw.url) == {"v1": 80.0, "v2": 20.0}
     with Load(gw.url) as load:
         promoted_at = wait_phase(gw.url, "promoted")["events"][-1]["time"]
-        wait_until(lambda: len(load.since(promoted_at + 1.0)) >= 20, 20, "no traffic after the promotion")
+        wait_until(lambda: len(load.since(promoted_at + 0.1)) >= 20, 30, "no traffic after the promotion")
     final = rollout(gw.url)  # the tag moves in a thread after the promotion: by now it has
     assert [(e["event"], e["candidate_percent"]) for e in final["events"]] == [
         ("started", 20.0), ("advanced", 50.0), ("promoted", 100.0), ("tagged", 100.0)]
     assert weights(gw.url) == {"v1": 0.0, "v2": 100.0}
-    assert {version for _, version, _ in load.since(promoted_at + 1.0)} == {"v2"}
+    assert {version for _, version, _ in load.since(promoted_at + 0.1)} == {"v2"}
     assert {status for _, _, status in load.answers} == {200}
     assert registry.tags("chat") == {"stable": "v2"}
     assert gw.metrics().value("kvserve:gateway_rollout_step", model="chat") == 2
@@ -190,7 +189,7 @@ def test_a_gateway_restarted_on_the_same_redis_resumes_the_rollout(upstream, pro
     a_server, b_server = upstream(name="a", ttft=0.02), upstream(name="b", ttft=0.02)
     config = two_versions(a_server.url, b_server.url, redis={"url": redis_server.url, "prefix": redis_prefix})
     gw = processes.gateway(tmp_path / "gateway.yaml", config)
-    thresholds = {"min_requests": 30, "min_latency_samples": 15, "latency_slack_s": 0.25}
+    thresholds = {"min_requests": 30, "min_latency_samples": 15, "latency_slack_s": 0.5}
     start(gw.url, steps=[20, 50], bake_s=3.0, thresholds=thresholds)
     with Load(gw.url):
         wait_until(lambda: rollout(gw.url)["step"] == 2, 30, "the rollout did not reach its second step", step=0.1)
