@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kvserve.control.rollout import (
-    Action, MetricsSnapshot, Phase, RolloutError, RolloutPlan, RolloutState, Thresholds, VersionWindow, apply,
+    Action, MetricsSnapshot, Phase, RolloutError, RolloutPlan, RolloutState, Thresholds, VersionWindow, abort, apply,
     decide, pause, resume, start,
 )
 
@@ -123,3 +123,21 @@ def test_a_paused_rollout_bakes_its_step_afresh_when_resumed():
     assert decide(PLAN, resumed, fresh, 800.0).action is Action.ADVANCE
     with pytest.raises(RolloutError):
         resume(resumed, 900.0)
+
+
+def test_a_roll_back_names_each_breach_for_metric_labels():
+    t = Thresholds(min_requests=10, min_latency_samples=10)
+    plan = RolloutPlan(steps=(50.0,), bake_s=1.0, thresholds=t)
+    snap = MetricsSnapshot(window(100, 0.0, 0.2, 0.02), window(100, 0.3, 0.9, 0.02), 0.0, 10.0)
+    decision = decide(plan, start(0.0), snap, 10.0)
+    assert decision.action is Action.ROLL_BACK and decision.breaches == ("error_rate", "ttft_p95")
+    slow_tokens = MetricsSnapshot(window(100, 0.0, 0.2, 0.02), window(100, 0.0, 0.2, 0.09), 0.0, 10.0)
+    assert decide(plan, start(0.0), slow_tokens, 10.0).breaches == ("tpot_p95",)
+
+
+def test_an_operator_aborts_a_running_or_paused_rollout_once():
+    aborted = abort(pause(start(0.0), "look"), "bad answers")
+    assert aborted.phase is Phase.ROLLED_BACK and aborted.reason == "bad answers"
+    assert abort(start(0.0), "x").phase is Phase.ROLLED_BACK
+    with pytest.raises(RolloutError):
+        abort(aborted, "again")

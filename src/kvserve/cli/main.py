@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "keys": "kvserve.cli.keys",
     "models": "kvserve.cli.models",
     "up": "kvserve.cli.up", "down": "kvserve.cli.up",  # one module registers both
+    "rollout": "kvserve.cli.rollout",
 }
 
 

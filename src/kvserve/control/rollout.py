@@ -120,6 +120,7 @@ class Decision:
     action: Action
     candidate_percent: float  # B's traffic share to set now
     reason: str
+    breaches: tuple[str, ...] = ()  # what a roll back breached, as BREACHES names
 
 
 def start(now: float) -> RolloutState:
@@ -140,6 +141,13 @@ def resume(state: RolloutState, now: float) -> RolloutState:
     return RolloutState(step=state.step, step_started=now)
 
 
+def abort(state: RolloutState, reason: str) -> RolloutState:
+    """An operator's roll back: B gets no traffic, whatever the measurements say."""
+    if state.phase not in (Phase.RUNNING, Phase.PAUSED):
+        raise RolloutError(f"only a running or paused rollout can be aborted; this one is {state.phase.value}")
+    return replace(state, phase=Phase.ROLLED_BACK, reason=reason)
+
+
 def decide(plan: RolloutPlan, state: RolloutState, snapshot: MetricsSnapshot, now: float) -> Decision:
     """What to do now; see the module docstring for the rule."""
     percent = plan.steps[state.step]
@@ -150,7 +158,7 @@ def decide(plan: RolloutPlan, state: RolloutState, snapshot: MetricsSnapshot, no
         return Decision(Action.HOLD, percent, "the window began before this step")
     verdict = judge(plan.thresholds, snapshot)
     if verdict.breaches:
-        return Decision(Action.ROLL_BACK, 0.0, "; ".join(verdict.breaches))
+        return Decision(Action.ROLL_BACK, 0.0, "; ".join(verdict.breaches), verdict.kinds)
     if not verdict.complete:
         return Decision(Action.HOLD, percent, _too_few(plan.thresholds, snapshot))
     baked = now - state.step_started
@@ -179,31 +187,38 @@ class Verdict:
 
     breaches: tuple[str, ...]  # the thresholds B breaches, in words
     complete: bool  # every threshold had enough samples to be judged
+    kinds: tuple[str, ...] = ()  # the same breaches as BREACHES names (bounded, for metric labels)
+
+
+BREACHES = ("error_rate", "ttft_p95", "tpot_p95")  # the names of what B can breach
 
 
 def judge(t: Thresholds, snapshot: MetricsSnapshot) -> Verdict:
     """Each threshold is judged as soon as its own samples suffice, so that a B failing
     every request (no latencies at all) is caught by its error rate alone."""
     a, b = snapshot.baseline, snapshot.candidate
-    breaches: list[str] = []
+    breaches: dict[str, str] = {}  # kind -> in words
     errors_judged = min(a.requests, b.requests) >= t.min_requests
     if errors_judged and b.error_rate - a.error_rate > t.max_error_rate_increase:
-        breaches.append(f"error rate {b.error_rate:.1%} vs baseline {a.error_rate:.1%} "
-                        f"(allowed +{t.max_error_rate_increase:.1%})")
+        breaches["error_rate"] = (f"error rate {b.error_rate:.1%} vs baseline {a.error_rate:.1%} "
+                                  f"(allowed +{t.max_error_rate_increase:.1%})")
     latency_judged = min(a.successes, b.successes) >= t.min_latency_samples
     if latency_judged:
-        breaches += _latency_breach("TTFT p95", a.ttft_p95_s, b.ttft_p95_s, t.max_ttft_p95_ratio, t.latency_slack_s)
-        breaches += _latency_breach("TPOT p95", a.tpot_p95_s, b.tpot_p95_s, t.max_tpot_p95_ratio, t.latency_slack_s)
-    return Verdict(tuple(breaches), errors_judged and latency_judged)
+        for kind, name, a_s, b_s, ratio in (("ttft_p95", "TTFT p95", a.ttft_p95_s, b.ttft_p95_s, t.max_ttft_p95_ratio),
+                                            ("tpot_p95", "TPOT p95", a.tpot_p95_s, b.tpot_p95_s, t.max_tpot_p95_ratio)):
+            breach = _latency_breach(name, a_s, b_s, ratio, t.latency_slack_s)
+            if breach is not None:
+                breaches[kind] = breach
+    return Verdict(tuple(breaches.values()), errors_judged and latency_judged, tuple(breaches))
 
 
-def _latency_breach(name: str, a: float | None, b: float | None, max_ratio: float, slack: float) -> list[str]:
+def _latency_breach(name: str, a: float | None, b: float | None, max_ratio: float, slack: float) -> str | None:
     if a is None or b is None:
-        return []
+        return None
     if b > a * max_ratio and b - a > slack:
         ratio = f"{b / a:.2f}x" if a > 0 else "inf"
-        return [f"{name} {b * 1000:.0f} ms vs baseline {a * 1000:.0f} ms ({ratio}, allowed {max_ratio:g}x)"]
-    return []
+        return f"{name} {b * 1000:.0f} ms vs baseline {a * 1000:.0f} ms ({ratio}, allowed {max_ratio:g}x)"
+    return None
 
 
 def _too_few(t: Thresholds, snapshot: MetricsSnapshot) -> str:

@@ -1,4 +1,4 @@
-"""The admin API under /admin/: runtime weights, draining and endpoints, reload, API keys.
+"""The admin API under /admin/: runtime weights, draining and endpoints, reload, API keys, rollouts.
 
 Every call needs the admin key (`Authorization: Bearer KEY` or `X-Admin-Key: KEY`),
 compared in constant time. Changes made here last until the next config reload.
@@ -17,6 +17,7 @@ from kvserve.gateway.admin_keys import KeysAdmin
 from kvserve.gateway.config import ConfigError, EndpointConfig
 from kvserve.gateway.errors import bad_request, not_found
 from kvserve.gateway.fleet.endpoints import Endpoint
+from kvserve.gateway.rollouts.admin import RolloutAdmin
 from kvserve.gateway.routing.pool import Pool
 from kvserve.gateway.routing.versions import VersionRoute
 from kvserve.gateway.state import GatewayState
@@ -47,11 +48,13 @@ class AdminAPI:
             ("POST", "/admin/keys"): keys.create,
             ("POST", "/admin/keys/revoke"): keys.revoke,
         }
+        self.rollouts = RolloutAdmin(state.rollouts, lambda: state.table)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         try:
             self.authorize(scope["headers"])
-            handler = self.routes.get((scope["method"], scope["path"]))
+            handler = self.routes.get((scope["method"], scope["path"])) or \
+                self.rollouts.route(scope["method"], scope["path"])
             if handler is None:
                 raise OpenAIError(404, f"no admin route {scope['method']} {scope['path']}", code="not_found")
             result = handler(await read_json(receive))
@@ -90,6 +93,10 @@ class AdminAPI:
 
     def set_weights(self, body: dict[str, Any]) -> dict[str, Any]:
         model = self.state.table.model(str(body.get("model")))
+        rollout = self.state.rollouts.rollouts.get(model.name)
+        if rollout is not None and rollout.active:
+            raise OpenAIError(409, f"model '{model.name}' has a {rollout.state.phase.value} rollout that sets its "
+                              "weights; abort it first", "invalid_request_error", code="rollout_conflict")
         weights = body.get("weights")
         if not isinstance(weights, dict) or not weights:
             raise bad_request("'weights' must map version names to numbers", "weights")

@@ -16,6 +16,7 @@ from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig
                                            SemanticCacheConfig, StreamsConfig, TenantLimits)
 from kvserve.gateway.fleet.fleet_config import DnsDiscoveryConfig, HoldConfig
 from kvserve.gateway.batches_config import BatchesConfig
+from kvserve.gateway.rollouts.config import RolloutsConfig
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
 class ConfigError(ValueError):
@@ -189,6 +190,7 @@ class GatewayConfig(Section):
     streams: StreamsConfig = StreamsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     batches: BatchesConfig = BatchesConfig()  # /v1/files and /v1/batches, passed to one replica
+    rollouts: RolloutsConfig = RolloutsConfig()  # automatic rollouts (admin API /admin/rollouts)
     models: dict[str, ModelConfig] = Field(min_length=1)  # client-facing model name -> versions
 
     @field_validator("models")

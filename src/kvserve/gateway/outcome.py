@@ -14,3 +14,5 @@ class Outcome:
     attempts: int = 0
     ttft: float | None = None  # arrival -> first body byte relayed, seconds
     error: str | None = None  # why the last attempt failed, or why a stream broke
+    forwarded: bool = False  # the proxy handled it (not a cache hit, a replay or a refusal)
+    events: int = 0  # SSE events relayed (streams): time per output token is measured over them

@@ -23,6 +23,7 @@ from kvserve.gateway.fleet.hold import Hold
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.proxy import Proxy, send_error
 from kvserve.gateway.request import RequestParser
+from kvserve.gateway.rollouts.window import OutcomeWindow
 from kvserve.gateway.routing.shedding import Shedder
 from kvserve.gateway.routing.table import RoutingTable
 from kvserve.gateway.stages.authenticate import Authenticate
@@ -89,7 +90,7 @@ class Pipeline:
 
 def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, backends: Backends,
                    metrics: GatewayMetrics, clock: Callable[[], float], rng: random.Random,
-                   tracer: Tracer = NULL_TRACER) -> Pipeline:
+                   window: OutcomeWindow, tracer: Tracer = NULL_TRACER) -> Pipeline:
     access = access_enabled(config)
     keys = backends.keys(config)
     m = metrics.access
@@ -105,5 +106,5 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
         Forward(proxy, backends.store, config.streams, tapped=access),
     ]
     accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else NoAccounts()
-    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts)
+    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts, window)
     return Pipeline(stages, settle, clock, tracer)

@@ -32,6 +32,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 DROPPED_HEADERS = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date",
                              b"server", b"proxy-connection", b"te", b"trailer", b"upgrade", b"x-request-id"})
 SSE_TYPE = b"text/event-stream"
+EVENT_END = b"\n\n"
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Proxy:
 
     async def forward(self, request: ClientRequest, version: VersionRoute, send: Send, started: float) -> Outcome:
         """Answer the client from some endpoint, retrying before the first byte."""
-        outcome = Outcome()
+        outcome = Outcome(forwarded=True)
         self.metrics.upstream_called(version.model, version.name, self.clock() - started)
         deadline = started + self.deadline_s
         tried: set[str] = set()
@@ -123,7 +124,7 @@ class Proxy:
                 endpoint.answers += 1
                 await send({"type": "http.response.start", "status": response.status,
                             "headers": client_headers(response, request, version)})
-                outcome.error = await relay(response, first, send, renamer(request, version))
+                outcome.error = await relay(response, first, send, renamer(request, version), outcome)
                 clean = outcome.error is None
                 verdict = clean and response.status < 500
                 if verdict:
@@ -201,8 +202,12 @@ def renamer(request: ClientRequest, version: VersionRoute) -> ModelRenamer | Non
     return None if asked == version.upstream_model else ModelRenamer(version.upstream_model, asked)
 
 
-async def relay(response: Response, first: bytes, send: Send, rename: ModelRenamer | None = None) -> str | None:
-    """Pass the answer through as it arrives; returns why it broke, or None."""
+async def relay(response: Response, first: bytes, send: Send, rename: ModelRenamer | None = None,
+                outcome: Outcome | None = None) -> str | None:
+    """Pass the answer through as it arrives; returns why it broke, or None. SSE events
+    (blank-line ends: JSON escapes newlines in strings) are counted in `outcome.events`."""
+    counted = outcome if outcome is not None else Outcome()
+    counted.events += first.count(EVENT_END)
     if response.drained():  # the whole answer came in one piece
         body = first if rename is None else rename(first, True)
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -212,6 +217,7 @@ async def relay(response: Response, first: bytes, send: Send, rename: ModelRenam
     read = response.read
     try:
         while chunk := await read():
+            counted.events += chunk.count(EVENT_END)
             last = response.drained()  # end the response with the last bytes: one write less
             if rename is not None:
                 chunk = rename(chunk, last)

@@ -17,6 +17,9 @@ from kvserve.gateway.fleet.upstream import UpstreamClient
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.pipeline import Pipeline, build_pipeline
 from kvserve.gateway.proxy import Proxy
+from kvserve.gateway.rollouts.controller import RolloutController
+from kvserve.gateway.rollouts.metrics import RolloutMetrics
+from kvserve.gateway.rollouts.store import MemoryRollouts, RedisRollouts
 from kvserve.gateway.routing.table import RoutingTable
 from kvserve.tracing import NULL_TRACER, Tracer
 
@@ -42,6 +45,9 @@ class GatewayState:
         self.admin_key = config.admin.resolved_key()
         self.draining = False  # set on SIGTERM: /ready answers 503
         self.backends = Backends(config, self.metrics.access)
+        store = MemoryRollouts() if self.backends.link is None else RedisRollouts(self.backends.link)
+        self.rollouts = RolloutController(config.rollouts, store, lambda: self.table,
+                                          RolloutMetrics(self.metrics.registry))
         self._proxy: Proxy | None = None
         self._pipeline: Pipeline | None = None
         self._monitor: Monitor | None = None
@@ -64,9 +70,11 @@ class GatewayState:
         self._discovery.sync()
         self.backends.start()  # the semantic cache's model loads in the background
         self._build()
+        await self.rollouts.start()
 
     async def close(self) -> None:
         await self._discovery.close()
+        await self.rollouts.close()
         if self._monitor is not None:
             await self._monitor.close()
         for client in self._clients:
@@ -84,6 +92,8 @@ class GatewayState:
         self.metrics.configure(config, self.table)
         self.admin_key = config.admin.resolved_key()
         self.backends.configure(config)
+        self.rollouts.configure(config.rollouts)
+        self.rollouts.reassert()
         self.config = config
         if self._proxy is not None:
             self._proxy.configure(config)
@@ -94,7 +104,7 @@ class GatewayState:
     def _build(self) -> None:
         if self._proxy is not None:
             self._pipeline = build_pipeline(self.config, self.table, self._proxy, self.backends, self.metrics,
-                                            self.clock, self.rng, self.tracer)
+                                            self.clock, self.rng, self.rollouts.window, self.tracer)
 
     def reload(self) -> None:
         """Re-read the config file; raises ConfigError (and keeps the old config) if it is bad."""

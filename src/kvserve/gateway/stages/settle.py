@@ -11,6 +11,7 @@ from kvserve.gateway.access import pii
 from kvserve.gateway.access.settlement import Accounts, NoAccounts
 from kvserve.gateway.context import RequestContext
 from kvserve.gateway.metrics import GatewayMetrics
+from kvserve.gateway.rollouts.window import OutcomeWindow
 
 access_log = logging.getLogger("kvserve.gateway.access")
 
@@ -19,12 +20,13 @@ class Settle:
     """Runs after the other stages, also when one refused or failed; never raises."""
 
     def __init__(self, metrics: GatewayMetrics, clock: Callable[[], float], log_requests: bool, log_prompts: bool,
-                 accounts: Accounts | NoAccounts) -> None:
+                 accounts: Accounts | NoAccounts, window: OutcomeWindow) -> None:
         self.metrics = metrics
         self.clock = clock
         self.log_requests = log_requests
         self.log_prompts = log_prompts
         self.accounts = accounts
+        self.window = window  # what rollouts judge versions by
 
     def run(self, ctx: RequestContext) -> None:
         self.accounts.start(ctx)
@@ -36,6 +38,7 @@ class Settle:
         ctx.trace.end(outcome.status, {"kvserve.model": model, "kvserve.version": vname,
                                        "kvserve.request_id": request_id, "kvserve.endpoint": outcome.endpoint,
                                        "kvserve.attempts": outcome.attempts})
+        self.window.record(model, vname, outcome, ctx.request is not None and ctx.request.stream, duration)
         if self.log_requests and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(self.line(ctx, model, vname, duration)))
 
