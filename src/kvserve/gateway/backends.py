@@ -37,7 +37,8 @@ class Backends:
             self.link = RedisLink(config.redis, lambda op: metrics.redis_errors.labels(op).inc())
         self.limiter: Limiter = MemoryLimiter() if self.link is None else RedisLimiter(
             self.link, config.limits.concurrency_lease_s)
-        self.store: Store = MemoryStore(config.cache.max_entries) if self.link is None else RedisStore(self.link)
+        self.store: Store = RedisStore(self.link) if self.link is not None else MemoryStore(
+            config.cache.max_entries, max_bytes=config.memory.max_bytes)
         self.settlement = Settlement(self.limiter, self.store)
         self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
         self.redis = config.redis
@@ -46,6 +47,8 @@ class Backends:
     def configure(self, config: GatewayConfig) -> None:
         if config.redis != self.redis:
             log.warning("redis settings change needs a restart; keeping the current connection")
+        if isinstance(self.store, MemoryStore):
+            self.store.max_bytes = config.memory.max_bytes
         if self.semantic is None and semantic_enabled(config):
             self.semantic = SemanticCache(self.store)
             self.start()

@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, PrivacyConfig, RedisConfig,
-                                           SemanticCacheConfig, StreamsConfig, TenantLimits)
+from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, MemoryConfig, PrivacyConfig,
+                                           RedisConfig, SemanticCacheConfig, StreamsConfig, TenantLimits)
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
 class ConfigError(ValueError):
@@ -184,6 +184,7 @@ class GatewayConfig(Section):
     cache: CacheConfig = CacheConfig()
     streams: StreamsConfig = StreamsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    memory: MemoryConfig = MemoryConfig()  # the in-process store's byte budget (no Redis)
     models: dict[str, ModelConfig] = Field(min_length=1)  # client-facing model name -> versions
 
     @field_validator("models")

@@ -17,6 +17,7 @@ from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.pipeline import Pipeline, build_pipeline
 from kvserve.gateway.proxy import Proxy
 from kvserve.gateway.routing.table import RoutingTable
+from kvserve.gateway.store import memory_metrics
 
 log = logging.getLogger("kvserve.gateway")
 
@@ -38,6 +39,7 @@ class GatewayState:
         self.admin_key = config.admin.resolved_key()
         self.draining = False  # set on SIGTERM: /ready answers 503
         self.backends = Backends(config, self.metrics.access)
+        memory_metrics.register(self.metrics.registry, self.backends.store)
         self._proxy: Proxy | None = None
         self._pipeline: Pipeline | None = None
         self._monitor: Monitor | None = None
