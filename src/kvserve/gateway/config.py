@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, MemoryConfig, PrivacyConfig,
                                            RedisConfig, SemanticCacheConfig, StreamsConfig, TenantLimits)
+from kvserve.gateway.output_config import RedactionConfig
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
 class ConfigError(ValueError):
@@ -185,6 +186,7 @@ class GatewayConfig(Section):
     streams: StreamsConfig = StreamsConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     memory: MemoryConfig = MemoryConfig()  # the in-process store's byte budget (no Redis)
+    redaction: RedactionConfig = RedactionConfig()  # PII and secrets redacted in answers, per model and tenant
     models: dict[str, ModelConfig] = Field(min_length=1)  # client-facing model name -> versions
 
     @field_validator("models")

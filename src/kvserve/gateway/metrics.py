@@ -6,6 +6,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from kvserve.gateway.output_metrics import OutputMetrics
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    120.0, 300.0)
 SIMILARITY_BUCKETS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0)
@@ -38,6 +40,7 @@ class GatewayMetrics:
         self.in_flight = Gauge("kvserve:gateway_in_flight_requests", "Requests open per endpoint",
                                ["endpoint"], registry=r)
         self.access = AccessMetrics(r)
+        self.output = OutputMetrics(r)  # redaction, audit, shadow traffic
 
         # labelled children by label values: labels() costs more than the update itself
         self._per_request: dict[tuple[str, str, str], tuple[Any, Any, dict[int, Any]]] = {}

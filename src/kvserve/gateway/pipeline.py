@@ -1,6 +1,6 @@
 """The request path: a RequestContext through an ordered list of stages.
 
-    parse → authenticate → replay → guard → route → limit → cache → proxy, then settle
+    parse → authenticate → redact → replay → guard → route → limit → cache → proxy, then settle
 
 Each stage is a small object with one method, `run(ctx)`: it adds its own result to
 the context, raises an OpenAIError to refuse, or answers and marks the context answered
@@ -30,6 +30,7 @@ from kvserve.gateway.stages.forward import Forward
 from kvserve.gateway.stages.guard import Guard
 from kvserve.gateway.stages.limit import Limit
 from kvserve.gateway.stages.parse import Parse
+from kvserve.gateway.stages.redact import Redact
 from kvserve.gateway.stages.replay import Replay
 from kvserve.gateway.stages.route import Route
 from kvserve.gateway.stages.settle import Settle
@@ -89,6 +90,7 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
     stages: list[Stage] = [
         Parse(RequestParser(config), config.server.max_body_bytes),
         Authenticate(keys, m) if keys is not None else OFF,
+        Redact(config.redaction, set(config.models), metrics) if config.redaction.enabled else OFF,
         Replay(backends.store, config.streams, config.timeouts.idle_s, m) if access else OFF,
         Guard(build_guards(config), m),
         Route(table, Shedder(config.shedding), config.scrape, metrics, clock, rng),
