@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "bench": "kvserve.cli.bench",
     "keys": "kvserve.cli.keys",
     "models": "kvserve.cli.models",
+    "audit": "kvserve.cli.audit",
 }
 
 

@@ -11,6 +11,7 @@ from kvserve.gateway.access.auth import FileKeys, KeySource, RedisKeys
 from kvserve.gateway.access.ratelimit import Limiter, MemoryLimiter
 from kvserve.gateway.access.ratelimit_redis import RedisLimiter
 from kvserve.gateway.access.settlement import Settlement
+from kvserve.gateway.audit import AuditLog
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.metrics import AccessMetrics
 from kvserve.gateway.store.kvstore import MemoryStore, RedisStore, Store
@@ -42,6 +43,8 @@ class Backends:
         self.settlement = Settlement(self.limiter, self.store)
         self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
         self.redis = config.redis
+        self.audit: AuditLog | None = None  # opened by configure; reopened when audit.path changes
+        self.audit_path: str | None = None
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -49,6 +52,11 @@ class Backends:
             log.warning("redis settings change needs a restart; keeping the current connection")
         if isinstance(self.store, MemoryStore):
             self.store.max_bytes = config.memory.max_bytes
+        if config.audit.path != self.audit_path:
+            if self.audit is not None:
+                self.audit.close()
+            self.audit = AuditLog.open(config.audit.path) if config.audit.path else None
+            self.audit_path = config.audit.path
         if self.semantic is None and semantic_enabled(config):
             self.semantic = SemanticCache(self.store)
             self.start()
@@ -78,3 +86,5 @@ class Backends:
             self.semantic.close()
         if self.link is not None:
             await self.link.close()
+        if self.audit is not None:
+            self.audit.close()

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, MemoryConfig, PrivacyConfig,
                                            RedisConfig, SemanticCacheConfig, StreamsConfig, TenantLimits)
-from kvserve.gateway.output_config import RedactionConfig
+from kvserve.gateway.output_config import AuditConfig, RedactionConfig
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
 class ConfigError(ValueError):
@@ -187,6 +187,7 @@ class GatewayConfig(Section):
     privacy: PrivacyConfig = PrivacyConfig()
     memory: MemoryConfig = MemoryConfig()  # the in-process store's byte budget (no Redis)
     redaction: RedactionConfig = RedactionConfig()  # PII and secrets redacted in answers, per model and tenant
+    audit: AuditConfig = AuditConfig()  # append-only, hash-chained log of admin actions and requests
     models: dict[str, ModelConfig] = Field(min_length=1)  # client-facing model name -> versions
 
     @field_validator("models")

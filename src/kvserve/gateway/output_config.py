@@ -24,6 +24,13 @@ def _known_kinds(rules: dict[str, list[str]]) -> dict[str, list[str]]:
     return rules
 
 
+class AuditConfig(Section):
+    """The audit log (gateway/audit.py): hash-chained JSON lines of admin actions and requests."""
+
+    path: str | None = None  # file the lines are appended to, "-" for stdout; none = no audit log
+    requests: bool = True  # a line per request (metadata only); false = admin actions only
+
+
 class RedactionConfig(Section):
     """PII and secrets redacted in answers: a request gets the union of its model's and its tenant's kinds."""
 

@@ -99,5 +99,6 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
         Forward(proxy, backends.store, config.streams, tapped=access),
     ]
     accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else NoAccounts()
-    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts)
+    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts,
+                    backends.audit if config.audit.requests else None)
     return Pipeline(stages, settle, clock)

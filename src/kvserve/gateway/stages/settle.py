@@ -8,8 +8,10 @@ import logging
 from typing import Callable
 
 from kvserve.gateway.access import pii
+from kvserve.gateway.access.audit_record import request_fields
 from kvserve.gateway.access.settlement import Accounts, NoAccounts
 from kvserve.gateway.context import RequestContext
+from kvserve.gateway.audit import AuditLog
 from kvserve.gateway.metrics import GatewayMetrics
 
 access_log = logging.getLogger("kvserve.gateway.access")
@@ -19,7 +21,8 @@ class Settle:
     """Runs after the other stages, also when one refused or failed; never raises."""
 
     def __init__(self, metrics: GatewayMetrics, clock: Callable[[], float], log_requests: bool, log_prompts: bool,
-                 accounts: Accounts | NoAccounts) -> None:
+                 accounts: Accounts | NoAccounts, audit: AuditLog | None = None) -> None:
+        self.audit = audit  # the audit log's request lines, when it keeps them
         self.metrics = metrics
         self.clock = clock
         self.log_requests = log_requests
@@ -34,6 +37,8 @@ class Settle:
         self.metrics.request_done(model, vname, outcome.endpoint, outcome.status, duration, outcome.ttft)
         if self.log_requests and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(self.line(ctx, model, vname, duration)))
+        if self.audit is not None:
+            self.audit.write("request", request_fields(ctx, model, vname, duration))
 
     def line(self, ctx: RequestContext, model: str, vname: str, duration: float) -> dict[str, object]:
         request, outcome = ctx.request, ctx.outcome
