@@ -42,6 +42,7 @@ class AdminAPI:
             ("POST", "/admin/endpoints/remove"): self.remove_endpoint,
             ("POST", "/admin/reload"): self.reload,
             ("GET", "/admin/usage"): self.usage,
+            ("GET", "/admin/quality"): lambda _: self.state.backends.quality.report(),  # shadow traffic, feedback
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:

@@ -12,11 +12,13 @@ from kvserve.gateway.access.ratelimit import Limiter, MemoryLimiter
 from kvserve.gateway.access.ratelimit_redis import RedisLimiter
 from kvserve.gateway.access.settlement import Settlement
 from kvserve.gateway.audit import AuditLog
+from kvserve.gateway.quality.book import QualityBook
+from kvserve.gateway.quality.mirror import Mirror
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.metrics import AccessMetrics
 from kvserve.gateway.store.kvstore import MemoryStore, RedisStore, Store
 from kvserve.gateway.store.redis_link import RedisLink
-from kvserve.gateway.store.semantic_cache import SemanticCache
+from kvserve.gateway.store.semantic_cache import Embedder, SemanticCache
 
 log = logging.getLogger("kvserve.gateway")
 
@@ -45,6 +47,9 @@ class Backends:
         self.redis = config.redis
         self.audit: AuditLog | None = None  # opened by configure; reopened when audit.path changes
         self.audit_path: str | None = None
+        self.quality = QualityBook()  # shadow comparisons and feedback per model version
+        self.mirror = Mirror(self.quality)
+        self._embedder: Embedder | None = None  # the shadow comparisons' model, unless the semantic cache has one
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
@@ -58,8 +63,16 @@ class Backends:
             self.audit = AuditLog.open(config.audit.path) if config.audit.path else None
             self.audit_path = config.audit.path
         if self.semantic is None and semantic_enabled(config):
-            self.semantic = SemanticCache(self.store)
+            self.semantic = SemanticCache(self.store, self._embedder)
             self.start()
+
+    def embedder(self) -> Embedder:
+        """The one embedding model of this process (semantic cache and shadow comparisons share it)."""
+        if self.semantic is not None:
+            return self.semantic.embedder
+        if self._embedder is None:
+            self._embedder = Embedder()
+        return self._embedder
 
     def keys(self, config: GatewayConfig) -> KeySource | None:
         """Where API keys are read, or None without auth."""
@@ -84,6 +97,8 @@ class Backends:
         await self.settlement.close()
         if self.semantic is not None:
             self.semantic.close()
+        elif self._embedder is not None:
+            self._embedder.close()
         if self.link is not None:
             await self.link.close()
         if self.audit is not None:

@@ -31,6 +31,25 @@ class AuditConfig(Section):
     requests: bool = True  # a line per request (metadata only); false = admin actions only
 
 
+class ShadowModel(Section):
+    candidate: str  # the version that gets the copies (often one with weight 0)
+    share: float = Field(0.1, gt=0, le=1)  # fraction of the model's other requests copied to it
+
+
+class ShadowConfig(Section):
+    """Copies of a share of a model's requests sent to a candidate version, off the client's path."""
+
+    models: dict[str, ShadowModel] = {}  # client-facing model name -> its candidate
+    max_in_flight: int = Field(16, ge=1)  # shadow requests open at once; beyond it a request is not copied
+    timeout_s: float = Field(60.0, gt=0)  # a shadow request (and the wait for the primary) gives up after this
+    similarity: bool = True  # embedding similarity of the two answers (all-MiniLM-L6-v2: the `semantic` extra)
+
+
+class FeedbackConfig(Section):
+    enabled: bool = False  # POST /v1/feedback: a score for an answer, kept per model version
+    ttl_s: float = Field(7 * 86400.0, gt=0)  # how long an answer can be rated after it was given
+
+
 class RedactionConfig(Section):
     """PII and secrets redacted in answers: a request gets the union of its model's and its tenant's kinds."""
 

@@ -1,6 +1,7 @@
 """The request path: a RequestContext through an ordered list of stages.
 
-    parse → authenticate → redact → replay → guard → route → limit → cache → proxy, then settle
+    parse → authenticate → redact → replay → guard → route → remember → limit → cache → shadow → proxy,
+    then settle
 
 Each stage is a small object with one method, `run(ctx)`: it adds its own result to
 the context, raises an OpenAIError to refuse, or answers and marks the context answered
@@ -21,6 +22,7 @@ from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.context import Receive, RequestContext, Scope, Send
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.proxy import Proxy, send_error
+from kvserve.gateway.quality.feedback import Remember
 from kvserve.gateway.request import RequestParser
 from kvserve.gateway.routing.shedding import Shedder
 from kvserve.gateway.routing.table import RoutingTable
@@ -34,6 +36,7 @@ from kvserve.gateway.stages.redact import Redact
 from kvserve.gateway.stages.replay import Replay
 from kvserve.gateway.stages.route import Route
 from kvserve.gateway.stages.settle import Settle
+from kvserve.gateway.stages.shadow import Shadow
 from kvserve.openai_error import OpenAIError
 
 log = logging.getLogger("kvserve.gateway")
@@ -94,8 +97,11 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
         Replay(backends.store, config.streams, config.timeouts.idle_s, m) if access else OFF,
         Guard(build_guards(config), m),
         Route(table, Shedder(config.shedding), config.scrape, metrics, clock, rng),
+        Remember(backends.store, backends.settlement, config.feedback) if config.feedback.enabled else OFF,
         Limit(backends.limiter, config.limits, config.tenants, config.redis, m) if access else OFF,
         Cache(config, backends.store, backends.semantic, m) if caching else OFF,
+        Shadow(config.shadow, table, proxy, backends.mirror, backends.embedder() if config.shadow.similarity else None,
+               metrics, rng, clock) if config.shadow.models else OFF,
         Forward(proxy, backends.store, config.streams, tapped=access),
     ]
     accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else NoAccounts()

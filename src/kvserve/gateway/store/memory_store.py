@@ -29,7 +29,7 @@ VALUE_OVERHEAD = 256  # bytes held per value beside its payload: key str, bytes 
 STREAM_OVERHEAD = 320  # per stream: key, record, event list, dict slot
 EVENT_OVERHEAD = 48  # per stored event: bytes header and list slot (with over-allocation)
 SWEEP_S = 5.0  # expired values and running streams are dropped this often (finished ones on every write)
-KINDS = ("cache", "idem", "sem", "stream")  # key prefixes; other keys count as "other"
+KINDS = ("cache", "idem", "sem", "stream", "fb")  # key prefixes (fb: feedback handles); others count as "other"
 
 
 def kind_of(key: str) -> str:
