@@ -1,7 +1,7 @@
 """The request path: a RequestContext through an ordered list of stages.
 
-    parse → authenticate → redact → replay → guard → route → remember → limit → cache → shadow → proxy,
-    then settle
+    parse → authenticate → redact → replay → guard → route → remember → limit → cache → shadow
+    → proxy, then settle
 
 Each stage is a small object with one method, `run(ctx)`: it adds its own result to
 the context, raises an OpenAIError to refuse, or answers and marks the context answered

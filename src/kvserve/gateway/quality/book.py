@@ -67,7 +67,8 @@ class VersionQuality:
             "similarity_mean": round(self.similarity_sum / self.similarity_n, 4) if self.similarity_n else None,
             "similarity_min": None if self.similarity_min is None else round(self.similarity_min, 4),
             "length_ratio": round(self.shadow_chars / self.primary_chars, 4) if self.primary_chars else None,
-            "latency_s": {"primary": round(self.primary_s / n, 4), "shadow": round(self.shadow_s / n, 4)} if n else None,
+            "latency_s": {"primary": round(self.primary_s / n, 4),
+                          "shadow": round(self.shadow_s / n, 4)} if n else None,
             "feedback": {"scores": self.scores, "score_mean": round(self.score_sum / self.scores, 4) if self.scores
                          else None, "thumbs_up": self.thumbs_up, "thumbs_down": self.thumbs_down},
             "recent": [{"request_id": c.request_id, "primary_version": c.primary_version, "exact": c.exact,

@@ -2,8 +2,9 @@
 (access/redacting_send.py), whichever stage answers. Never refuses. Without redaction
 rules: a null stage.
 
-It runs right after authenticate, before any stage that may answer, and is the one stage
-that replaces the context's `send`.
+It runs right after authenticate, before any stage that may answer. It and the shadow
+stage are the stages that wrap the context's `send` (its copy of the answer sits inside,
+so it compares what the upstreams said).
 """
 
 from __future__ import annotations
