@@ -94,6 +94,7 @@ class Backends:
             self.semantic.embedder.warm()
 
     async def close(self) -> None:
+        await self.mirror.close()
         await self.settlement.close()
         if self.semantic is not None:
             self.semantic.close()

@@ -40,6 +40,13 @@ class Mirror:
     def in_flight(self) -> int:
         return len(self.tasks)
 
+    async def close(self) -> None:
+        """At shutdown: copies still open are dropped (they only ever fed the report)."""
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=5)
+
     def start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
