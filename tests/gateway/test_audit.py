@@ -109,3 +109,14 @@ def test_a_reopened_log_continues_its_chain_and_the_command_runs(tmp_path):
         audit.close()
     done = subprocess.run(kvserve("audit", "verify", str(path)), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "2 lines, chain intact" in done.stdout
+
+
+def test_without_access_features_a_streamed_request_is_recorded_with_its_tokens(upstream, gateway, tmp_path):
+    up = upstream(num_tokens=7)
+    path = tmp_path / "audit.jsonl"
+    gw = gateway(fast_config({"fake": {"pool": {"endpoints": [up.url]}}}, audit={"path": str(path)}))
+    streamed = httpx.post(gw.url + "/v1/chat/completions", json=chat(stream=True))
+    assert streamed.status_code == 200 and '"usage"' not in streamed.text  # the client did not ask for usage
+    wait_until(lambda: path.exists() and path.read_text().strip(), 5, "no audit line")
+    (line,) = records(path)
+    assert (line["tenant"], line["completion_tokens"], line["stream"]) == ("anonymous", 7, True)

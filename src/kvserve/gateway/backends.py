@@ -12,10 +12,10 @@ from kvserve.gateway.access.ratelimit import Limiter, MemoryLimiter
 from kvserve.gateway.access.ratelimit_redis import RedisLimiter
 from kvserve.gateway.access.settlement import Settlement
 from kvserve.gateway.audit import AuditLog
-from kvserve.gateway.quality.book import QualityBook
-from kvserve.gateway.quality.mirror import Mirror
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.metrics import AccessMetrics
+from kvserve.gateway.quality.book import QualityBook
+from kvserve.gateway.quality.mirror import Mirror
 from kvserve.gateway.store.kvstore import MemoryStore, RedisStore, Store
 from kvserve.gateway.store.redis_link import RedisLink
 from kvserve.gateway.store.semantic_cache import Embedder, SemanticCache

@@ -102,7 +102,7 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
         Cache(config, backends.store, backends.semantic, m) if caching else OFF,
         Shadow(config.shadow, table, proxy, backends.mirror, backends.embedder() if config.shadow.similarity else None,
                metrics, rng, clock) if config.shadow.models else OFF,
-        Forward(proxy, backends.store, config.streams, tapped=access),
+        Forward(proxy, backends.store, config.streams, tapped=access or config.audit.path is not None),
     ]
     accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else NoAccounts()
     settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts,

@@ -10,8 +10,8 @@ from typing import Callable
 from kvserve.gateway.access import pii
 from kvserve.gateway.access.audit_record import request_fields
 from kvserve.gateway.access.settlement import Accounts, NoAccounts
-from kvserve.gateway.context import RequestContext
 from kvserve.gateway.audit import AuditLog
+from kvserve.gateway.context import RequestContext
 from kvserve.gateway.metrics import GatewayMetrics
 
 access_log = logging.getLogger("kvserve.gateway.access")
@@ -38,7 +38,10 @@ class Settle:
         if self.log_requests and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(self.line(ctx, model, vname, duration)))
         if self.audit is not None:
-            self.audit.write("request", request_fields(ctx, model, vname, duration))
+            try:
+                self.audit.write("request", request_fields(ctx, model, vname, duration))
+            except (ValueError, TypeError):  # an upstream's malformed usage: the line is lost, not the request
+                access_log.exception("audit line not written")
 
     def line(self, ctx: RequestContext, model: str, vname: str, duration: float) -> dict[str, object]:
         request, outcome = ctx.request, ctx.outcome

@@ -2,7 +2,8 @@
 
 A collector read at scrape time, so the store's hot path updates plain counters only.
 Kinds are the key prefixes: `cache` (exact-cache answers), `idem` (Idempotency-Key answers
-and holds), `sem` (semantic-cache indexes and answers), `stream` (resumable streams).
+and holds), `sem` (semantic-cache indexes and answers), `stream` (resumable streams), `fb`
+(which version gave an answer, for feedback).
 """
 
 from __future__ import annotations
