@@ -26,6 +26,11 @@ class Stack:
     def url(self) -> str:
         return self.gateway.url
 
+    def answer_with(self, text: str, **config: Any) -> None:
+        """Every replica answers `text`, streamed in pieces of 4 characters."""
+        pieces = [text[i:i + 4] for i in range(0, len(text), 4)]
+        self.configure_replicas(tokens=pieces, num_tokens=len(pieces), **config)
+
     def configure_replicas(self, **config: Any) -> None:
         """Change every live fake replica's behaviour (FakeUpstreamConfig fields)."""
         for replica in self.replicas:

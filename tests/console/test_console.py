@@ -47,7 +47,7 @@ def test_files_are_small_and_served_with_a_strict_policy(stack):
 
 def test_streaming_chat_shows_tokens_as_they_arrive(stack, page):
     answer = "Paged attention keeps the KV cache in fixed-size blocks, so memory is not wasted on padding."
-    stack.configure_replicas(text=answer, num_tokens=1000, tokens_per_second=12)
+    stack.answer_with(answer, tokens_per_second=12)
     try:
         open_console(page, stack)
         page.fill("#tenant-key", stack.tenant_key)
@@ -74,11 +74,11 @@ def test_streaming_chat_shows_tokens_as_they_arrive(stack, page):
         assert stack.tenant_key not in page.url
         assert not page.errors, page.errors
     finally:
-        stack.configure_replicas(text="", num_tokens=8, tokens_per_second=0)
+        stack.configure_replicas(tokens=[], num_tokens=8, tokens_per_second=0)
 
 
 def test_model_output_with_html_is_shown_as_text_and_runs_nothing(stack, page):
-    stack.configure_replicas(text=HOSTILE, num_tokens=1000, tokens_per_second=0)
+    stack.answer_with(HOSTILE, tokens_per_second=0)
     try:
         open_console(page, stack)
         page.fill("#tenant-key", stack.tenant_key)
@@ -97,7 +97,7 @@ def test_model_output_with_html_is_shown_as_text_and_runs_nothing(stack, page):
         page.wait_for_timeout(300)
         assert page.evaluate("window.__pwned") is None
     finally:
-        stack.configure_replicas(text="", num_tokens=8)
+        stack.configure_replicas(tokens=[], num_tokens=8)
 
 
 def test_admin_pages_ask_for_the_admin_key_and_refuse_a_wrong_one(stack, page):
@@ -166,8 +166,8 @@ def test_screenshots_of_every_page(stack, browser, scheme, tmp_path):
     if not out.is_absolute():
         out = SCREENSHOTS.parents[2] / out
     out.mkdir(parents=True, exist_ok=True)
-    stack.configure_replicas(text="Continuous batching adds new requests to the **running batch** between steps.",
-                             num_tokens=1000, tokens_per_second=0)
+    stack.answer_with("Continuous batching adds new requests to the **running batch** between steps.",
+                      tokens_per_second=0)
     context = browser.new_context(viewport={"width": 1280, "height": 760}, color_scheme=scheme)
     page = context.new_page()
     try:
@@ -182,7 +182,7 @@ def test_screenshots_of_every_page(stack, browser, scheme, tmp_path):
         page.press("#prompt", "Enter")
         page.wait_for_selector(".msg.assistant .stats:has-text('TTFT')")  # wait_for_function's eval is blocked by the CSP
         page.screenshot(path=str(out / f"playground-{scheme}.png"))
-        stack.configure_replicas(text="", num_tokens=64, tokens_per_second=200)
+        stack.configure_replicas(tokens=[], num_tokens=64, tokens_per_second=200)
         load = Load(stack)  # some traffic, so that the fleet shows work in progress
         for name in ("fleet", "keys", "models"):
             page.goto(f"{stack.url}/console/#{name}")
@@ -197,7 +197,7 @@ def test_screenshots_of_every_page(stack, browser, scheme, tmp_path):
         assert all((out / f"{n}-{scheme}.png").stat().st_size > 5000 for n in ("playground", "fleet", "keys", "models"))
     finally:
         context.close()
-        stack.configure_replicas(text="", num_tokens=8, tokens_per_second=0)
+        stack.configure_replicas(tokens=[], num_tokens=8, tokens_per_second=0)
 
 
 class Load:

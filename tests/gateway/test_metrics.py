@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from kvserve.gateway.metrics import GatewayMetrics
+from kvserve.gateway.store import memory_metrics
+from kvserve.gateway.store.kvstore import MemoryStore
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "gateway.md"
 
 
 def test_documented_metrics_exist_and_count():
     metrics = GatewayMetrics()
+    memory_metrics.register(metrics.registry, MemoryStore(10))  # the gateway's state adds the store's
     metrics.request_done("m", "v1", "http://e:1", 200, 0.5, 0.01)
     metrics.breaker_changed("http://e:1", "open")
     metrics.retries.labels("m", "v1", "connect").inc()

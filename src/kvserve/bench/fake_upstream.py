@@ -56,7 +56,7 @@ class FakeUpstreamConfig:
     kv_capacity_tokens: int = 65536  # simulated KV cache size behind vllm:kv_cache_usage_perc
     prefill_chars_per_second: float = 0.0  # uncached prompt chars add to ttft (0 = off)
     prefix_cache_chunks: int = 4096  # LRU capacity of the simulated prefix cache
-    text: str = ""  # the answer, streamed in pieces of about 4 characters; "" = tok0 tok1 ...
+    tokens: list[str] = dataclasses.field(default_factory=list)  # the answer's tokens, cycled ([]: "tok0 ", ...)
 
 
 @dataclass
@@ -123,10 +123,10 @@ class PrefixCache:
 class Completion:
     """Builds the JSON and SSE bytes of one answer (chat or text completion)."""
 
-    def __init__(self, chat: bool, model: str, prompt_tokens: int, n_tokens: int, text: str = "") -> None:
-        self.pieces = [text[i:i + 4] for i in range(0, len(text), 4)][:n_tokens] if text else []
-        n_tokens = len(self.pieces) or n_tokens
+    def __init__(self, chat: bool, model: str, prompt_tokens: int, n_tokens: int,
+                 tokens: list[str] | None = None) -> None:
         self.chat, self.model, self.n = chat, model, n_tokens
+        self.tokens = tokens or []
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
         self.usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
@@ -134,7 +134,7 @@ class Completion:
         self.finish = "length"
 
     def token(self, i: int) -> str:
-        return self.pieces[i] if self.pieces else f"tok{i} "
+        return self.tokens[i % len(self.tokens)] if self.tokens else f"tok{i} "
 
     def _choice(self, text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
         if not self.chat:
@@ -278,7 +278,7 @@ class FakeUpstream:
         text = prompt_text(body)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or cfg.num_tokens
         n = max(1, min(cfg.num_tokens, int(max_tokens)))
-        answer = Completion(chat, str(body.get("model") or cfg.model), max(1, len(text) // 4), n, cfg.text)
+        answer = Completion(chat, str(body.get("model") or cfg.model), max(1, len(text) // 4), n, cfg.tokens)
         kv = answer.usage["total_tokens"]
         c.waiting += 1
         async with self._admission():

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "models": "kvserve.cli.models",
     "up": "kvserve.cli.up", "down": "kvserve.cli.up",  # one module registers both
     "rollout": "kvserve.cli.rollout",
+    "audit": "kvserve.cli.audit",
 }
 
 

@@ -74,10 +74,20 @@ class SemanticCacheConfig(Section):
 
 class StreamsConfig(Section):
     resumable: bool = False  # SSE ids + stored events; a stream finishes even if its client leaves
-    ttl_s: float = Field(300.0, gt=0)  # how long a stream's events can be resumed
+    ttl_s: float = Field(300.0, gt=0)  # how long a running stream's events can be resumed (from its last event)
+    finished_ttl_s: float = Field(30.0, gt=0)  # how long a finished stream can be resumed (a client that just lost it)
+    max_stream_bytes: int = Field(1 << 20, gt=0)  # events kept per stream; a longer stream stops being resumable
     poll_s: float = Field(0.02, gt=0)  # a resumed stream that is still generating is re-read this often
     idempotency_ttl_s: float = Field(86400.0, gt=0)  # stored answers for Idempotency-Key
     idempotency_claim_s: float = Field(600.0, gt=0)  # a running request's hold on its key (freed at its end)
+    idempotency_max_bytes: int = Field(1 << 20, gt=0)  # larger answers are not kept (the key is freed)
+
+
+class MemoryConfig(Section):
+    """What a gateway without Redis keeps in its process (streams, cached and idempotent answers,
+    semantic-cache indexes), under one budget: see store/memory_store.py for what goes first."""
+
+    max_bytes: int = Field(256 << 20, ge=1 << 20)  # the in-process store's budget
 
 
 class PrivacyConfig(Section):

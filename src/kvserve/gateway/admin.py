@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable
 from pydantic import ValidationError
 
 from kvserve.gateway.admin_keys import KeysAdmin
+from kvserve.gateway.audit_admin import audit_admin
 from kvserve.gateway.config import ConfigError, EndpointConfig
 from kvserve.gateway.errors import bad_request, not_found
 from kvserve.gateway.fleet.endpoints import Endpoint
@@ -47,23 +48,27 @@ class AdminAPI:
             ("GET", "/admin/keys"): keys.list,
             ("POST", "/admin/keys"): keys.create,
             ("POST", "/admin/keys/revoke"): keys.revoke,
+            ("GET", "/admin/quality"): lambda _: self.state.backends.quality.report(),  # shadow traffic, feedback
         }
         self.rollouts = RolloutAdmin(state.rollouts, lambda: state.table)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        request: dict[str, Any] = {}
         try:
             self.authorize(scope["headers"])
             handler = self.routes.get((scope["method"], scope["path"])) or \
                 self.rollouts.route(scope["method"], scope["path"])
             if handler is None:
                 raise OpenAIError(404, f"no admin route {scope['method']} {scope['path']}", code="not_found")
-            result = handler(await read_json(receive))
+            request = await read_json(receive)
+            result = handler(request)
             if inspect.isawaitable(result):
                 result = await result
         except OpenAIError as error:
             status, body = error.status, error.body_bytes()
         else:
             status, body = 200, json.dumps(result).encode()
+        audit_admin(self.state.backends.audit, scope["method"], scope["path"], status, request)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})

@@ -11,6 +11,7 @@ from kvserve.gateway.batches.api import BatchesAPI
 from kvserve.gateway.context import Receive, Scope, Send
 from kvserve.gateway.openapi import document
 from kvserve.gateway.proxy import send_error
+from kvserve.gateway.quality.feedback import FeedbackAPI
 from kvserve.gateway.routing.versions import VERSION_SEPARATOR
 from kvserve.gateway.state import GatewayState
 from kvserve.openai_error import OpenAIError
@@ -32,6 +33,8 @@ class GatewayApp:
             ("GET", "/ready"): self.ready,
             ("GET", "/metrics"): self.metrics,
             ("GET", "/openapi.json"): self.openapi,
+            ("POST", "/v1/feedback"): FeedbackAPI(lambda: state.backends.keys(state.config), state.backends.store,
+                                                  state.backends.quality, lambda: state.config.feedback, state.metrics),
         }
         self.methods: dict[str, list[str]] = {}  # path -> the methods it answers (the Allow header of a 405)
         for method, path in self.routes:

@@ -11,11 +11,14 @@ from kvserve.gateway.access.auth import FileKeys, KeySource, RedisKeys
 from kvserve.gateway.access.ratelimit import Limiter, MemoryLimiter
 from kvserve.gateway.access.ratelimit_redis import RedisLimiter
 from kvserve.gateway.access.settlement import Settlement
+from kvserve.gateway.audit import AuditLog
 from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.metrics import AccessMetrics
+from kvserve.gateway.quality.book import QualityBook
+from kvserve.gateway.quality.mirror import Mirror
 from kvserve.gateway.store.kvstore import MemoryStore, RedisStore, Store
 from kvserve.gateway.store.redis_link import RedisLink
-from kvserve.gateway.store.semantic_cache import SemanticCache
+from kvserve.gateway.store.semantic_cache import Embedder, SemanticCache
 
 log = logging.getLogger("kvserve.gateway")
 
@@ -37,20 +40,41 @@ class Backends:
             self.link = RedisLink(config.redis, lambda op: metrics.redis_errors.labels(op).inc())
         self.limiter: Limiter = MemoryLimiter() if self.link is None else RedisLimiter(
             self.link, config.limits.concurrency_lease_s)
-        self.store: Store = MemoryStore(config.cache.max_entries) if self.link is None else RedisStore(self.link)
+        self.store: Store = RedisStore(self.link) if self.link is not None else MemoryStore(
+            config.cache.max_entries, max_bytes=config.memory.max_bytes)
         self.settlement = Settlement(self.limiter, self.store)
         self.semantic: SemanticCache | None = None  # built once some model enables it; kept across reloads
         self.redis = config.redis
         self.key_source: KeySource | None = None  # the current pipeline's, see keys()
         self._watch: asyncio.Task[None] | None = None
+        self.audit: AuditLog | None = None  # opened by configure; reopened when audit.path changes
+        self.audit_path: str | None = None
+        self.quality = QualityBook()  # shadow comparisons and feedback per model version
+        self.mirror = Mirror(self.quality)
+        self._embedder: Embedder | None = None  # the shadow comparisons' model, unless the semantic cache has one
         self.configure(config)
 
     def configure(self, config: GatewayConfig) -> None:
         if config.redis != self.redis:
             log.warning("redis settings change needs a restart; keeping the current connection")
+        if isinstance(self.store, MemoryStore):
+            self.store.max_bytes = config.memory.max_bytes
+        if config.audit.path != self.audit_path:
+            if self.audit is not None:
+                self.audit.close()
+            self.audit = AuditLog.open(config.audit.path) if config.audit.path else None
+            self.audit_path = config.audit.path
         if self.semantic is None and semantic_enabled(config):
-            self.semantic = SemanticCache(self.store)
+            self.semantic = SemanticCache(self.store, self._embedder)
             self.start()
+
+    def embedder(self) -> Embedder:
+        """The one embedding model of this process (semantic cache and shadow comparisons share it)."""
+        if self.semantic is not None:
+            return self.semantic.embedder
+        if self._embedder is None:
+            self._embedder = Embedder()
+        return self._embedder
 
     def keys(self, config: GatewayConfig) -> KeySource | None:
         """Where API keys are read, or None without auth."""
@@ -83,8 +107,13 @@ class Backends:
     async def close(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
+        await self.mirror.close()
         await self.settlement.close()
         if self.semantic is not None:
             self.semantic.close()
+        elif self._embedder is not None:
+            self._embedder.close()
         if self.link is not None:
             await self.link.close()
+        if self.audit is not None:
+            self.audit.close()

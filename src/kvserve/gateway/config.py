@@ -12,10 +12,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, PrivacyConfig, RedisConfig,
-                                           SemanticCacheConfig, StreamsConfig, TenantLimits)
-from kvserve.gateway.fleet.fleet_config import DnsDiscoveryConfig, HoldConfig
+from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, MemoryConfig, PrivacyConfig,
+                                           RedisConfig, SemanticCacheConfig, StreamsConfig, TenantLimits)
 from kvserve.gateway.batches_config import BatchesConfig
+from kvserve.gateway.fleet.fleet_config import DnsDiscoveryConfig, HoldConfig
+from kvserve.gateway.output_config import AuditConfig, FeedbackConfig, RedactionConfig, ShadowConfig
 from kvserve.gateway.rollouts.config import RolloutsConfig
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
 
@@ -191,6 +192,11 @@ class GatewayConfig(Section):
     privacy: PrivacyConfig = PrivacyConfig()
     batches: BatchesConfig = BatchesConfig()  # /v1/files and /v1/batches, passed to one replica
     rollouts: RolloutsConfig = RolloutsConfig()  # automatic rollouts (admin API /admin/rollouts)
+    memory: MemoryConfig = MemoryConfig()  # the in-process store's byte budget (no Redis)
+    redaction: RedactionConfig = RedactionConfig()  # PII and secrets redacted in answers, per model and tenant
+    audit: AuditConfig = AuditConfig()  # append-only, hash-chained log of admin actions and requests
+    shadow: ShadowConfig = ShadowConfig()  # copies of a share of a model's requests to a candidate version
+    feedback: FeedbackConfig = FeedbackConfig()  # scores of answers by clients, per model version
     models: dict[str, ModelConfig] = Field(min_length=1)  # client-facing model name -> versions
 
     @field_validator("models")
@@ -200,6 +206,13 @@ class GatewayConfig(Section):
             if "@" in name or any("@" in v for v in model.versions):
                 raise ValueError(f"'{name}': model and version names cannot contain '@'")
         return models
+
+    @model_validator(mode="after")
+    def _shadow_candidates(self) -> GatewayConfig:
+        for name, shadow in self.shadow.models.items():
+            if shadow.candidate not in (self.models[name].versions if name in self.models else {}):
+                raise ValueError(f"shadow.models.{name}: no model '{name}' with a version '{shadow.candidate}'")
+        return self
 
     @model_validator(mode="after")
     def _auth_store(self) -> GatewayConfig:

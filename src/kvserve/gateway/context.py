@@ -80,7 +80,7 @@ class RequestContext:
 
     scope: Scope
     receive: Receive
-    send: Send  # the client's
+    send: Send  # the client's; wrapped by redact and shadow (the answer passes through them)
     started: float  # monotonic seconds at arrival
     request: ClientRequest | None = None  # parse
     identity: Identity = ANONYMOUS  # authenticate

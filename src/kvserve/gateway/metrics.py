@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from kvserve.gateway import retry
 from kvserve.gateway.access.ratelimit import REASONS as LIMIT_REASONS
+from kvserve.gateway.output_metrics import OutputMetrics
 
 if TYPE_CHECKING:
     from kvserve.gateway.config import GatewayConfig
@@ -64,6 +65,7 @@ class GatewayMetrics:
                             "weight / sum of the model's weights)", ["model", "version"], registry=r)
         self.redis_up: Gauge | None = None  # exported only when the gateway uses Redis
         self.access = AccessMetrics(r)
+        self.output = OutputMetrics(r)  # redaction, audit, shadow traffic
 
         # labelled children by label values: labels() costs more than the update itself
         self._per_request: dict[tuple[str, str, str], tuple[Any, Any, dict[int, Any]]] = {}

@@ -1,6 +1,7 @@
 """The request path: a RequestContext through an ordered list of stages.
 
-    parse → authenticate → replay → guard → route → limit → cache → proxy, then settle
+    parse → authenticate → redact → replay → guard → route → remember → limit → cache → shadow
+    → proxy, then settle
 
 Each stage is a small object with one method, `run(ctx)`: it adds its own result to
 the context, raises an OpenAIError to refuse, or answers and marks the context answered
@@ -22,6 +23,7 @@ from kvserve.gateway.context import Receive, RequestContext, Scope, Send
 from kvserve.gateway.fleet.hold import Hold
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.proxy import Proxy, send_error
+from kvserve.gateway.quality.feedback import Remember
 from kvserve.gateway.request import RequestParser
 from kvserve.gateway.rollouts.window import OutcomeWindow
 from kvserve.gateway.routing.shedding import Shedder
@@ -32,9 +34,11 @@ from kvserve.gateway.stages.forward import Forward
 from kvserve.gateway.stages.guard import Guard
 from kvserve.gateway.stages.limit import Limit
 from kvserve.gateway.stages.parse import Parse
+from kvserve.gateway.stages.redact import Redact
 from kvserve.gateway.stages.replay import Replay
 from kvserve.gateway.stages.route import Route
 from kvserve.gateway.stages.settle import Settle
+from kvserve.gateway.stages.shadow import Shadow
 from kvserve.openai_error import OpenAIError
 from kvserve.tracing import NULL_TRACER, Tracer
 
@@ -98,13 +102,18 @@ def build_pipeline(config: GatewayConfig, table: RoutingTable, proxy: Proxy, bac
     stages: list[Stage] = [
         Parse(RequestParser(config), config.server.max_body_bytes),
         Authenticate(keys, m) if keys is not None else OFF,
+        Redact(config.redaction, set(config.models), metrics) if config.redaction.enabled else OFF,
         Replay(backends.store, config.streams, config.timeouts.idle_s, m) if access else OFF,
         Guard(build_guards(config), m),
         Route(table, Shedder(config.shedding), config.scrape, metrics, clock, rng, Hold(config.hold, metrics.held, clock)),
+        Remember(backends.store, backends.settlement, config.feedback) if config.feedback.enabled else OFF,
         Limit(backends.limiter, config.limits, config.tenants, config.redis, m) if access else OFF,
         Cache(config, backends.store, backends.semantic, m) if caching else OFF,
-        Forward(proxy, backends.store, config.streams, tapped=access),
+        Shadow(config.shadow, table, proxy, backends.mirror, backends.embedder() if config.shadow.similarity else None,
+               metrics, rng, clock) if config.shadow.models else OFF,
+        Forward(proxy, backends.store, config.streams, tapped=access or config.audit.path is not None),
     ]
     accounts = Accounts(backends.settlement, backends.semantic, config, m) if access else NoAccounts()
-    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts, window)
+    settle = Settle(metrics, clock, config.server.log_requests, config.privacy.log_prompts, accounts, window,
+                    backends.audit if config.audit.requests else None)
     return Pipeline(stages, settle, clock, tracer)

@@ -13,6 +13,7 @@ from types import FrameType
 import uvicorn
 
 from kvserve.gateway.app import GatewayApp
+from kvserve.gateway.audit_admin import audit_admin
 from kvserve.gateway.config import ConfigError, GatewayConfig, load_config
 from kvserve.gateway.state import GatewayState
 from kvserve.http_limits import bounded_http_protocol
@@ -44,10 +45,14 @@ class GatewayServer(uvicorn.Server):
         log.info("gateway on %s:%d stopped", self.config.host, self.config.port)
 
     def reload(self) -> None:
+        path = {"path": str(self.state.config_path)}
         try:
             self.state.reload()
         except (ConfigError, RuntimeError) as exc:
             log.error("config reload failed, keeping the running config: %s", exc)
+            audit_admin(self.state.backends.audit, "SIGHUP", "/admin/reload", 400, path)
+            return
+        audit_admin(self.state.backends.audit, "SIGHUP", "/admin/reload", 200, path)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         delay = self.state.config.server.drain_delay_s

@@ -22,6 +22,7 @@ from kvserve.gateway.rollouts.metrics import RolloutMetrics
 from kvserve.gateway.rollouts.store import MemoryRollouts, RedisRollouts
 from kvserve.gateway.routing.table import RoutingTable
 from kvserve.tracing import NULL_TRACER, Tracer
+from kvserve.gateway.store import memory_metrics
 
 log = logging.getLogger("kvserve.gateway")
 
@@ -48,6 +49,7 @@ class GatewayState:
         store = MemoryRollouts() if self.backends.link is None else RedisRollouts(self.backends.link)
         self.rollouts = RolloutController(config.rollouts, store, lambda: self.table,
                                           RolloutMetrics(self.metrics.registry))
+        memory_metrics.register(self.metrics.registry, self.backends.store)
         self._proxy: Proxy | None = None
         self._pipeline: Pipeline | None = None
         self._monitor: Monitor | None = None

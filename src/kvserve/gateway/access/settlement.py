@@ -114,6 +114,8 @@ class Accounts:
             log.debug("answer not stored: redis down")
 
     async def keep_answer(self, key: str, answer: bytes, ctx: RequestContext) -> None:
+        if len(answer) > self.streams.idempotency_max_bytes:
+            return  # not kept: finish() frees the key
         await idempotency.keep(self.store, key, answer, self.streams.idempotency_ttl_s)
         if ctx.claim is not None:
             ctx.claim.held = False

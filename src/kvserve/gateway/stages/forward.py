@@ -51,7 +51,8 @@ class Forward:
             request.overrides["stream_options"] = {**options, "include_usage": True}
         if request.stream and self.streams.resumable:
             ctx.relay.recorder = StreamRecorder(self.store, stream_key(ctx.identity.tenant, request.request_id),
-                                                self.streams.ttl_s)
+                                                self.streams.ttl_s, self.streams.finished_ttl_s,
+                                                self.streams.max_stream_bytes)
         lookup = ctx.lookup
         assemble = lookup is not None and (lookup.key is not None or lookup.semantic is not None)
         headers = ctx.admission.headers if ctx.admission is not None else []

@@ -8,7 +8,9 @@ import logging
 from typing import Callable
 
 from kvserve.gateway.access import pii
+from kvserve.gateway.access.audit_record import request_fields
 from kvserve.gateway.access.settlement import Accounts, NoAccounts
+from kvserve.gateway.audit import AuditLog
 from kvserve.gateway.context import RequestContext
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.rollouts.window import OutcomeWindow
@@ -20,7 +22,8 @@ class Settle:
     """Runs after the other stages, also when one refused or failed; never raises."""
 
     def __init__(self, metrics: GatewayMetrics, clock: Callable[[], float], log_requests: bool, log_prompts: bool,
-                 accounts: Accounts | NoAccounts, window: OutcomeWindow) -> None:
+                 accounts: Accounts | NoAccounts, window: OutcomeWindow, audit: AuditLog | None = None) -> None:
+        self.audit = audit  # the audit log's request lines, when it keeps them
         self.metrics = metrics
         self.clock = clock
         self.log_requests = log_requests
@@ -41,6 +44,11 @@ class Settle:
         self.window.record(model, vname, outcome, ctx.request is not None and ctx.request.stream, duration)
         if self.log_requests and access_log.isEnabledFor(logging.INFO):
             access_log.info(json.dumps(self.line(ctx, model, vname, duration)))
+        if self.audit is not None:
+            try:
+                self.audit.write("request", request_fields(ctx, model, vname, duration))
+            except (ValueError, TypeError):  # an upstream's malformed usage: the line is lost, not the request
+                access_log.exception("audit line not written")
 
     def line(self, ctx: RequestContext, model: str, vname: str, duration: float) -> dict[str, object]:
         request, outcome = ctx.request, ctx.outcome

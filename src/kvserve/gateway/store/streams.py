@@ -27,10 +27,16 @@ def stream_key(tenant: str, request_id: str) -> str:
 
 
 class StreamRecorder:
-    """Appends one stream's events to the store in the background."""
+    """Appends one stream's events to the store in the background. A finished stream is
+    kept `finished_ttl_s`; one whose events pass `max_bytes` is deleted and no longer
+    recorded (it cannot be resumed: bytes written per request stay bounded)."""
 
-    def __init__(self, store: Store, key: str, ttl_s: float) -> None:
+    def __init__(self, store: Store, key: str, ttl_s: float, finished_ttl_s: float | None = None,
+                 max_bytes: int = 1 << 20) -> None:
         self.store, self.key, self.ttl_s = store, key, ttl_s
+        self.finished_ttl_s = ttl_s if finished_ttl_s is None else finished_ttl_s
+        self.max_bytes = max_bytes
+        self.recorded = 0  # bytes of events handed to the store
         self.pending: list[bytes] = []
         self.done = False
         self.wake = asyncio.Event()
@@ -38,7 +44,9 @@ class StreamRecorder:
         self.wake.set()  # create the entry at once: a reconnect may come before the first event
 
     def add(self, events: list[bytes], done: bool = False) -> None:
-        self.pending.extend(events)
+        if self.recorded <= self.max_bytes:
+            self.recorded += sum(len(event) for event in events)
+            self.pending.extend(events)
         self.done = self.done or done
         self.wake.set()
 
@@ -53,7 +61,11 @@ class StreamRecorder:
             items, self.pending = self.pending, []
             done = self.done
             try:
-                await self.store.append(self.key, items, done, self.ttl_s)
+                if self.recorded > self.max_bytes:
+                    await self.store.delete(self.key)
+                    log.info("stream %s: longer than streams.max_stream_bytes; it cannot be resumed", self.key)
+                    return
+                await self.store.append(self.key, items, done, self.finished_ttl_s if done else self.ttl_s)
             except RedisUnavailable:
                 log.warning("stream %s: events not stored (redis down); it cannot be resumed", self.key)
                 return
