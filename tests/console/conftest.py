@@ -42,15 +42,18 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("console")
     replicas = []
-    for i in range(2):
+    for i in range(4):  # 0 and 1 serve `fake`; 2 and 3 are versions v1 and v2 of `canary`
         port = free_port()
         command = [sys.executable, "-m", "kvserve.bench.fake_upstream", "--port", str(port), "--name", f"r{i}",
                    "--tokens-per-second", "0", "--num-tokens", "8"]
         replicas.append(ServerProcess(command, port, tmp / f"replica-{i}.log", stop_timeout=10).start("/v1/models", ready=answers))
     keys_file = tmp / "keys.yaml"
     tenant_key = make_key(keys_file, tenant="acme")
-    config = fast_config({"fake": {"pool": {"policy": "round_robin", "endpoints": [r.url for r in replicas]}}},
-                         auth={"enabled": True, "keys_file": str(keys_file), "cache_s": 60})
+    models = {"fake": {"pool": {"policy": "round_robin", "endpoints": [r.url for r in replicas[:2]]}},
+              "canary": {"sticky": False, "versions": {"v1": {"weight": 100, "pool": {"endpoints": [replicas[2].url]}},
+                                                       "v2": {"weight": 0, "pool": {"endpoints": [replicas[3].url]}}}}}
+    config = fast_config(models, auth={"enabled": True, "keys_file": str(keys_file), "cache_s": 60},
+                         rollouts={"tick_s": 0.2})
     config_path = tmp / "gateway.yaml"
     config_path.write_text(yaml.safe_dump(config))
     port = free_port()

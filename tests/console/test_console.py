@@ -159,6 +159,32 @@ def test_admin_keys_api_validates_its_input(stack):
         assert listed and all("key_hash" not in k for k in listed)
 
 
+def test_a_rollout_started_in_the_console_shows_its_comparison_and_can_be_aborted(stack, page):
+    open_console(page, stack, "#models")
+    login_admin(page)
+    page.wait_for_selector('#models table[data-model="canary"]')
+    page.fill("#rollout-model", "canary")
+    page.fill("#rollout-from", "v1")
+    page.fill("#rollout-to", "v2")
+    page.fill("#rollout-steps", "20,50")
+    page.fill("#rollout-bake", "600")
+    page.click("#rollout-form button[type=submit]")
+    block = '#rollouts [data-rollout="canary"]'
+    page.wait_for_selector(f"{block} .phase:has-text('running')")
+    load = Load(stack, model="canary", clients=3)  # both versions answer: the judge's window fills
+    try:
+        page.wait_for_selector(f"{block} .comparison", timeout=15000)
+        wait_until(lambda: page.inner_text(f"{block} .comparison").count("ms") >= 2, 15, "no TTFT in the comparison")
+    finally:
+        load.stop()
+    page.click(f"{block} button:has-text('abort')")
+    page.wait_for_selector(f"{block} .phase:has-text('rolled_back')")
+    admin = {"x-admin-key": "test-admin-key"}
+    state = httpx.get(stack.url + "/admin/rollouts/canary", headers=admin, timeout=5).json()
+    assert state["phase"] == "rolled_back" and state["weights"]["v2"] == 0
+    assert not page.errors, page.errors
+
+
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_screenshots_of_every_page(stack, browser, scheme, tmp_path):
     """Each page in light and dark; KVSERVE_CONSOLE_SCREENSHOTS=docs/images/console keeps them for the docs."""
@@ -203,11 +229,11 @@ def test_screenshots_of_every_page(stack, browser, scheme, tmp_path):
 class Load:
     """A few concurrent streaming clients through the gateway, in background threads."""
 
-    def __init__(self, stack, clients: int = 6) -> None:
+    def __init__(self, stack, clients: int = 6, model: str = "fake") -> None:
         import threading
 
         self.stop_event = threading.Event()
-        body = {"model": "fake", "messages": [{"role": "user", "content": "load"}], "stream": True}
+        body = {"model": model, "messages": [{"role": "user", "content": "load"}], "stream": True}
         headers = {"authorization": f"Bearer {stack.tenant_key}"}
 
         def run() -> None:

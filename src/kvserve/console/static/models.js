@@ -28,15 +28,32 @@ function modelBlock(name, model) {
     el("button", { type: "button", class: "quiet", onclick: () => setWeights(name, inputs) }, "Set weights")];
 }
 
+function comparison(rollout) {
+  // the judge's last window: A (baseline) against B (candidate), as the gateway measured them
+  const w = rollout.window;
+  if (!w) return el("p", { class: "muted" }, "No window judged yet.");
+  const rate = (v) => (v.requests ? `${((v.errors / v.requests) * 100).toFixed(1)}%` : "–");
+  const ms = (s) => (s === null || s === undefined ? "–" : `${Math.round(s * 1000)} ms`);
+  const row = (name, v) => el("tr", {}, el("td", {}, name), el("td", {}, String(v.requests)), el("td", { class: "error-rate" }, rate(v)),
+    el("td", { class: "ttft" }, ms(v.ttft_p95_s)), el("td", {}, ms(v.tpot_p95_s)));
+  return el("table", { class: "grid comparison" },
+    el("tr", {}, ...["version", "requests", "error rate", "TTFT p95", "TPOT p95"].map((h) => el("th", {}, h))),
+    row(`A ${rollout.from}`, w.baseline), row(`B ${rollout.to}`, w.candidate));
+}
+
 function rolloutBlock(rollout) {
   const model = rollout.model;
   const action = (verb) => el("button", { type: "button", class: "quiet", onclick: () => rolloutAction(model, verb) }, verb);
-  const rows = Object.entries(rollout).filter(([, v]) => v === null || typeof v !== "object");
-  const nested = Object.entries(rollout).filter(([, v]) => v !== null && typeof v === "object");
+  const phase = rollout.phase || (rollout.state && rollout.state.phase) || "?";
+  const cls = phase === "running" || phase === "promoted" ? "ok" : phase === "rolled_back" ? "bad" : "warn";
+  const decision = rollout.last_decision ? `${rollout.last_decision.action}: ${rollout.last_decision.reason}` : "–";
   return el("div", { class: "panel", "data-rollout": model },
-    el("h3", {}, `${model}: ${rollout.from ?? rollout.from_version ?? "?"} → ${rollout.to ?? rollout.to_version ?? "?"}`),
-    el("table", { class: "grid" }, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "number" ? fmt(v, 3) : String(v))))),
-    nested.map(([k, v]) => el("details", {}, el("summary", {}, k), el("pre", {}, JSON.stringify(v, null, 2)))),
+    el("h3", {}, `${model}: ${rollout.from} → ${rollout.to} `, el("span", { class: `badge ${cls} phase` }, phase)),
+    el("div", { class: "muted" }, `step ${rollout.step ?? "–"} of ${(rollout.steps || []).length} · B at `
+      + `${fmt(rollout.candidate_percent, 0)}% · step running ${fmt(rollout.step_elapsed_s, 0)} s of ${rollout.bake_s} s`),
+    comparison(rollout),
+    el("p", {}, "Last decision: ", el("span", { class: "decision" }, decision)),
+    el("details", {}, el("summary", {}, "Events"), el("pre", {}, JSON.stringify(rollout.events || [], null, 2))),
     el("div", { class: "row" }, action("pause"), action("resume"), action("abort")));
 }
 
