@@ -23,6 +23,9 @@ SERVER_FLAGS: dict[str, tuple[type, str]] = {
     "header_timeout": (float, "seconds a request's headers may take to arrive; 408 and close after (default: 10)"),
     "allow_special_tokens_in_content": (bool, "parse special-token strings (<|im_start|>, <|eot_id|>) in message "
                                               "content and prompt text as control tokens (default: off: as text)"),
+    "tool_call_parser": (str, "tool-call format: hermes (Qwen2.5/Qwen3) | llama3_json (Llama 3.1) "
+                              "(default: the one the chat template speaks)"),
+    "reasoning_parser": (str, "qwen3: return <think>...</think> as reasoning_content (default: off)"),
 }
 
 

@@ -8,6 +8,8 @@ from kvserve.config import ConfigError
 from kvserve.http_limits import HeaderLimits
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+TOOL_CALL_PARSERS = ("hermes", "llama3_json")  # kvserve.server.tools.CALL_FORMATS
+REASONING_PARSER_NAMES = ("qwen3",)  # kvserve.server.reasoning.REASONING_PARSERS
 
 
 @dataclass
@@ -23,6 +25,8 @@ class ServerSettings:
     max_header_bytes: int = 64 * 1024  # request line plus headers of one request (431 past it)
     max_headers: int = 100  # header fields per request (431 past it)
     header_timeout: float = 10.0  # seconds from a request's first byte to its last header (408 and close after)
+    tool_call_parser: str | None = None  # hermes | llama3_json; None = the format the chat template speaks
+    reasoning_parser: str | None = None  # qwen3: <think>…</think> becomes reasoning_content; None = off
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -33,6 +37,11 @@ class ServerSettings:
             raise ConfigError(f"shutdown_timeout must be non-negative, got {self.shutdown_timeout}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
+        if self.tool_call_parser is not None and self.tool_call_parser not in TOOL_CALL_PARSERS:
+            raise ConfigError(f"tool_call_parser must be one of {TOOL_CALL_PARSERS}, got {self.tool_call_parser!r}")
+        if self.reasoning_parser is not None and self.reasoning_parser not in REASONING_PARSER_NAMES:
+            raise ConfigError(f"reasoning_parser must be one of {REASONING_PARSER_NAMES}, "
+                              f"got {self.reasoning_parser!r}")
         if self.api_key == "":
             raise ConfigError("api_key must not be empty")
         try:

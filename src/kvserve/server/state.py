@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
@@ -11,6 +12,9 @@ from kvserve.engine import AsyncLLM
 from kvserve.server.errors import bad_request, model_not_found
 from kvserve.server.metrics import ServerMetrics
 from kvserve.server.protocol import ChatMessage
+from kvserve.server.reasoning import REASONING_PARSERS, ThinkTags
+from kvserve.server.tools import pick_format
+from kvserve.server.tools.call_format import CallFormat
 from kvserve.server.request_log import STATE_KEY, RequestLogRecord
 from kvserve.sampling_defaults import SamplingDefaults
 from kvserve.server.settings import ServerSettings
@@ -25,9 +29,18 @@ class ServerState:
     sampling_defaults: SamplingDefaults = field(default_factory=SamplingDefaults)  # for fields a request leaves out
     started: int = field(default_factory=lambda: int(time.time()))
     text: ClientTextEncoder = field(init=False)  # how client text becomes token ids
+    call_format: CallFormat = field(init=False)  # how this model writes tool calls
+    think: ThinkTags | None = field(init=False)  # its reasoning tags, when a reasoning parser is on
+    think_end_id: int | None = field(init=False)  # the end tag's token id (a grammar starts after it)
+    marker_ids: dict[str, int] = field(init=False)  # tool-call markers that are one token, and its id
 
     def __post_init__(self) -> None:
-        self.text = ClientTextEncoder(self.engine.tokenizer, self.settings.allow_special_tokens_in_content)
+        tokenizer = self.engine.tokenizer
+        self.text = ClientTextEncoder(tokenizer, self.settings.allow_special_tokens_in_content)
+        self.call_format = pick_format(self.settings.tool_call_parser, str(getattr(tokenizer, "chat_template", "")))
+        self.think = REASONING_PARSERS.get(self.settings.reasoning_parser or "")
+        self.think_end_id = _single_token(tokenizer, self.think.end) if self.think else None
+        self.marker_ids = {m: i for m in self.call_format.markers() if (i := _single_token(tokenizer, m)) is not None}
 
     @property
     def model_name(self) -> str:
@@ -39,10 +52,12 @@ class ServerState:
             return self.model_name
         raise model_not_found(name)
 
-    def chat_prompt(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
-        conversation = [{"role": m.role, "content": m.text()} for m in messages]
+    def chat_prompt(self, messages: list[ChatMessage], add_generation_prompt: bool = True,
+                    **template_kwargs: Any) -> list[int]:
+        """`template_kwargs`: the template's other variables (tools, enable_thinking, ...)."""
+        conversation = [m.template_dict() for m in messages]
         try:
-            return self.text.chat(conversation, add_generation_prompt)
+            return self.text.chat(conversation, add_generation_prompt, **template_kwargs)
         except TokenizerError as exc:
             raise bad_request(str(exc), "messages") from None
         except Exception as exc:  # noqa: BLE001 - a template that raises is the caller's input problem
@@ -56,6 +71,11 @@ class ServerState:
 
     def timeout_for(self, requested: float | None) -> float | None:
         return requested if requested is not None else self.settings.request_timeout
+
+
+def _single_token(tokenizer: Any, text: str) -> int | None:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
 
 
 def server_state(request: Request) -> ServerState:
