@@ -79,4 +79,6 @@ def split_answer(text: str, think: ThinkTags | None, call_format: CallFormat | N
     content = first.content + last.content
     if call_format is not None:  # the text around calls: blank lines between them are not an answer
         content = content.strip() or None
+    elif think is not None:
+        content = content or None  # an answer cut off while thinking has none
     return ChatAnswer(reasoning or None if think else None, content, output.calls)
