@@ -27,7 +27,7 @@ def json_schema(schema: dict[str, Any] | str) -> str:
         raise GrammarError("the JSON schema must be an object")
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # a schema llguidance cannot read at all
         raise GrammarError(f"invalid JSON schema: {exc}") from None
     return checked(grammar, "JSON schema")
 
