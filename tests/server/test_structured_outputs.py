@@ -132,7 +132,7 @@ def make_schemas(count: int, seed: int = 0) -> list[dict]:
 @pytest.mark.timeout(3600)
 def test_the_embedded_model_answers_50_schemas_validly(embedded_server):
     client = openai.AsyncOpenAI(base_url=embedded_server.url + "/v1", api_key="unused", max_retries=0,
-                                timeout=600)
+                                timeout=3000)
     schemas = make_schemas(50)
 
     async def ask(schema: dict, prompt: str) -> tuple[dict, str, str]:
