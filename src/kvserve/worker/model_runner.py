@@ -21,6 +21,7 @@ from kvserve.config import EngineConfig
 from kvserve.engine.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
 from kvserve.sampling_params import SamplingParams
 from kvserve.structured.guides import GuideTable
+from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs
 from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
@@ -143,7 +144,7 @@ class ModelRunner:
             return None
         return PendingIds(to_device(torch.tensor(inputs.inflight_rows), self.device), inputs.inflight_ids)
 
-    def _token_mask(self, states: list[RequestState]):
+    def _token_mask(self, states: list[RequestState]) -> TokenMask | None:
         """Constrained rows' allowed tokens, built on the host while the device runs the forward.
         A mask depends on every earlier token: the step in flight is brought to the host first."""
         guided = [s for s in states if s.params.structured is not None]
