@@ -27,7 +27,7 @@ def json_schema(schema: dict[str, Any] | str) -> str:
         raise GrammarError("the JSON schema must be an object")
     try:
         grammar = llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=_JSON_OPTIONS)
-    except (ValueError, TypeError) as exc:  # a schema llguidance cannot read at all
+    except Exception as exc:  # noqa: BLE001 - whatever llguidance cannot read is the client's input problem
         raise GrammarError(f"invalid JSON schema: {exc}") from None
     return checked(grammar, "JSON schema")
 
@@ -57,7 +57,10 @@ def lark(text: str) -> str:
 def checked(grammar: str, what: str) -> str:
     if len(grammar) > MAX_GRAMMAR_CHARS:
         raise GrammarError(f"the {what} is too large ({len(grammar)} characters of grammar)")
-    error = llguidance.LLMatcher.validate_grammar(grammar)
+    try:
+        error = llguidance.LLMatcher.validate_grammar(grammar)
+    except Exception as exc:  # noqa: BLE001 - as above: a grammar it cannot take is a 400, never a 500
+        error = str(exc)
     if error and not error.startswith("WARNING"):
         raise GrammarError(f"invalid {what}: {error.strip()}")
     return grammar
