@@ -56,7 +56,8 @@ def _tool_grammar(body: ChatCompletionRequest, mode: str, state: ServerState) ->
         tools = [f for f in tools if f.name == body.tool_choice.function.name]
     try:
         return state.call_format.grammar([{"name": f.name, "parameters": f.parameters} for f in tools],
-                                         mode == "required" and body.parallel_tool_calls, state.marker_ids)
+                                         mode == "required" and body.parallel_tool_calls is not False,
+                                         state.marker_ids)
     except GrammarError as exc:
         raise bad_request(f"a tool's parameters cannot constrain its calls: {exc}", "tools", "invalid_value") from None
 

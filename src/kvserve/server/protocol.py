@@ -232,7 +232,7 @@ class ChatCompletionRequest(SamplingFields):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     tools: Annotated[list[ToolDef], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None  # None = auto with tools
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: bool | None = None  # None = true, as OpenAI's default
     chat_template_kwargs: dict[str, Any] | None = None  # vLLM extra, e.g. {"enable_thinking": false}
     store: bool | None = None
     metadata: dict[str, str] | None = None
