@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kvserve.structured.spec import StructuredOutputs
+
 _MAX_LOGPROBS = 20  # the OpenAI API's own cap on top_logprobs
 
 
@@ -29,6 +31,7 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
+    structured: StructuredOutputs | None = None  # a grammar the output must follow (constrained decoding)
     extra_args: dict = field(default_factory=dict)  # free-form, passed through untouched
 
     def __post_init__(self) -> None:

@@ -27,17 +27,22 @@ def load_tokenizer(path: str | Path) -> Any:
         raise TokenizerError(f"cannot load a tokenizer from {path}: {err}") from err
 
 
-def apply_chat_template(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
-    """Token ids of `messages` rendered through the tokenizer's chat template."""
+def apply_chat_template(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = True,
+                        **template_kwargs: Any) -> list[int]:
+    """Token ids of `messages` rendered through the tokenizer's chat template; `template_kwargs`
+    (tools=..., enable_thinking=...) are the template's other variables."""
     _check_chat_template(tokenizer)
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True,
+                                        **template_kwargs)
     return _as_id_list(ids)
 
 
-def render_chat_template(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = True) -> str:
+def render_chat_template(tokenizer: Any, messages: list[dict], add_generation_prompt: bool = True,
+                         **template_kwargs: Any) -> str:
     """The text of `messages` rendered through the tokenizer's chat template."""
     _check_chat_template(tokenizer)
-    return str(tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False))
+    return str(tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False,
+                                             **template_kwargs))
 
 
 def _check_chat_template(tokenizer: Any) -> None:
@@ -80,22 +85,23 @@ class ClientTextEncoder:
         inert = self.holds_special(text)
         return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens, split_special_tokens=inert))
 
-    def chat(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    def chat(self, messages: list[dict], add_generation_prompt: bool = True, **template_kwargs: Any) -> list[int]:
         """Ids of `messages` (each content a string) rendered through the chat template."""
         if not any(self.holds_special(m["content"]) for m in messages):
-            return apply_chat_template(self.tokenizer, messages, add_generation_prompt)
-        return self._chat_with_inert_contents(messages, add_generation_prompt)
+            return apply_chat_template(self.tokenizer, messages, add_generation_prompt, **template_kwargs)
+        return self._chat_with_inert_contents(messages, add_generation_prompt, template_kwargs)
 
     def holds_special(self, text: str) -> bool:
         return self._specials is not None and self._specials.search(text) is not None
 
-    def _chat_with_inert_contents(self, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+    def _chat_with_inert_contents(self, messages: list[dict], add_generation_prompt: bool,
+                                  template_kwargs: dict[str, Any]) -> list[int]:
         """The template rendered around one unguessable mark per content, then the template's
         text tokenized with special tokens and each content without (a template that trims
         its contents sees only the marks, so contents go in as sent)."""
         nonce = uuid.uuid4().hex
         marked = [{**m, "content": f"\ue000{nonce}:{i}\ue001"} for i, m in enumerate(messages)]
-        text = render_chat_template(self.tokenizer, marked, add_generation_prompt)
+        text = render_chat_template(self.tokenizer, marked, add_generation_prompt, **template_kwargs)
         ids: list[int] = []
         for n, piece in enumerate(re.split(f"\ue000{nonce}:(\\d+)\ue001", text)):
             if n % 2:  # the index captured from a mark

@@ -19,6 +19,7 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, model: Path, *args: s
 # The shared server answers to the name the embedded default model is served under, so
 # that the quick-start snippets of docs/server.md run against it unchanged.
 MODEL_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TOOL_MODEL_NAME = "tiny-tools"  # what the tool model is served as
 
 
 @pytest.fixture(scope="session")
@@ -99,3 +100,30 @@ class RegistryHome:
         assert proc.env is not None
         proc.env.update(XDG_CACHE_HOME=str(self.cache), HOME=str(self.root / "home"))
         return proc.start()
+
+
+@pytest.fixture(scope="session")
+def tool_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen3 speaking Qwen's tool and thinking formats (tests/server/tool_models.py)."""
+    from tests.server.tool_models import build_tool_model
+
+    return build_tool_model(tmp_path_factory.mktemp("tool-model"))
+
+
+@pytest.fixture(scope="session")
+def tool_server(tool_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The tool model served without a reasoning parser (tools and structured outputs tests)."""
+    proc = start_server(tmp_path_factory, tool_model, "--kv-cache-gib", "0.05", "--max-model-len", "1024",
+                        "--served-model-name", TOOL_MODEL_NAME)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_server(tmp_path_factory: pytest.TempPathFactory):
+    """`kvserve serve` on the embedded SmolLM2-135M-Instruct (slow to start: tests using it are slow)."""
+    log_path = tmp_path_factory.mktemp("serve-embedded") / "server.log"
+    proc = ServeProcess(["--kv-cache-gib", "0.5"], log_path).launch()
+    proc.wait_ready(timeout=600)
+    yield proc
+    proc.stop()

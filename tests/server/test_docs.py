@@ -83,3 +83,20 @@ def test_quickstart_on_the_embedded_default_model(tmp_path):
     finally:
         exit_code = server.stop()
     assert exit_code == 0
+
+
+def structured_blocks() -> list[str]:
+    text = DOCS.read_text()
+    section = text.split("<!-- structured:begin -->", 1)[1].split("<!-- structured:end -->", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_structured_outputs_and_tools_examples_run(server):
+    """The SDK examples of "Structured outputs, tools and reasoning", against the shared server."""
+    blocks = structured_blocks()
+    assert len(blocks) == 3
+    for block in blocks:
+        result = subprocess.run([sys.executable, "-c", _against(server, block)], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip()

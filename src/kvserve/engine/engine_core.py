@@ -58,7 +58,7 @@ class EngineCore:
         model = MODEL_LOADERS[config.model.load_format](self.model_dir, backend, dtype, device)
         if config.model.quantization:
             model = quantize(model, config.model.quantization)
-        self.runner = ModelRunner(config, model, self.info, device, dtype)
+        self.runner = ModelRunner(config, model, self.info, device, dtype, str(self.tokenizer_path))
         logger.info("sizing the KV pool%s", " and warming up" if device.type == "cuda" else "")
         num_blocks = self.runner.init_kv_cache(self.max_model_len)
         check_fits(num_blocks, config.cache.block_size, self.max_model_len)

@@ -25,6 +25,7 @@ from kvserve.server.errors import model_not_found, model_unavailable
 from kvserve.server.model_source import SourceError, VersionInfo, describe_source, fetch_source, is_registry_ref
 from kvserve.server.model_version import ModelVersion
 from kvserve.server.models_config import ModelsConfig, ModelSpec
+from kvserve.server.settings import TextOptions
 from kvserve.server.swap import SwapStatus
 from kvserve.tokenizer import TokenizerError
 
@@ -44,11 +45,11 @@ class ModelHost:
     """The served models by name: `acquire` a version for a request, `release` it when
     answered; `swap` a model to another registry version. Owns every engine process."""
 
-    def __init__(self, config: ModelsConfig, base: EngineConfig, allow_special_tokens: bool = False,
+    def __init__(self, config: ModelsConfig, base: EngineConfig, text: TextOptions = TextOptions(),
                  log_level: str = "info") -> None:
         self.config = config
         self.base = base  # engine settings shared by every model; `model` is replaced per version
-        self.allow_special_tokens = allow_special_tokens
+        self.text = text  # how every model reads client text and writes tool calls and reasoning
         self.log_level = log_level
         self.specs = {s.name: s for s in config.models}
         self.infos = {s.name: describe_source(s.model, config.registry, s.version) for s in config.models}
@@ -175,7 +176,7 @@ class ModelHost:
         except LOAD_ERRORS as exc:
             logger.error("loading %s (%s) failed: %s", name, info.label, exc)
             raise LoadFailed(str(exc)) from None
-        version = ModelVersion(name, info.label, engine, defaults, info.weight_bytes, self.allow_special_tokens)
+        version = ModelVersion(name, info.label, engine, defaults, info.weight_bytes, self.text)
         await self._warm(version)
         logger.info("%s (%s) loaded in %.1f s; %s", name, info.label, time.monotonic() - begun, defaults.describe())
         return version

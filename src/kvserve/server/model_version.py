@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from kvserve.engine import AsyncLLM
 from kvserve.sampling_defaults import SamplingDefaults
 from kvserve.server.errors import bad_request
 from kvserve.server.protocol import ChatMessage
+from kvserve.server.reasoning import REASONING_PARSERS
+from kvserve.server.settings import TextOptions
+from kvserve.server.tools import pick_format
 from kvserve.tokenizer import ClientTextEncoder, TokenizerError
 
 
@@ -16,13 +20,20 @@ class ModelVersion:
     have not finished answering: a hot swap frees the old version only once it is zero."""
 
     def __init__(self, name: str, label: str, engine: AsyncLLM, sampling_defaults: SamplingDefaults,
-                 weight_bytes: int, allow_special_tokens: bool) -> None:
+                 weight_bytes: int, options: TextOptions) -> None:
         self.name = name
         self.label = label  # NAME:VERSION (or the directory's version): the header and system_fingerprint
         self.engine = engine
         self.sampling_defaults = sampling_defaults
         self.weight_bytes = weight_bytes
-        self.text = ClientTextEncoder(engine.tokenizer, allow_special_tokens)  # how client text becomes token ids
+        tokenizer = engine.tokenizer
+        self.text = ClientTextEncoder(tokenizer, options.allow_special_tokens)  # how client text becomes token ids
+        # how this model writes tool calls, and its reasoning tags when a reasoning parser is on
+        self.call_format = pick_format(options.tool_call_parser, str(getattr(tokenizer, "chat_template", "")))
+        self.think = REASONING_PARSERS.get(options.reasoning_parser or "")
+        self.think_end_id = _single_token(tokenizer, self.think.end) if self.think else None  # a grammar starts after it
+        # tool-call markers that are one token, and its id
+        self.marker_ids = {m: i for m in self.call_format.markers() if (i := _single_token(tokenizer, m)) is not None}
         self.leases = 0
         self._drained = asyncio.Event()
         self._drained.set()
@@ -44,10 +55,12 @@ class ModelVersion:
         """Returns once no request holds this version."""
         await self._drained.wait()
 
-    def chat_prompt(self, messages: list[ChatMessage], add_generation_prompt: bool = True) -> list[int]:
-        conversation = [{"role": m.role, "content": m.text()} for m in messages]
+    def chat_prompt(self, messages: list[ChatMessage], add_generation_prompt: bool = True,
+                    **template_kwargs: Any) -> list[int]:
+        """`template_kwargs`: the template's other variables (tools, enable_thinking, ...)."""
+        conversation = [m.template_dict() for m in messages]
         try:
-            return self.text.chat(conversation, add_generation_prompt)
+            return self.text.chat(conversation, add_generation_prompt, **template_kwargs)
         except TokenizerError as exc:
             raise bad_request(str(exc), "messages") from None
         except Exception as exc:  # noqa: BLE001 - a template that raises is the caller's input problem
@@ -58,3 +71,8 @@ class ModelVersion:
 
     def decode(self, token_ids: list[int]) -> str:
         return self.engine.tokenizer.decode(token_ids)
+
+
+def _single_token(tokenizer: Any, text: str) -> int | None:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None

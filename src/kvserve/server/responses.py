@@ -41,10 +41,27 @@ class ChatLogprobs(BaseModel):
     content: list[TokenLogprob] | None
 
 
+def _absent_if_none(value: object) -> bool:
+    return value is None
+
+
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str  # JSON text
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    reasoning_content: str | None = Field(None, exclude_if=_absent_if_none)  # with a reasoning parser
+    tool_calls: list[ToolCallOut] | None = Field(None, exclude_if=_absent_if_none)
 
 
 class ChatChoice(BaseModel):
@@ -65,9 +82,23 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = Field(None, exclude_if=_absent_if_none)  # first delta of a call only
+    arguments: str = ""
+
+
+class ToolCallDelta(BaseModel):
+    index: int
+    id: str | None = Field(None, exclude_if=_absent_if_none)  # first delta of a call only
+    type: Literal["function"] | None = Field(None, exclude_if=_absent_if_none)
+    function: FunctionCallDelta
+
+
 class DeltaMessage(BaseModel):
-    role: Literal["assistant"] | None = Field(None, exclude_if=lambda v: v is None)  # first chunk only
+    role: Literal["assistant"] | None = Field(None, exclude_if=_absent_if_none)  # first chunk only
     content: str | None = None
+    reasoning_content: str | None = Field(None, exclude_if=_absent_if_none)
+    tool_calls: list[ToolCallDelta] | None = Field(None, exclude_if=_absent_if_none)
 
 
 class ChatChunkChoice(BaseModel):

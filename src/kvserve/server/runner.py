@@ -120,7 +120,7 @@ async def _start_models(models: ModelsConfig, engine_config: EngineConfig,
     logger.info("kvserve %s: %d model(s) on %s, each in an engine process of its own", __version__,
                 len(models.models), engine_config.device.resolved_device())
     try:
-        host = ModelHost(models, engine_config, settings.allow_special_tokens_in_content, settings.log_level)
+        host = ModelHost(models, engine_config, settings.text_options(), settings.log_level)
     except SourceError as exc:
         logger.error("%s", exc)
         return None

@@ -11,6 +11,18 @@ from kvserve.tracing import traces_url
 from kvserve.server.batches.settings import BatchSettings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+TOOL_CALL_PARSERS = ("hermes", "llama3_json")  # kvserve.server.tools.CALL_FORMATS
+REASONING_PARSER_NAMES = ("qwen3",)  # kvserve.server.reasoning.REASONING_PARSERS
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """How the server reads client text and model output, the same for every model."""
+
+    allow_special_tokens: bool = False  # special-token strings in content are control tokens
+    tool_call_parser: str | None = None  # hermes | llama3_json; None: the format the chat template speaks
+    reasoning_parser: str | None = None  # qwen3: <think>…</think> becomes reasoning_content
+
 
 
 @dataclass
@@ -31,6 +43,8 @@ class ServerSettings:
     data_dir: str | None = None  # batch API: files and job state (SQLite); default ~/.cache/kvserve/batches
     batch_max_file_bytes: int = BatchSettings.max_file_bytes  # batch API: larger uploads get 413
     batch_concurrency: int = BatchSettings.concurrency  # batch lines in the engine at once; 0 turns batches off
+    tool_call_parser: str | None = None  # hermes | llama3_json; None = the format the chat template speaks
+    reasoning_parser: str | None = None  # qwen3: <think>…</think> becomes reasoning_content; None = off
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -41,6 +55,11 @@ class ServerSettings:
             raise ConfigError(f"shutdown_timeout must be non-negative, got {self.shutdown_timeout}")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {LOG_LEVELS}, got {self.log_level!r}")
+        if self.tool_call_parser is not None and self.tool_call_parser not in TOOL_CALL_PARSERS:
+            raise ConfigError(f"tool_call_parser must be one of {TOOL_CALL_PARSERS}, got {self.tool_call_parser!r}")
+        if self.reasoning_parser is not None and self.reasoning_parser not in REASONING_PARSER_NAMES:
+            raise ConfigError(f"reasoning_parser must be one of {REASONING_PARSER_NAMES}, "
+                              f"got {self.reasoning_parser!r}")
         if self.api_key == "" or self.admin_key == "":
             raise ConfigError("api_key and admin_key must not be empty")
         try:
@@ -50,6 +69,9 @@ class ServerSettings:
             self.batch_settings()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+    def text_options(self) -> TextOptions:
+        return TextOptions(self.allow_special_tokens_in_content, self.tool_call_parser, self.reasoning_parser)
 
     def header_limits(self) -> HeaderLimits:
         return HeaderLimits(self.max_header_bytes, self.max_headers, self.header_timeout)

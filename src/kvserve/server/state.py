@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 
@@ -31,6 +32,11 @@ class ServerState:
 
     def timeout_for(self, requested: float | None) -> float | None:
         return requested if requested is not None else self.settings.request_timeout
+
+
+def _single_token(tokenizer: Any, text: str) -> int | None:
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return ids[0] if len(ids) == 1 else None
 
 
 def server_state(request: Request) -> ServerState:

@@ -20,6 +20,8 @@ from kvserve.attention import AttentionMetadata
 from kvserve.config import EngineConfig
 from kvserve.engine.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
 from kvserve.sampling_params import SamplingParams
+from kvserve.structured.guides import GuideTable
+from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs
 from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
@@ -46,7 +48,8 @@ class StepInputs:
 
 
 class ModelRunner:
-    def __init__(self, config: EngineConfig, model, model_info, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, config: EngineConfig, model, model_info, device: torch.device, dtype: torch.dtype,
+                 tokenizer_path: str | None = None) -> None:
         self.config = config
         self.model = model
         self.info = model_info
@@ -60,6 +63,7 @@ class ModelRunner:
         self.buffers: InputBuffers | None = None
         self.graphs: DecodeGraphs | None = None
         self._launched: list[StepHandle] = []  # steps whose results may not be on the host yet
+        self.guides = GuideTable(tokenizer_path, model_info.vocab_size)  # constrained requests' grammars
 
     def init_kv_cache(self, max_model_len: int) -> int:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
@@ -128,6 +132,7 @@ class ModelRunner:
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
         pending = self._pending_ids(inputs) if needs_history(states) else None
         batch = build_sampling_batch(states, self.info.vocab_size, self.device, self._upload_sampling_table, pending)
+        batch.token_mask = self._token_mask(states)
         sampled = self.sampler.sample(logits, batch)
         host_ids = self.buffers.host["sampled_ids"][: len(states)] if self.device.type == "cuda" else None
         return self._launch(StepHandle(states, sampled, host_ids))
@@ -138,6 +143,16 @@ class ModelRunner:
         if not inputs.inflight_rows:
             return None
         return PendingIds(to_device(torch.tensor(inputs.inflight_rows), self.device), inputs.inflight_ids)
+
+    def _token_mask(self, states: list[RequestState]) -> TokenMask | None:
+        """Constrained rows' allowed tokens, built on the host while the device runs the forward.
+        A mask depends on every earlier token: the step in flight is brought to the host first."""
+        guided = [s for s in states if s.params.structured is not None]
+        if not guided:
+            return None
+        if any(s.num_pending for s in guided):
+            self._launched[-1].result()
+        return self.guides.token_mask(states, self.device)
 
     def _launch(self, handle: StepHandle) -> StepHandle:
         self._launched.append(handle)
@@ -163,6 +178,7 @@ class ModelRunner:
         for req_id in sched.finished_req_ids:
             self.states.pop(req_id, None)
             self.generators.pop(req_id, None)
+            self.guides.drop(req_id)
         for req_id in sched.preempted_req_ids:
             self.states.pop(req_id, None)
         for new in sched.scheduled_new_reqs:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from kvserve.engine.scheduler_output import TokenLogprobs
+from kvserve.structured.masks import TokenMask, apply_token_mask
 
 
 @dataclass
@@ -33,6 +34,7 @@ class SamplingBatch:
     num_logprobs: list[int | None]  # per row
     all_greedy: bool
     any_filter: bool  # some row uses top_k, top_p or min_p
+    token_mask: TokenMask | None = None  # allowed next tokens of constrained rows (structured outputs)
 
     @classmethod
     def plain_greedy(cls, num_rows: int) -> "SamplingBatch":
@@ -122,6 +124,8 @@ class Sampler:
         logits = logits.float()  # [N, V]
         raw_logprobs = logits.log_softmax(dim=-1) if any(n is not None for n in batch.num_logprobs) else None
         logits = apply_penalties(logits, batch)
+        if batch.token_mask is not None:
+            logits = apply_token_mask(logits, batch.token_mask)
         greedy_ids = logits.argmax(dim=-1)
         if batch.all_greedy:
             ids = greedy_ids

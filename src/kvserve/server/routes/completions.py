@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from kvserve.server import sse
 from kvserve.server.body import read_body
+from kvserve.server.constraints import requested_grammar
 from kvserve.server.generation import Choice, Generation, collect_or_abort, new_request_id, start_generation, stream_events
 from kvserve.server.logprobs import add_completion_entries
 from kvserve.server.protocol import CompletionRequest, StreamOptions
@@ -15,6 +16,7 @@ from kvserve.server.responses import Completion, CompletionChoice, CompletionLog
 from kvserve.server.sampling import check_context, check_token_ids, to_sampling_params
 from kvserve.server.model_version import ModelVersion
 from kvserve.server.state import request_log, server_state
+from kvserve.structured.spec import StructuredOutputs
 
 router = APIRouter()
 
@@ -33,6 +35,8 @@ async def create_completion(request: Request) -> Response:
         check_token_ids(prompt, version.engine.vocab_size, "prompt")
         check_context(len(prompt), body.output_limit(), version.engine.max_model_len, "prompt")
     params = to_sampling_params(body, body.output_limit(), body.logprobs, version.sampling_defaults.values)
+    grammar = requested_grammar(body)
+    params.structured = StructuredOutputs(grammar) if grammar else None
     timeout = state.timeout_for(body.request_timeout)
     gen = await start_generation(state, version, record, prompts, params, body.priority, timeout)
     echoes = _echo_texts(version, body, prompts)
