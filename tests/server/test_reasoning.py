@@ -62,9 +62,11 @@ def test_streamed_reasoning_and_answer_match_the_whole_answer(client, answers):
     reasoning, content = "", ""
     for chunk in stream:
         delta = chunk.choices[0].delta
-        reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+        more_reasoning = (delta.model_extra or {}).get("reasoning_content") or ""
+        # reasoning comes first: none after the answer began (one chunk may end one and start the other)
+        assert not (content and more_reasoning)
+        reasoning += more_reasoning
         content += delta.content or ""
-        assert not (content and (delta.model_extra or {}).get("reasoning_content"))  # reasoning comes first
     whole = answers[seed].message
     assert reasoning.strip() == reasoning_of(whole) and content == whole.content
 
