@@ -106,7 +106,7 @@ class Speculator:
     def _missed(self, spec: _RequestSpec) -> None:
         spec.misses += 1
         if spec.misses >= self.config.backoff_misses:
-            spec.paused_until = self._step + min(self.config.backoff_steps << spec.pauses, MAX_BACKOFF_STEPS)
+            spec.paused_until = self._step + 1 + min(self.config.backoff_steps << spec.pauses, MAX_BACKOFF_STEPS)
             spec.pauses += 1
             spec.misses = 0
 
