@@ -50,11 +50,17 @@ def same(plain, spec, params, prompts=PROMPTS):
 
 def test_greedy_output_is_identical_and_copying_is_accepted(engines):
     plain, spec = engines
-    before = spec.engine.core.stats().spec_decode.num_accepted_tokens
-    same(plain, spec, SamplingParams(temperature=0, max_tokens=48, ignore_eos=True))
+    before = spec.engine.core.stats().spec_decode
+    params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
+    same(plain, spec, params)
     stats = spec.engine.core.stats().spec_decode
-    assert stats.num_accepted_tokens - before >= 10  # the repetitive prompts are copied
+    assert stats.num_accepted_tokens - before.num_accepted_tokens >= 10  # the repetitive prompts are copied
     assert stats.num_accepted_tokens < stats.num_draft_tokens  # and some proposals fail
+    # each request's own figures add up to the engine's
+    per_request = [o.metrics for o in spec.generate(PROMPTS, params, use_tqdm=False)]
+    after = spec.engine.core.stats().spec_decode
+    assert sum(m["num_accepted_tokens"] for m in per_request) == after.num_accepted_tokens - stats.num_accepted_tokens
+    assert sum(m["num_draft_tokens"] for m in per_request) == after.num_draft_tokens - stats.num_draft_tokens
 
 
 def test_max_tokens_stop_tokens_and_stop_strings_end_inside_an_accepted_run(engines):

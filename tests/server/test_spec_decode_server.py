@@ -48,6 +48,9 @@ def test_answers_match_the_server_without_speculation_and_drafts_are_counted(ser
     assert after["vllm:spec_decode_num_drafts_total"] > 0 and 0 < accepted <= drafts
     assert after.value("vllm:spec_decode_num_accepted_tokens_per_pos_total", position="0") > 0
     assert after["kvserve:spec_decode_num_accepted_tokens_total"] == after["vllm:spec_decode_num_accepted_tokens_total"]
+    logged = [json.loads(line[line.index("{"):]) for line in spec_server.log_path.read_text().splitlines()
+              if '"event": "request"' in line and "spec_draft_tokens" in line]
+    assert logged and all(0 <= r["spec_accepted_tokens"] <= r["spec_draft_tokens"] for r in logged)
     # several tokens a step, each counted
     assert after["vllm:generation_tokens_total"] - before.get("vllm:generation_tokens_total") == generated
 

@@ -6,6 +6,7 @@ frontend (LLMEngine for the offline API, AsyncLLM for the server).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -162,6 +163,17 @@ class EngineCore:
         self._num_steps += 1
         self._step_seconds += time.perf_counter() - start
         return outputs
+
+    @contextlib.contextmanager
+    def speculation_paused(self):
+        """No proposals inside the block (a benchmark's same-engine baseline); the
+        acceptance counters keep their values."""
+        speculator, self.speculator = self.speculator, None
+        self.scheduler.speculator = None
+        try:
+            yield
+        finally:
+            self.speculator = self.scheduler.speculator = speculator
 
     def _apply_pending(self) -> list[EngineOutput]:
         handle, self._pending = self._pending, None

@@ -48,6 +48,7 @@ class Choice:
     num_prompt_tokens: int = 0
     num_cached_tokens: int = 0
     queue_s: float | None = None
+    spec_tokens: tuple[int, int] = (0, 0)  # speculative tokens proposed and accepted
 
     def apply(self, delta: CompletionDelta) -> None:
         self.text.append(delta.text)
@@ -61,6 +62,8 @@ class Choice:
             metrics = delta.metrics
             if metrics is not None and metrics.first_scheduled_time is not None:
                 self.queue_s = metrics.first_scheduled_time - metrics.arrival_time
+            if metrics is not None:
+                self.spec_tokens = (metrics.num_draft_tokens, metrics.num_accepted_tokens)
 
 
 class Generation:
@@ -116,6 +119,9 @@ class Generation:
         record.cached_tokens = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
         if self.timer.first_token is not None:
             record.ttft_s = round(self.timer.first_token - self.timer.arrival, 6)
+        if any(c.spec_tokens[0] for c in self.choices):
+            record.spec_draft_tokens = sum(c.spec_tokens[0] for c in self.choices)
+            record.spec_accepted_tokens = sum(c.spec_tokens[1] for c in self.choices)
         if self.state.settings.log_requests:
             record.completion = ["".join(c.text) for c in self.choices]
 
