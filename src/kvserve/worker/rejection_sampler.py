@@ -29,7 +29,7 @@ import torch
 from kvserve.engine.scheduler_output import TokenLogprobs
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import LogprobTensors, SamplingBatch, apply_penalties, draw, filter_logits, logprob_tensors
-from kvserve.worker.sampling_batch import build_sampling_batch
+from kvserve.worker.sampling_batch import build_sampling_batch, to_device
 
 
 @dataclass
@@ -144,10 +144,11 @@ class _Layout:
             req_of_row.extend([req] * (len(draft) + 1))
             pos_of_row.extend(range(len(draft) + 1))
             index.append([start + min(j, len(draft)) for j in range(width)])
+        # through pinned memory on a GPU: none of these copies waits for the step's work
         host = torch.tensor([flat_drafts, req_of_row, pos_of_row], dtype=torch.int64)
-        self.row_drafts, self.req_of_row, self.pos_of_row = host.to(device).unbind(0)  # [R] each
-        self.index = torch.tensor(index, dtype=torch.int64).to(device)  # [N, K+1] row of (request, position)
-        self.valid = torch.tensor([[j < k for j in range(width)] for k in counts], dtype=torch.bool).to(device)
+        self.row_drafts, self.req_of_row, self.pos_of_row = to_device(host, device).unbind(0)  # [R] each
+        self.index = to_device(torch.tensor(index, dtype=torch.int64), device)  # [N, K+1] row of (request, position)
+        self.valid = to_device(torch.tensor([[j < k for j in range(width)] for k in counts]), device)  # [N, K+1]
 
     def assemble(self, accept: torch.Tensor, recovered: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """([N, K+1] ids: accepted drafts, then the token drawn where the first rejection
