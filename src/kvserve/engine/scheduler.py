@@ -244,8 +244,8 @@ class Scheduler:
         req.num_computed_tokens += num_new
         if req.num_computed_tokens == req.num_tokens + req.num_inflight_tokens:
             req.num_inflight_tokens += 1
-        req.spec_token_ids = list(drafts)
         if drafts:
+            req.spec_token_ids = list(drafts)
             out.scheduled_spec_decode_tokens[req.request_id] = req.spec_token_ids
             req.num_computed_tokens += len(drafts)
 
@@ -295,10 +295,13 @@ class Scheduler:
                 self._drained(req_id)
                 continue
             req.num_inflight_tokens -= 1
-            tokens = self._verified(req, result.accepted_token_ids.get(req_id, []))
-            tokens.append(token)
+            accepted = result.accepted_token_ids.get(req_id) if result.accepted_token_ids else None
+            if accepted is not None or req.spec_token_ids:
+                tokens = self._verified(req, accepted or []) + [token]
+            else:
+                tokens = [token]  # the common case: one token, nothing to roll back
             out = self._engine_output(req, [], result, now)
-            for i, tok in enumerate(tokens):  # a stop inside an accepted run drops the rest
+            for tok in tokens:  # a stop inside an accepted run drops the rest
                 req.append_token(tok)
                 out.new_token_ids.append(tok)
                 finish, stop_reason = self._check_stop(req, tok)
@@ -311,15 +314,14 @@ class Scheduler:
         return outputs
 
     def _verified(self, req: Request, accepted: list[int]) -> list[int]:
-        """Roll the KV of the rejected drafts back and count the proposal; a copy of `accepted`."""
+        """Roll the KV of the rejected drafts back and count the proposal; returns `accepted`."""
         drafts, req.spec_token_ids = req.spec_token_ids, []
-        if not drafts:
-            return list(accepted)
-        req.num_computed_tokens -= len(drafts) - len(accepted)
-        req.metrics.num_draft_tokens += len(drafts)
-        req.metrics.num_accepted_tokens += len(accepted)
-        self.speculator.record(req.request_id, len(drafts), len(accepted))
-        return list(accepted)
+        if drafts:
+            req.num_computed_tokens -= len(drafts) - len(accepted)
+            req.metrics.num_draft_tokens += len(drafts)
+            req.metrics.num_accepted_tokens += len(accepted)
+            self.speculator.record(req.request_id, len(drafts), len(accepted))
+        return accepted
 
     def _drained(self, req_id: str) -> None:
         req = self._draining.get(req_id)
@@ -372,4 +374,6 @@ class Scheduler:
 def _logprobs_of(req_id: str, result: ModelRunnerOutput) -> list:
     """The logprobs of a request's accepted drafts and sampled token, in order (or [])."""
     last = result.logprobs.get(req_id)
-    return result.accepted_logprobs.get(req_id, []) + [last] if last else []
+    if last is None:
+        return []
+    return result.accepted_logprobs.get(req_id, []) + [last] if result.accepted_logprobs else [last]
