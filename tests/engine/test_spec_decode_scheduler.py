@@ -139,3 +139,19 @@ def test_the_json_of_the_flag_and_the_mapping_of_the_api_give_one_config():
     assert EngineConfig.from_flat(speculative_config=text).speculative == SpeculativeConfig(
         num_speculative_tokens=3, prompt_lookup_max=5, prompt_lookup_min=2)
     assert EngineConfig.from_flat().speculative is None
+
+
+def test_the_yaml_mapping_and_the_flag_reach_the_engine_config(tmp_path):
+    import argparse
+
+    from kvserve.cli.engine_args import add_engine_args, engine_config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_engine_args(parser)
+    path = tmp_path / "engine.yaml"
+    path.write_text("speculative_config:\n  method: ngram\n  num_speculative_tokens: 2\n")
+    from_file = engine_config_from_args(parser.parse_args(["--config", str(path)]))
+    assert from_file.speculative == SpeculativeConfig(num_speculative_tokens=2)
+    flag = engine_config_from_args(parser.parse_args(["--config", str(path), "--speculative-config",
+                                                      '{"num_speculative_tokens": 3}']))
+    assert flag.speculative.num_speculative_tokens == 3  # the flag wins over the file
