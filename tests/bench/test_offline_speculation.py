@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kvserve.bench.copy_prompts import copy_prompts
+from kvserve.bench.copy_prompts import copy_prompts, novel_prompts
 from kvserve.bench.offline import WORKLOADS, make_requests
 from kvserve.cli.main import main
 from kvserve.tokenizer import load_tokenizer
@@ -24,6 +24,8 @@ def test_copy_prompts_are_chat_requests_that_quote_a_list_or_code(tiny_llama):
     assert "Repeat the following list" in prompts[0] and "```python" in prompts[1]
     requests = make_requests(WORKLOADS["copy"], 0, 0, load_tokenizer(tiny_llama))
     assert len(requests) == 4 and all(n == 400 and len(ids) > 100 for ids, n in requests)
+    assert all(p.startswith("Write a short original essay") for p in novel_prompts(4, 0))
+    assert [n for _, n in make_requests(WORKLOADS["novel"], 0, 0, load_tokenizer(tiny_llama))] == [256] * 4
 
 
 def test_copy_workload_with_and_without_speculation(long_llama, tmp_path, capsys):

@@ -1,6 +1,7 @@
-"""Copy-heavy chat prompts for `kvserve bench offline --workload copy`: "repeat this list",
-"copy this code". A model answering them repeats long runs of its prompt, which is
-what n-gram speculation predicts; reproducible from a seed."""
+"""Chat prompts for speculation benchmarks, reproducible from a seed: copy-heavy ones
+(`--workload copy`: "repeat this list", "copy this code"), whose answers repeat long runs
+of the prompt, which is what n-gram speculation predicts; and open-ended ones
+(`--workload novel`: write about a topic), whose answers have little to copy."""
 
 from __future__ import annotations
 
@@ -30,3 +31,14 @@ def copy_prompts(count: int, seed: int) -> list[str]:
     """`count` prompts, lists and code in turn."""
     rng = random.Random(seed)
     return [(list_prompt if i % 2 == 0 else code_prompt)(rng) for i in range(count)]
+
+
+TOPICS = ("a lighthouse keeper's first winter", "how bread rises", "a city seen from a night train",
+          "the history of the bicycle", "a letter from a ship's cook", "why the sky changes colour at dusk",
+          "a market in the rain", "an old clock that runs backwards")
+
+
+def novel_prompts(count: int, seed: int) -> list[str]:
+    """`count` open-ended writing requests."""
+    rng = random.Random(seed)
+    return [f"Write a short original essay about {rng.choice(TOPICS)}." for _ in range(count)]

@@ -26,7 +26,7 @@ class Workload:
     input_len: tuple[int, int]  # inclusive range, uniform
     output_len: tuple[int, int]
     description: str
-    prompts: str = "random"  # random token ids, or "copy": copy-heavy chat prompts that end at EOS
+    prompts: str = "random"  # random token ids; "copy" / "novel": chat prompts of copy_prompts that end at EOS
 
 
 # The named workloads: the four GPU targets of docs/benchmarks.md (the first is nano-vllm's
@@ -40,8 +40,8 @@ WORKLOADS: dict[str, Workload] = {
     "cpu": Workload(8, (128, 128), (128, 128), "8 requests, 128 in, 128 out (CPU throughput in a minute)"),
     "copy": Workload(4, (0, 0), (400, 400), "4 chat prompts asking to repeat a list or copy code, up to 400 "
                      "out, EOS ends them (speculation: most proposals accepted)", prompts="copy"),
-    "novel": Workload(4, (128, 128), (256, 256), "4 requests of random tokens, 128 in, 256 out "
-                      "(speculation: little to accept)"),
+    "novel": Workload(4, (0, 0), (256, 256), "4 chat prompts asking for a short essay, up to 256 out, "
+                      "EOS ends them (speculation: little to copy)", prompts="novel"),
 }
 
 
@@ -86,8 +86,8 @@ def phase_summary(step_log: list[tuple[int, int, float]], overlapped: bool) -> d
 def make_requests(workload: Workload, vocab_size: int, seed: int, tokenizer=None) -> list[tuple[list[int], int]]:
     """(prompt token ids, output length) per request, reproducible from the seed; a `copy`
     workload needs the model's tokenizer (its chat template)."""
-    if workload.prompts == "copy":
-        return _copy_requests(workload, tokenizer, seed)
+    if workload.prompts != "random":
+        return _chat_requests(workload, tokenizer, seed)
     rng = random.Random(seed)
     requests = []
     for _ in range(workload.num_requests):
@@ -97,14 +97,15 @@ def make_requests(workload: Workload, vocab_size: int, seed: int, tokenizer=None
     return requests
 
 
-def _copy_requests(workload: Workload, tokenizer, seed: int) -> list[tuple[list[int], int]]:
-    from kvserve.bench.copy_prompts import copy_prompts
+def _chat_requests(workload: Workload, tokenizer, seed: int) -> list[tuple[list[int], int]]:
+    from kvserve.bench.copy_prompts import copy_prompts, novel_prompts
     from kvserve.tokenizer import apply_chat_template
 
     if tokenizer is None:
-        raise SystemExit("the copy workload needs the model's tokenizer and chat template")
+        raise SystemExit(f"the {workload.prompts} workload needs the model's tokenizer and chat template")
+    texts = {"copy": copy_prompts, "novel": novel_prompts}[workload.prompts](workload.num_requests, seed)
     return [(apply_chat_template(tokenizer, [{"role": "user", "content": text}]), workload.output_len[0])
-            for text in copy_prompts(workload.num_requests, seed)]
+            for text in texts]
 
 
 def run_engine(core, requests, name: str, progress: bool, frequency_penalty: float = 0.0,
