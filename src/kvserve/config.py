@@ -5,6 +5,7 @@ CLI flags and YAML files map onto these fields by name (see kvserve.cli.engine_a
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field, fields
 
@@ -13,6 +14,7 @@ POLICIES = ("fcfs", "priority")
 LOAD_FORMATS = ("auto", "dummy")
 QUANTIZATIONS = ("int8", "int4", "fp8")  # kvserve.models.quantization.QUANTIZERS
 GENERATION_CONFIGS = ("auto", "none")
+SPECULATIVE_METHODS = ("ngram",)  # kvserve.engine.ngram_proposer
 
 
 class ConfigError(ValueError):
@@ -146,6 +148,54 @@ def _check_cuda(device: str, torch) -> None:
 
 
 @dataclass
+class SpeculativeConfig:
+    """Speculative decoding, with vLLM's `speculative_config` keys: proposals are verified
+    in one forward, so the output is that of plain decoding (lossless)."""
+
+    method: str = "ngram"  # ngram = proposals looked up in the request's own prompt and output
+    num_speculative_tokens: int = 4  # tokens proposed per request and step (k)
+    prompt_lookup_max: int = 4  # ngram: the longest suffix looked up earlier in the request
+    prompt_lookup_min: int = 1  # ngram: the shortest
+    disable_by_batch_size: int | None = None  # no speculation while more requests than this are running
+    backoff_misses: int = 3  # a request that proposed nothing accepted this many steps in a row pauses ...
+    backoff_steps: int = 8  # ... for this many steps, doubled at each pause in a row (up to 256)
+
+    def __post_init__(self) -> None:
+        _require(self.method in SPECULATIVE_METHODS,
+                 f"speculative_config method must be one of {SPECULATIVE_METHODS}, got {self.method!r}")
+        _require(1 <= self.num_speculative_tokens <= 16,
+                 f"speculative_config num_speculative_tokens must be in 1..16, got {self.num_speculative_tokens}")
+        _require(1 <= self.prompt_lookup_min <= self.prompt_lookup_max <= 16,
+                 "speculative_config needs 1 <= prompt_lookup_min <= prompt_lookup_max <= 16, got "
+                 f"{self.prompt_lookup_min} and {self.prompt_lookup_max}")
+        _require(self.disable_by_batch_size is None or self.disable_by_batch_size >= 1,
+                 f"speculative_config disable_by_batch_size must be at least 1, got {self.disable_by_batch_size}")
+        _require(self.backoff_misses >= 1, f"speculative_config backoff_misses must be at least 1, got {self.backoff_misses}")
+        _require(self.backoff_steps >= 1, f"speculative_config backoff_steps must be at least 1, got {self.backoff_steps}")
+
+    @classmethod
+    def from_value(cls, value: "SpeculativeConfig | dict | str | None") -> "SpeculativeConfig | None":
+        """From a mapping (LLM(speculative_config={...}), YAML) or its JSON text (the CLI flag)."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"speculative_config is not valid JSON: {exc}") from None
+        _require(isinstance(value, dict), f"speculative_config must be a mapping, got {type(value).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(value) - set(known))
+        _require(not unknown, f"speculative_config has unknown key(s) {unknown}; known: {sorted(known)}")
+        for key, item in value.items():
+            wanted = int if key not in ("method",) else str
+            ok = isinstance(item, wanted) and not isinstance(item, bool)
+            _require(ok or (item is None and key == "disable_by_batch_size"),
+                     f"speculative_config {key} must be {wanted.__name__}, got {item!r}")
+        return cls(**value)
+
+
+@dataclass
 class EngineConfig:
     """Everything an engine needs, grouped by concern."""
 
@@ -153,19 +203,22 @@ class EngineConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     device: DeviceConfig = field(default_factory=DeviceConfig)
+    speculative: SpeculativeConfig | None = None  # off unless given (speculative_config)
 
     @classmethod
     def from_flat(cls, **kwargs) -> "EngineConfig":
         """Build from flat keyword arguments (vLLM's LLM(...) style, CLI flags, YAML keys)."""
         groups = {"model": ModelConfig, "cache": CacheConfig, "scheduler": SchedulerConfig, "device": DeviceConfig}
+        speculative = SpeculativeConfig.from_value(kwargs.pop("speculative_config", None))
         values: dict[str, dict] = {name: {} for name in groups}
         owner = {f.name: name for name, kind in groups.items() for f in fields(kind)}
         for key, value in kwargs.items():
             if key not in owner:
                 raise ConfigError(f"unknown engine setting {key!r}")
             values[owner[key]][key] = value
-        return cls(**{name: kind(**values[name]) for name, kind in groups.items()})
+        return cls(**{name: kind(**values[name]) for name, kind in groups.items()}, speculative=speculative)
 
     @staticmethod
     def setting_names() -> list[str]:
-        return [f.name for kind in (ModelConfig, CacheConfig, SchedulerConfig, DeviceConfig) for f in fields(kind)]
+        names = [f.name for kind in (ModelConfig, CacheConfig, SchedulerConfig, DeviceConfig) for f in fields(kind)]
+        return names + ["speculative_config"]

@@ -85,6 +85,12 @@ def test_mixed_prefill_and_decode_batch():
     check_backend([(20, 1), (0, 37), (600, 1), (16, 9)], num_sms=4, num_heads=6, num_kv_heads=2)  # 2 splits
 
 
+def test_speculative_verification_batch():
+    # k + 1 = 5 queries after a cached context (causal within the new tokens, crossing a
+    # block edge), next to plain decodes and a request with fewer drafts
+    check_backend([(37, 5), (20, 1), (123, 5), (14, 3), (600, 1)], num_sms=4, num_heads=4, num_kv_heads=2)
+
+
 @pytest.mark.parametrize("head_dim,num_heads,num_kv_heads,block_size", [
     (64, 2, 2, 16), (64, 4, 2, 32), (128, 4, 1, 16), (128, 8, 1, 32),  # GQA ratios 1, 2, 4, 8
 ])

@@ -1,9 +1,11 @@
 """`kvserve bench offline`: engine throughput and latency on a named workload, in process.
 
-Requests are token ids (random, seeded) submitted all at once and driven through
-EngineCore directly: the figures are the engine's (scheduling, model, sampling), with
-no HTTP and no detokenization. `--compare-hf` runs Hugging Face transformers on the same
-weights and workload in the same process.
+Requests are token ids (random, seeded; or chat prompts through the model's tokenizer
+for `copy`) submitted all at once and driven through EngineCore directly: the figures
+are the engine's (scheduling, model, sampling), with no HTTP and no detokenization.
+`--compare-hf` runs Hugging Face transformers on the same weights and workload in the
+same process; `--speculative-config` runs the workload without speculation and then
+with it, on the same engine, and checks that the greedy outputs are identical.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Workload:
     input_len: tuple[int, int]  # inclusive range, uniform
     output_len: tuple[int, int]
     description: str
+    prompts: str = "random"  # random token ids; "copy" / "novel": chat prompts of copy_prompts that end at EOS
 
 
 # The named workloads: the four GPU targets of docs/benchmarks.md (the first is nano-vllm's
@@ -35,6 +38,10 @@ WORKLOADS: dict[str, Workload] = {
     "prefill8k": Workload(1, (8192, 8192), (1, 1), "one 8,192-token prompt (time to first token)"),
     "smoke": Workload(8, (16, 64), (8, 32), "a few short requests (CPU check)"),
     "cpu": Workload(8, (128, 128), (128, 128), "8 requests, 128 in, 128 out (CPU throughput in a minute)"),
+    "copy": Workload(4, (0, 0), (400, 400), "4 chat prompts asking to repeat a list or copy code, up to 400 "
+                     "out, EOS ends them (speculation: most proposals accepted)", prompts="copy"),
+    "novel": Workload(4, (0, 0), (256, 256), "4 chat prompts asking for a short essay, up to 256 out, "
+                      "EOS ends them (speculation: little to copy)", prompts="novel"),
 }
 
 
@@ -55,6 +62,7 @@ class Result:
     num_preemptions: int
     kv_cache_tokens: int  # the KV pool's size
     phases: dict  # "decode" (decode-only steps) and "prefill" (steps with prompt tokens): steps, seconds, tokens
+    spec_decode: dict | None = None  # proposals, tokens proposed and accepted during the run (speculation on)
 
 
 def phase_summary(step_log: list[tuple[int, int, float]], overlapped: bool) -> dict:
@@ -75,8 +83,11 @@ def phase_summary(step_log: list[tuple[int, int, float]], overlapped: bool) -> d
     return phases
 
 
-def make_requests(workload: Workload, vocab_size: int, seed: int) -> list[tuple[list[int], int]]:
-    """(prompt token ids, output length) per request, reproducible from the seed."""
+def make_requests(workload: Workload, vocab_size: int, seed: int, tokenizer=None) -> list[tuple[list[int], int]]:
+    """(prompt token ids, output length) per request, reproducible from the seed; a `copy`
+    workload needs the model's tokenizer (its chat template)."""
+    if workload.prompts != "random":
+        return _chat_requests(workload, tokenizer, seed)
     rng = random.Random(seed)
     requests = []
     for _ in range(workload.num_requests):
@@ -86,14 +97,29 @@ def make_requests(workload: Workload, vocab_size: int, seed: int) -> list[tuple[
     return requests
 
 
-def run_engine(core, requests, name: str, progress: bool, frequency_penalty: float = 0.0) -> Result:
+def _chat_requests(workload: Workload, tokenizer, seed: int) -> list[tuple[list[int], int]]:
+    from kvserve.bench.copy_prompts import copy_prompts, novel_prompts
+    from kvserve.tokenizer import apply_chat_template
+
+    if tokenizer is None:
+        raise SystemExit(f"the {workload.prompts} workload needs the model's tokenizer and chat template")
+    texts = {"copy": copy_prompts, "novel": novel_prompts}[workload.prompts](workload.num_requests, seed)
+    return [(apply_chat_template(tokenizer, [{"role": "user", "content": text}]), workload.output_len[0])
+            for text in texts]
+
+
+def run_engine(core, requests, name: str, progress: bool, frequency_penalty: float = 0.0,
+               ignore_eos: bool = True, token_ids: dict | None = None) -> Result:
+    """Run the requests to the end; `token_ids`, if given, receives each request's output ids."""
     from kvserve.engine.request import EngineRequest
     from kvserve.sampling_params import SamplingParams
 
     preemptions_before = core.stats().num_preemptions
+    spec_before = core.stats().spec_decode
     start = time.perf_counter()
     for i, (prompt, n_out) in enumerate(requests):
-        params = SamplingParams(temperature=0.0, max_tokens=n_out, ignore_eos=True, frequency_penalty=frequency_penalty)
+        params = SamplingParams(temperature=0.0, max_tokens=n_out, ignore_eos=ignore_eos,
+                                frequency_penalty=frequency_penalty)
         core.add_request(EngineRequest(f"{name}-{i}", prompt, params))
     total_out = sum(n for _, n in requests)
     bar = _bar(total_out, progress)
@@ -104,11 +130,15 @@ def run_engine(core, requests, name: str, progress: bool, frequency_penalty: flo
         now = time.perf_counter()
         stats = core.stats()
         step_log.append((stats.step_num_tokens, stats.step_num_seqs, now - t0))
+        new = 0
         for out in outputs:
             first_token.setdefault(out.request_id, now - start)
-        produced += len(outputs)
+            new += len(out.new_token_ids)  # several per step with speculation
+            if token_ids is not None:
+                token_ids.setdefault(out.request_id.rsplit("-", 1)[1], []).extend(out.new_token_ids)
+        produced += new
         if bar is not None:
-            bar.update(len(outputs))
+            bar.update(new)
     elapsed = time.perf_counter() - start
     if bar is not None:
         bar.close()
@@ -123,7 +153,20 @@ def run_engine(core, requests, name: str, progress: bool, frequency_penalty: flo
         ttft_s_mean=statistics.fmean(ttfts), ttft_s_max=max(ttfts),
         num_preemptions=core.stats().num_preemptions - preemptions_before,
         kv_cache_tokens=core.kv_cache.num_blocks * core.kv_cache.block_size, phases=phase_summary(step_log, core.overlap),
+        spec_decode=_spec_figures(spec_before, core.stats().spec_decode),
     )
+
+
+def _spec_figures(before, after) -> dict | None:
+    """The run's share of the engine's cumulative acceptance counters."""
+    if after is None or before is None:
+        return None
+    drafts = after.num_drafts - before.num_drafts
+    proposed = after.num_draft_tokens - before.num_draft_tokens
+    accepted = after.num_accepted_tokens - before.num_accepted_tokens
+    return {"drafts": drafts, "draft_tokens": proposed, "accepted_tokens": accepted,
+            "acceptance_rate": accepted / proposed if proposed else 0.0,
+            "mean_accepted_per_draft": accepted / drafts if drafts else 0.0}
 
 
 def build_engine(args: argparse.Namespace):
@@ -142,6 +185,8 @@ def build_engine(args: argparse.Namespace):
         settings["kv_cache_gib"] = args.kv_cache_gib
     if not args.async_scheduling:
         settings["async_scheduling"] = False
+    if args.speculative_config:
+        settings["speculative_config"] = args.speculative_config
     config, shape_dir = with_shape_dir(EngineConfig.from_flat(**settings))
     try:
         return EngineCore(config), shape_dir
@@ -165,13 +210,21 @@ def measure(core, args: argparse.Namespace) -> int:
     if args.compare_hf and args.frequency_penalty:
         raise SystemExit("--compare-hf runs transformers greedy without penalties: leave --frequency-penalty out")
     workload = WORKLOADS[args.workload]
-    requests = make_requests(workload, core.info.vocab_size, args.seed)
+    requests = make_requests(workload, core.info.vocab_size, args.seed, _tokenizer(core, workload))
     if args.warmup:
         run_engine(core, make_requests(WORKLOADS["smoke"], core.info.vocab_size, 1), "warmup", False,
                    args.frequency_penalty)
-    result = run_engine(core, requests, args.workload, not args.no_progress, args.frequency_penalty)
-    report = {"engine": asdict(result), "device": _device_name(), "workload": asdict(workload)}
+    report = {"device": _device_name(), "workload": asdict(workload)}
+    if core.speculator is not None:
+        baseline, baseline_ids = _baseline(core, requests, workload, args)
+        report["no_speculation"] = asdict(baseline)
+    outputs: dict = {}
+    result = run_engine(core, requests, args.workload, not args.no_progress, args.frequency_penalty,
+                        workload.prompts == "random", outputs)
+    report["engine"] = asdict(result)
     _print_result("kvserve", result)
+    if core.speculator is not None:
+        report["speculation"] = _compare_speculation(baseline, baseline_ids, result, outputs)
     if args.profile:
         from kvserve.bench.gpu_profile import profile_steps
 
@@ -194,6 +247,37 @@ def measure(core, args: argparse.Namespace) -> int:
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(report, indent=1))
     return 0
+
+
+def _tokenizer(core, workload: Workload):
+    if workload.prompts == "random":
+        return None
+    from kvserve.tokenizer import load_tokenizer
+
+    return load_tokenizer(core.tokenizer_path)
+
+
+def _baseline(core, requests, workload: Workload, args: argparse.Namespace) -> tuple[Result, dict]:
+    """The workload without speculation on the same engine, and its output ids, after one
+    pass that puts every prompt in the prefix cache (so that both measured runs find the
+    same cached blocks)."""
+    run_engine(core, [(prompt, 1) for prompt, _ in requests], "prime", False)
+    outputs: dict = {}
+    with core.speculation_paused():
+        result = run_engine(core, requests, "no-spec", not args.no_progress, args.frequency_penalty,
+                            workload.prompts == "random", outputs)
+    _print_result("kvserve, no speculation", result)
+    return result, outputs
+
+
+def _compare_speculation(baseline: Result, baseline_ids: dict, result: Result, outputs: dict) -> dict:
+    figures = {"speedup": result.output_tok_s / baseline.output_tok_s,
+               "identical_outputs": outputs == baseline_ids, **(result.spec_decode or {})}
+    print(f"speculation: {figures['speedup']:.2f}x tokens/s, outputs identical: {figures['identical_outputs']}, "
+          f"acceptance {100 * figures.get('acceptance_rate', 0):.1f}% "
+          f"({figures.get('accepted_tokens', 0)} of {figures.get('draft_tokens', 0)} proposed tokens), "
+          f"{figures.get('mean_accepted_per_draft', 0):.2f} accepted per proposal")
+    return figures
 
 
 def _print_result(name: str, r: Result) -> None:
@@ -254,6 +338,9 @@ def register(bench_subparsers) -> None:
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="measure from the first request (by default a few short requests run first, unmeasured)")
     p.add_argument("--compare-hf", action="store_true", help="also run transformers on the same weights")
+    p.add_argument("--speculative-config", default=None, metavar="JSON",
+                   help='speculative decoding, e.g. \'{"method": "ngram", "num_speculative_tokens": 4}\': the '
+                        "workload runs without it, then with it (same engine), and the outputs are compared")
     p.add_argument("--frequency-penalty", type=float, default=0.0,
                    help="give every request this frequency penalty (penalised sampling reads each row's history)")
     p.add_argument("--hf-time-limit", type=_positive_seconds, default=None, metavar="SECONDS",

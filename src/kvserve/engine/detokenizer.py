@@ -40,9 +40,11 @@ class IncrementalDetokenizer:
         self.sent = 0  # characters of `text` already handed out
         self.stop_reason: str | None = None
 
-    def add_tokens(self, token_ids: list[int]) -> None:
-        """Append new ids; updates `text` and, if a stop string appears, `stop_reason`."""
-        for token_id in token_ids:
+    def add_tokens(self, token_ids: list[int]) -> int:
+        """Append new ids; updates `text` and, if a stop string appears, `stop_reason`.
+        Returns how many ids were taken: those after the one completing a stop string are
+        dropped (a step can bring several ids at once)."""
+        for count, token_id in enumerate(token_ids, start=1):
             self.tokens.append(token_id)
             before = self._decode(self.tokens[self.prefix_offset:self.read_offset])
             after = self._decode(self.tokens[self.prefix_offset:])
@@ -50,7 +52,8 @@ class IncrementalDetokenizer:
                 self.text += after[len(before):]
                 self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
                 if self._check_stop(len(after) - len(before)):
-                    return
+                    return count
+        return len(token_ids)
 
     def flush(self) -> None:
         """At the end: whatever is left undecoded (an incomplete character) comes out as is."""

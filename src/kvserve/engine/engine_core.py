@@ -6,6 +6,7 @@ frontend (LLMEngine for the offline API, AsyncLLM for the server).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from kvserve.engine.kv_cache_manager import KVCacheManager
 from kvserve.engine.outputs import EngineOutput, EngineStats
 from kvserve.engine.request import EngineRequest
 from kvserve.engine.scheduler import Scheduler
+from kvserve.engine.speculator import Speculator
 from kvserve.models import ARCHITECTURES
 from kvserve.models.dummy import load_dummy_model
 from kvserve.models.loader import architecture_of, load_hf_config, load_model, model_info, resolve_dtype
@@ -63,7 +65,8 @@ class EngineCore:
         num_blocks = self.runner.init_kv_cache(self.max_model_len)
         check_fits(num_blocks, config.cache.block_size, self.max_model_len)
         self.kv_cache = KVCacheManager(num_blocks, config.cache.block_size, config.cache.enable_prefix_caching)
-        self.scheduler = Scheduler(config.scheduler, self.kv_cache, self.max_model_len)
+        self.speculator = Speculator(config.speculative) if config.speculative else None
+        self.scheduler = Scheduler(config.scheduler, self.kv_cache, self.max_model_len, speculator=self.speculator)
         self.eos_token_id = self.info.eos_token_ids[0] if self.info.eos_token_ids else None
         self._last_step = (0, 0)  # tokens and requests of the last step
         self._num_steps, self._step_seconds = 0, 0.0
@@ -145,19 +148,40 @@ class EngineCore:
 
     def step(self) -> list[EngineOutput]:
         """Schedule and launch the next step, then apply the previous step's results: the
-        CPU work of a step overlaps the GPU work of the one before it."""
+        CPU work of a step overlaps the GPU work of the one before it. A step that may
+        propose speculative tokens needs the newest ids first, and a step that verifies
+        some is applied at once (the next proposals start from what it accepted)."""
         start = time.perf_counter()
+        outputs = self._apply_pending() if self._wants_fresh_ids() else []
         sched = self.scheduler.schedule()
         handle = self.runner.execute(sched)
-        outputs = self.scheduler.update_from_output(self._pending.result()) if self._pending else []
+        outputs += self._apply_pending()
         self._pending = handle
-        if not self.overlap or not self.scheduler.has_unfinished_requests():  # nothing to overlap with
-            outputs += self.scheduler.update_from_output(handle.result())
-            self._pending = None
+        if not self.overlap or sched.scheduled_spec_decode_tokens or not self.scheduler.has_unfinished_requests():
+            outputs += self._apply_pending()
         self._last_step = (sched.total_num_scheduled_tokens, len(sched.num_scheduled_tokens))
         self._num_steps += 1
         self._step_seconds += time.perf_counter() - start
         return outputs
+
+    @contextlib.contextmanager
+    def speculation_paused(self):
+        """No proposals inside the block (a benchmark's same-engine baseline); the
+        acceptance counters keep their values."""
+        speculator, self.speculator = self.speculator, None
+        self.scheduler.speculator = None
+        try:
+            yield
+        finally:
+            self.speculator = self.scheduler.speculator = speculator
+
+    def _apply_pending(self) -> list[EngineOutput]:
+        handle, self._pending = self._pending, None
+        return self.scheduler.update_from_output(handle.result()) if handle is not None else []
+
+    def _wants_fresh_ids(self) -> bool:
+        return (self._pending is not None and self.speculator is not None
+                and self.speculator.wants_fresh_ids(self.scheduler.running))
 
     def stats(self) -> EngineStats:
         prefix = self.kv_cache.stats
@@ -173,4 +197,5 @@ class EngineCore:
             step_num_seqs=self._last_step[1],
             num_steps=self._num_steps,
             step_seconds=self._step_seconds,
+            spec_decode=self.speculator.stats.snapshot() if self.speculator else None,
         )

@@ -88,8 +88,9 @@ class OutputProcessor:
 
     def _process_one(self, state: _RequestState, out: EngineOutput) -> CompletionDelta:
         detok = state.detok
-        detok.add_tokens(out.new_token_ids)
-        state.num_output_tokens += len(out.new_token_ids)
+        taken = detok.add_tokens(out.new_token_ids)
+        token_ids, new_logprobs = out.new_token_ids[:taken], out.new_logprobs[:taken]
+        state.num_output_tokens += taken
         finish, stop_reason = out.finish_reason, out.stop_reason
         if detok.stop_reason is not None:
             finish, stop_reason = FinishReason.STOP, detok.stop_reason
@@ -98,8 +99,8 @@ class OutputProcessor:
         return CompletionDelta(
             request_id=out.request_id,
             text=detok.take_new_text(finished=finish is not None),
-            token_ids=list(out.new_token_ids),
-            logprobs=self._logprobs(out.new_logprobs) if state.params.logprobs is not None else None,
+            token_ids=list(token_ids),
+            logprobs=self._logprobs(new_logprobs) if state.params.logprobs is not None else None,
             finish_reason=finish.value if finish is not None else None,
             stop_reason=stop_reason,
             num_prompt_tokens=state.num_prompt_tokens,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from kvserve.engine.request import FinishReason, RequestMetrics
 from kvserve.engine.scheduler_output import TokenLogprobs
+from kvserve.engine.speculator import SpecStats
 
 
 @dataclass
@@ -41,3 +42,4 @@ class EngineStats:
     step_num_seqs: int = 0  # requests in the last step (equal to its tokens: a decode-only step)
     num_steps: int = 0  # cumulative
     step_seconds: float = 0.0  # wall time inside steps, cumulative (launch, then wait for the step before)
+    spec_decode: SpecStats | None = None  # cumulative acceptance figures, when speculation is on

@@ -31,6 +31,8 @@ class RequestMetrics:
     first_token_time: float | None = None
     last_token_time: float | None = None
     num_preemptions: int = 0
+    num_draft_tokens: int = 0  # speculative tokens proposed for this request
+    num_accepted_tokens: int = 0  # of those, accepted
 
 
 class RequestStatus(enum.Enum):
@@ -78,6 +80,7 @@ class Request:
         self.metrics = RequestMetrics(arrival_time=req.arrival_time)
         self.block_hashes: list = []  # the KV cache manager's chained hashes of full blocks
         self.first_scheduled_time: float | None = None
+        self.spec_token_ids: list[int] = []  # draft ids being verified by the step in flight
         params = req.sampling_params
         room = max_model_len - len(self.prompt_token_ids)
         self.max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)

@@ -15,6 +15,14 @@ when it is scheduled, a token sampled by a step still in flight is counted in
 `num_inflight_tokens` and computed by the next step all the same, and stop conditions
 are applied when the ids arrive. A request that stops on a token thus costs one
 discarded step; one that will reach max_tokens is not scheduled past it.
+
+With speculative decoding (`speculator`), a decoding request whose ids are all known
+computes its next token and up to k draft ids in one step (their KV slots reserved
+like any other token's); the runner returns the drafts it accepted and one more token.
+The KV of rejected drafts is rolled back by moving `num_computed_tokens` back: their
+slots are rewritten by the request's next tokens, in blocks it keeps (at most
+ceil(k / block_size) of them beyond its tokens). A step that proposes needs the newest
+ids, so the engine applies the step in flight before scheduling one that may propose.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from kvserve.engine.scheduler_output import (
     NewRequestData,
     SchedulerOutput,
 )
+from kvserve.engine.speculator import Speculator
 
 
 # policy name -> sort key of a request; smaller runs first and is preempted last
@@ -82,11 +91,13 @@ class Scheduler:
         kv_cache: KVCacheManager,
         max_model_len: int,
         clock: Callable[[], float] = time.time,
+        speculator: Speculator | None = None,
     ) -> None:
         self.config = config
         self.kv_cache = kv_cache
         self.max_model_len = max_model_len
         self.clock = clock
+        self.speculator = speculator
         self.key = POLICY_KEYS[config.policy]
         self.requests: dict[str, Request] = {}
         self.waiting = RequestQueue(self.key)
@@ -97,6 +108,7 @@ class Scheduler:
         # finished while a token of theirs was in flight: the id stays taken until it arrives
         self._draining: dict[str, Request] = {}
         self._preempted_ids: set[str] = set()
+        self._speculate = False  # this step may propose drafts (see _may_speculate)
 
     # ---- requests in and out ----
 
@@ -131,6 +143,8 @@ class Scheduler:
         self._drop_ids, self._preempted_ids = set(), set()
         if self.config.policy == "priority":
             self._make_room_for_priority()
+        if self.speculator is not None:
+            self.speculator.next_step()
         preempted = self._schedule_running(budget, out)
         if not preempted:
             self._schedule_waiting(budget, out)
@@ -165,6 +179,7 @@ class Scheduler:
 
     def _schedule_running(self, budget: list[int], out: SchedulerOutput) -> bool:
         self.running.sort(key=self.key)
+        self._speculate = self._may_speculate()
         preempted_any = False
         i = 0
         while i < len(self.running) and budget[0] > 0:
@@ -173,7 +188,11 @@ class Scheduler:
                 i += 1  # its last token is in flight: nothing more to compute
                 continue
             num_new = min(req.num_tokens + req.num_inflight_tokens - req.num_computed_tokens, budget[0])
-            new_ids = self.kv_cache.allocate_slots(req, num_new)
+            drafts = self._drafts(req, num_new, budget[0])
+            new_ids = self.kv_cache.allocate_slots(req, num_new + len(drafts))
+            if new_ids is None and drafts:  # room for the next token alone is worth more than a preemption
+                drafts = []
+                new_ids = self.kv_cache.allocate_slots(req, num_new)
             while new_ids is None:
                 victim = self.running[-1]  # the worst; never one already scheduled this step
                 self._preempt(victim)
@@ -184,9 +203,23 @@ class Scheduler:
             if new_ids is None:
                 break
             out.scheduled_cached_reqs.append(CachedRequestData(req.request_id, new_ids, req.num_computed_tokens))
-            self._scheduled(req, num_new, out, budget)
+            self._scheduled(req, num_new, out, budget, drafts)
             i += 1
         return preempted_any
+
+    def _drafts(self, req: Request, num_new: int, budget: int) -> list[int]:
+        """Draft ids to verify after `req`'s next token: only for a decoding request whose
+        ids are all on the host, and never past max_tokens (which also bounds the context)."""
+        if not self._speculate or num_new != 1:
+            return []
+        limit = min(req.max_tokens - req.num_output_tokens - 1, budget - 1)
+        return self.speculator.propose(req, limit)
+
+    def _may_speculate(self) -> bool:
+        """Proposals need every id on the host: none while a step's ids are in flight (the
+        runner verifies a step's rows together, and none of them may read a pending id)."""
+        return (self.speculator is not None and self.speculator.enabled_for(len(self.running))
+                and not any(r.num_inflight_tokens for r in self.running))
 
     def _schedule_waiting(self, budget: list[int], out: SchedulerOutput) -> None:
         while budget[0] > 0 and len(self.running) < self.config.max_num_seqs:
@@ -202,13 +235,19 @@ class Scheduler:
             out.scheduled_new_reqs.append(self._new_request_data(req))
             self._scheduled(req, num_new, out, budget)
 
-    def _scheduled(self, req: Request, num_new: int, out: SchedulerOutput, budget: list[int]) -> None:
-        """Count a request's tokens in this step; reaching its end means it samples one."""
-        out.num_scheduled_tokens[req.request_id] = num_new
-        budget[0] -= num_new
+    def _scheduled(self, req: Request, num_new: int, out: SchedulerOutput, budget: list[int],
+                   drafts: list[int] = ()) -> None:
+        """Count a request's tokens in this step; reaching its end means it samples one
+        (after its accepted drafts, if it has any)."""
+        out.num_scheduled_tokens[req.request_id] = num_new + len(drafts)
+        budget[0] -= num_new + len(drafts)
         req.num_computed_tokens += num_new
         if req.num_computed_tokens == req.num_tokens + req.num_inflight_tokens:
             req.num_inflight_tokens += 1
+        if drafts:
+            req.spec_token_ids = list(drafts)
+            out.scheduled_spec_decode_tokens[req.request_id] = req.spec_token_ids
+            req.num_computed_tokens += len(drafts)
 
     def _admit(self, req: Request, num_hit: int) -> None:
         self.kv_cache.record_lookup(req.num_tokens, num_hit)
@@ -237,6 +276,7 @@ class Scheduler:
         self.kv_cache.free(req)
         req.status = RequestStatus.PREEMPTED
         req.num_computed_tokens = 0
+        req.spec_token_ids = []  # nothing to roll back: everything is recomputed
         req.num_preemptions += 1
         self.num_preemptions += 1
         self._preempted_ids.add(req.request_id)
@@ -255,14 +295,33 @@ class Scheduler:
                 self._drained(req_id)
                 continue
             req.num_inflight_tokens -= 1
-            req.append_token(token)
-            finish, stop_reason = self._check_stop(req, token)
-            out = self._engine_output(req, token, result, now)
-            if finish is not None:
-                out.finish_reason, out.stop_reason = finish, stop_reason
-                self._finish(req, finish)
+            accepted = result.accepted_token_ids.get(req_id) if result.accepted_token_ids else None
+            if accepted is not None or req.spec_token_ids:
+                tokens = self._verified(req, accepted or []) + [token]
+            else:
+                tokens = [token]  # the common case: one token, nothing to roll back
+            out = self._engine_output(req, [], result, now)
+            for tok in tokens:  # a stop inside an accepted run drops the rest
+                req.append_token(tok)
+                out.new_token_ids.append(tok)
+                finish, stop_reason = self._check_stop(req, tok)
+                if finish is not None:
+                    out.finish_reason, out.stop_reason = finish, stop_reason
+                    self._finish(req, finish)
+                    break
+            out.new_logprobs = _logprobs_of(req_id, result)[: len(out.new_token_ids)]
             outputs.append(out)
         return outputs
+
+    def _verified(self, req: Request, accepted: list[int]) -> list[int]:
+        """Roll the KV of the rejected drafts back and count the proposal; returns `accepted`."""
+        drafts, req.spec_token_ids = req.spec_token_ids, []
+        if drafts:
+            req.num_computed_tokens -= len(drafts) - len(accepted)
+            req.metrics.num_draft_tokens += len(drafts)
+            req.metrics.num_accepted_tokens += len(accepted)
+            self.speculator.record(req.request_id, len(drafts), len(accepted))
+        return accepted
 
     def _drained(self, req_id: str) -> None:
         req = self._draining.get(req_id)
@@ -282,17 +341,15 @@ class Scheduler:
             return FinishReason.LENGTH, None
         return None, None
 
-    def _engine_output(self, req: Request, token: int, result: ModelRunnerOutput, now: float) -> EngineOutput:
+    def _engine_output(self, req: Request, tokens: list[int], result: ModelRunnerOutput, now: float) -> EngineOutput:
         if req.metrics.first_token_time is None:
             req.metrics.first_token_time = now
         req.metrics.last_token_time = now
         req.metrics.first_scheduled_time = req.first_scheduled_time
         req.metrics.num_preemptions = req.num_preemptions
-        logprobs = result.logprobs.get(req.request_id)
         return EngineOutput(
             request_id=req.request_id,
-            new_token_ids=[token],
-            new_logprobs=[logprobs] if logprobs else [],
+            new_token_ids=tokens,
             num_prompt_tokens=req.num_prompt_tokens,
             num_cached_tokens=req.num_cached_tokens,
             metrics=req.metrics,
@@ -308,5 +365,15 @@ class Scheduler:
         req.finish_reason = reason
         del self.requests[req.request_id]
         self._drop_ids.add(req.request_id)
+        if self.speculator is not None:
+            self.speculator.forget(req.request_id)
         if req.num_inflight_tokens:
             self._draining[req.request_id] = req
+
+
+def _logprobs_of(req_id: str, result: ModelRunnerOutput) -> list:
+    """The logprobs of a request's accepted drafts and sampled token, in order (or [])."""
+    last = result.logprobs.get(req_id)
+    if last is None:
+        return []
+    return result.accepted_logprobs.get(req_id, []) + [last] if result.accepted_logprobs else [last]

@@ -41,6 +41,9 @@ class SchedulerOutput:
     # preempted since the last step: runner drops their tokens and blocks but keeps their
     # sampling generator, so that a seeded request resumes exactly where it was
     preempted_req_ids: set[str] = field(default_factory=set)
+    # req_id -> draft ids computed after its known tokens and verified this step; counted in
+    # num_scheduled_tokens (1 + len(drafts) for a decoding request)
+    scheduled_spec_decode_tokens: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
@@ -63,3 +66,7 @@ class ModelRunnerOutput:
 
     sampled_token_ids: dict[str, int]
     logprobs: dict[str, TokenLogprobs] = field(default_factory=dict)
+    # requests that had drafts verified: the accepted drafts, which come before the sampled
+    # token (the bonus or correction token), and their logprobs when asked for
+    accepted_token_ids: dict[str, list[int]] = field(default_factory=dict)
+    accepted_logprobs: dict[str, list[TokenLogprobs]] = field(default_factory=dict)

@@ -162,6 +162,9 @@ class _Pending:
         completion.finish_reason = delta.finish_reason
         completion.stop_reason = delta.stop_reason
         self.output.num_cached_tokens = delta.num_cached_tokens
+        if delta.finished and delta.metrics is not None:  # speculative decoding's figures, summed over the n
+            for key in ("num_draft_tokens", "num_accepted_tokens"):
+                self.output.metrics[key] = self.output.metrics.get(key, 0) + getattr(delta.metrics, key)
         self.output.finished = all(c.finish_reason is not None for c in self.output.outputs)
 
 

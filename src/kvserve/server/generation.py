@@ -51,6 +51,7 @@ class Choice:
     num_cached_tokens: int = 0
     queue_s: float | None = None
     engine_times: EngineTimes | None = None  # the engine's timestamps, once finished
+    spec_tokens: tuple[int, int] = (0, 0)  # speculative tokens proposed and accepted
 
     def apply(self, delta: CompletionDelta) -> None:
         self.text.append(delta.text)
@@ -65,6 +66,8 @@ class Choice:
             self.engine_times = metrics
             if metrics is not None and metrics.first_scheduled_time is not None:
                 self.queue_s = metrics.first_scheduled_time - metrics.arrival_time
+            if metrics is not None:
+                self.spec_tokens = (metrics.num_draft_tokens, metrics.num_accepted_tokens)
 
 
 class Generation:
@@ -132,6 +135,9 @@ class Generation:
         record.cached_tokens = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
         if self.timer.first_token is not None:
             record.ttft_s = round(self.timer.first_token - self.timer.arrival, 6)
+        if any(c.spec_tokens[0] for c in self.choices):
+            record.spec_draft_tokens = sum(c.spec_tokens[0] for c in self.choices)
+            record.spec_accepted_tokens = sum(c.spec_tokens[1] for c in self.choices)
         if self.state.settings.log_requests:
             record.completion = ["".join(c.text) for c in self.choices]
 

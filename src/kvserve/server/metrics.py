@@ -27,6 +27,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from kvserve.engine import EngineStats
+from kvserve.engine.speculator import SpecStats
 
 PREFIXES = ("kvserve:", "vllm:")
 
@@ -132,6 +133,7 @@ class ServerMetrics:
             self._success.labels(reason)
         for reason in REJECT_REASONS:
             self._rejected.labels(reason)
+        self.spec = SpecDecodeMetrics(family)
 
     def update_engine(self, stats: EngineStats) -> None:
         """Gauges from the latest snapshot; cumulative engine counters advanced by the difference."""
@@ -146,6 +148,8 @@ class ServerMetrics:
         self.preemptions.inc(max(0, stats.num_preemptions - (last.num_preemptions if last else 0)))
         self.steps.inc(max(0, stats.num_steps - (last.num_steps if last else 0)))
         self.step_seconds.inc(max(0.0, stats.step_seconds - (last.step_seconds if last else 0.0)))
+        if stats.spec_decode is not None:
+            self.spec.update(stats.spec_decode, last.spec_decode if last else None)
         self._last = stats
 
     def request_finished(self, record: RequestRecord) -> None:
@@ -162,6 +166,26 @@ class ServerMetrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class SpecDecodeMetrics:
+    """Speculative decoding's acceptance counters (vLLM's spec_decode_* names); they stay
+    at zero when speculation is off."""
+
+    def __init__(self, family) -> None:
+        self.drafts = family(Counter, "spec_decode_num_drafts", "Proposals verified (one per request and step).").labels()
+        self.draft_tokens = family(Counter, "spec_decode_num_draft_tokens", "Speculative tokens proposed.").labels()
+        self.accepted = family(Counter, "spec_decode_num_accepted_tokens", "Speculative tokens accepted.").labels()
+        self._per_pos = family(Counter, "spec_decode_num_accepted_tokens_per_pos",
+                               "Speculative tokens accepted, by position in the proposal.", ["position"])
+
+    def update(self, now: SpecStats, before: SpecStats | None) -> None:
+        self.drafts.inc(max(0, now.num_drafts - (before.num_drafts if before else 0)))
+        self.draft_tokens.inc(max(0, now.num_draft_tokens - (before.num_draft_tokens if before else 0)))
+        self.accepted.inc(max(0, now.num_accepted_tokens - (before.num_accepted_tokens if before else 0)))
+        for pos, count in enumerate(now.accepted_per_pos):
+            earlier = before.accepted_per_pos[pos] if before and pos < len(before.accepted_per_pos) else 0
+            self._per_pos.labels(str(pos)).inc(max(0, count - earlier))
 
 
 class RequestTimer:

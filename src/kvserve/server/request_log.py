@@ -42,6 +42,8 @@ class RequestLogRecord:
     finish_reasons: list[str] | None = None
     ttft_s: float | None = None
     e2e_s: float | None = None
+    spec_draft_tokens: int | None = None  # speculative decoding: tokens proposed ...
+    spec_accepted_tokens: int | None = None  # ... and accepted
     prompt: Any = None  # only with --log-requests
     completion: list[str] | None = None  # only with --log-requests
 

@@ -21,13 +21,15 @@ FIELDS = {
     "slot_mapping": (torch.int64, "tokens"),
     "query_start_loc": (torch.int32, "seqs+1"),
     "seq_lens": (torch.int32, "seqs"),
-    "logits_indices": (torch.int64, "seqs"),
+    "logits_indices": (torch.int64, "tokens"),  # one per request, or k + 1 for one verifying k drafts
     "block_tables": (torch.int32, "table"),
     "inflight_dst": (torch.int64, "seqs"),  # input rows whose token id is still on the device
     "inflight_src": (torch.int64, "seqs"),  # ... and where it is in the previous step's sampled ids
     "sampling": (torch.float32, "sampling"),  # per-row sampling settings
     "sampled_ids": (torch.int64, "seqs"),  # host side only: the landing place of sampled ids
+    "verified_ids": (torch.int64, "tokens"),  # host side only: ... of a verification step's [N, k+1] ids
 }
+HOST_ONLY = ("sampled_ids", "verified_ids")
 
 
 class InputBuffers:
@@ -37,7 +39,7 @@ class InputBuffers:
             "seqs": (max_seqs,),
             "seqs+1": (max_seqs + 1,),
             "table": (max_seqs, max_blocks_per_seq),
-            "sampling": (max_seqs, len(SAMPLING_COLUMNS)),
+            "sampling": (max_tokens, len(SAMPLING_COLUMNS)),  # a row per sampled position
         }
         pin = device.type == "cuda"
         self._hosts = [{n: torch.zeros(shapes[s], dtype=d, pin_memory=pin) for n, (d, s) in FIELDS.items()}
@@ -45,7 +47,7 @@ class InputBuffers:
         self._nps = [{n: t.numpy() for n, t in host.items()} for host in self._hosts]
         self.host, self.np = self._hosts[0], self._nps[0]
         self.dev = {n: torch.zeros(shapes[s], dtype=d, device=device) for n, (d, s) in FIELDS.items()
-                    if n != "sampled_ids"}
+                    if n not in HOST_ONLY}
         self.max_blocks_per_seq = max_blocks_per_seq
         self._current = 0
 

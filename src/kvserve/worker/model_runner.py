@@ -2,7 +2,8 @@
 
 It keeps each request's tokens and block table (the scheduler sends only changes),
 builds the step's packed inputs, runs the model, and samples the rows whose requests
-reached the end of their known tokens. `execute` returns as soon as the step is queued
+reached the end of their known tokens (or, for a request verifying draft ids, the
+rows of its next token and its drafts: see rejection_sampler). `execute` returns as soon as the step is queued
 on the device (a StepHandle); the next step may be prepared and launched before that
 step's ids reach the host: an input token that is still on the device is copied there
 from the previous step's sampled ids.
@@ -25,6 +26,7 @@ from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs
 from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
+from kvserve.worker.rejection_sampler import RejectionSampler
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import Sampler
 from kvserve.worker.sampling_batch import PendingIds, build_sampling_batch, needs_history, to_device
@@ -39,8 +41,9 @@ class StepInputs:
     input_ids: torch.Tensor  # [T] int64
     positions: torch.Tensor  # [T] int64
     meta: AttentionMetadata
-    logits_indices: torch.Tensor  # [N] rows of the hidden states to sample from
+    logits_indices: torch.Tensor  # [N] rows of the hidden states to sample from ([R], k + 1 per request, if verifying)
     sample_states: list[RequestState]  # the N requests sampled this step
+    drafts: list[list[int]] | None = None  # per sampled request, the draft ids it verifies (a verification step)
     graph_size: int | None = None  # a decode step replayed from the graph of this batch size
     # sampled rows whose input token is still on the device, and those ids (gathered on the device)
     inflight_rows: list[int] = field(default_factory=list)
@@ -59,6 +62,7 @@ class ModelRunner:
         self.states: dict[str, RequestState] = {}
         self.generators: dict[str, torch.Generator] = {}  # seeded requests, until they finish
         self.sampler = Sampler(torch.Generator(device=device).manual_seed(config.model.seed))
+        self.rejection_sampler = RejectionSampler(self.sampler.generator)
         self.kv_caches: list[torch.Tensor] = []
         self.buffers: InputBuffers | None = None
         self.graphs: DecodeGraphs | None = None
@@ -130,12 +134,24 @@ class ModelRunner:
         if not states:
             return self._launch(StepHandle.empty())
         logits = self.model.compute_logits(hidden[inputs.logits_indices])
+        if inputs.drafts is not None:
+            return self._launch(self._verify(logits, states, inputs.drafts))
         pending = self._pending_ids(inputs) if needs_history(states) else None
         batch = build_sampling_batch(states, self.info.vocab_size, self.device, self._upload_sampling_table, pending)
         batch.token_mask = self._token_mask(states)
         sampled = self.sampler.sample(logits, batch)
         host_ids = self.buffers.host["sampled_ids"][: len(states)] if self.device.type == "cuda" else None
         return self._launch(StepHandle(states, sampled, host_ids))
+
+    def _verify(self, logits: torch.Tensor, states: list[RequestState], drafts: list[list[int]]) -> StepHandle:
+        """Accept or reject each request's drafts (no step is in flight: the scheduler proposes
+        only when every id is on the host, so no row reads a pending id)."""
+        verified = self.rejection_sampler.verify(logits, states, drafts, self.info.vocab_size,
+                                                 self._upload_sampling_table)
+        host_ids = None
+        if self.device.type == "cuda":
+            host_ids = self.buffers.host["verified_ids"][: verified.ids.numel()].view(verified.ids.shape)
+        return StepHandle(states, verified, host_ids)
 
     def _pending_ids(self, inputs: StepInputs) -> PendingIds | None:
         """Penalties count every generated id, including one the step in flight sampled: the
@@ -200,11 +216,14 @@ class ModelRunner:
         ids, positions, slots, query_lens, seq_lens, logits_idx, sampled = [], [], [], [], [], [], []
         inflight_dst, inflight_src, inflight_rows = [], [], []
         table, width = np_["block_tables"], 0
+        spec = sched.scheduled_spec_decode_tokens
+        drafts_of = [] if spec else None  # per sampled request, in a verification step
         for row, (req_id, num) in enumerate(sched.num_scheduled_tokens.items()):
             state = self.states[req_id]
             start = state.num_computed_tokens
             end = start + num
             blocks = state.block_ids
+            drafts = spec.get(req_id) if spec else None
             if num == 1:  # decode: the common case, kept to plain int arithmetic
                 if start < len(state.token_ids):
                     ids.append(state.token_ids[start])
@@ -216,7 +235,7 @@ class ModelRunner:
                 positions.append(start)
                 slots.append(blocks[start // bs] * bs + start % bs)
             else:
-                ids.extend(state.token_ids[start:end])
+                ids.extend(state.token_ids[start:end] if drafts is None else state.token_ids[start:] + drafts)
                 positions.extend(range(start, end))
                 slots.extend(blocks[p // bs] * bs + p % bs for p in range(start, end))
             table[row, : len(blocks)] = blocks
@@ -224,10 +243,17 @@ class ModelRunner:
             query_lens.append(num)
             seq_lens.append(end)
             state.num_computed_tokens = end
-            if end == len(state.token_ids) + state.num_pending:
+            if drafts is not None:  # the rows of its next token and of each draft
+                logits_idx.extend(range(len(ids) - len(drafts) - 1, len(ids)))
+            elif end == len(state.token_ids) + state.num_pending:
                 logits_idx.append(len(ids) - 1)
-                sampled.append(state)
+            else:
+                continue
+            sampled.append(state)
+            if drafts_of is not None:
+                drafts_of.append(drafts or [])
         inputs = self._upload(ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width)
+        inputs.drafts = drafts_of
         if inflight_dst:
             inputs.inflight_rows = inflight_rows
             inputs.inflight_ids = self._copy_inflight_ids(inputs.input_ids, inflight_dst, inflight_src)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import torch
 
 from kvserve.engine.scheduler_output import ModelRunnerOutput
+from kvserve.worker.rejection_sampler import VerifiedTokens
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import SampledTokens
 
 
 class StepHandle:
-    def __init__(self, states: list[RequestState], sampled: SampledTokens | None = None,
+    def __init__(self, states: list[RequestState], sampled: SampledTokens | VerifiedTokens | None = None,
                  host_ids: torch.Tensor | None = None) -> None:
         self.states = states
         self.sampled = sampled
@@ -52,12 +53,25 @@ class StepHandle:
                 token_ids = self._host_ids.tolist()
             else:
                 token_ids = self.sampled.ids.tolist()
-            out = ModelRunnerOutput({})
-            for state, token, lp in zip(self.states, token_ids, self.sampled.logprobs_to_host(token_ids)):
-                state.token_ids.append(token)
-                state.num_pending -= 1
-                out.sampled_token_ids[state.req_id] = token
-                if lp is not None:
-                    out.logprobs[state.req_id] = lp
-            self._result = out
+            self._result = self._apply(self._per_request(token_ids))
         return self._result
+
+    def _per_request(self, token_ids: list) -> list[tuple[list[int], list]]:
+        """(ids, logprobs) per request: one each, or accepted drafts and one from a verification."""
+        if isinstance(self.sampled, VerifiedTokens):
+            return self.sampled.to_host(token_ids)
+        return [([t], [lp]) for t, lp in zip(token_ids, self.sampled.logprobs_to_host(token_ids))]
+
+    def _apply(self, per_request: list[tuple[list[int], list]]) -> ModelRunnerOutput:
+        out = ModelRunnerOutput({})
+        for state, (tokens, lps) in zip(self.states, per_request):
+            state.token_ids.extend(tokens)
+            state.num_pending -= 1
+            out.sampled_token_ids[state.req_id] = tokens[-1]
+            if len(tokens) > 1:
+                out.accepted_token_ids[state.req_id] = tokens[:-1]
+            if lps[-1] is not None:
+                out.logprobs[state.req_id] = lps[-1]
+                if len(tokens) > 1:
+                    out.accepted_logprobs[state.req_id] = lps[:-1]
+        return out

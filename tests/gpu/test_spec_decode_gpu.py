@@ -1,0 +1,35 @@
+"""Speculative decoding on a GPU: Triton attention over verification steps, CUDA graphs
+for the one-token steps in between, the id matrix through pinned memory (run on the GPU
+machine: python -m pytest -m gpu tests/gpu)."""
+
+import pytest
+import torch
+
+from kvserve import LLM, SamplingParams
+from tests.engine.test_spec_decode import NGRAM, PROMPTS
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.mark.parametrize("eager", [True, False], ids=["eager", "cuda-graphs"])
+def test_greedy_output_with_speculation_equals_plain_decoding(tiny_model, eager):
+    settings = dict(model=str(tiny_model), dtype="float32", enforce_eager=eager, gpu_memory_utilization=0.2,
+                    max_model_len=512)
+    params = [SamplingParams(temperature=0, max_tokens=64, ignore_eos=True),
+              SamplingParams(temperature=0, max_tokens=40, frequency_penalty=0.4, logprobs=2)]
+    with LLM(**settings) as plain:
+        ref = [[o.outputs[0].token_ids for o in plain.generate(PROMPTS, p, use_tqdm=False)] for p in params]
+    with LLM(**settings, speculative_config=NGRAM) as spec:
+        got = [[o.outputs[0].token_ids for o in spec.generate(PROMPTS, p, use_tqdm=False)] for p in params]
+        stats = spec.engine.core.stats().spec_decode
+        assert (spec.engine.core.runner.graphs is None) == eager
+    assert got == ref and stats.num_accepted_tokens > 0
+
+
+def test_sampled_output_with_speculation_runs_seeded_and_in_range(tiny_llama):
+    params = SamplingParams(temperature=0.8, top_p=0.9, max_tokens=48, seed=7, ignore_eos=True)
+    with LLM(model=str(tiny_llama), dtype="float32", gpu_memory_utilization=0.2, max_model_len=512,
+             speculative_config=NGRAM) as spec:
+        first = [o.outputs[0].token_ids for o in spec.generate(PROMPTS, params, use_tqdm=False)]
+        again = [o.outputs[0].token_ids for o in spec.generate(PROMPTS, params, use_tqdm=False)]
+    assert first == again and all(len(t) == 48 for t in first)
