@@ -148,3 +148,18 @@ def test_sampled_output_keeps_its_distribution(tiny_llama):
     stat, dof = _two_sample_chi2(*samples)
     z = 3.09  # p = 0.001, Wilson-Hilferty
     assert stat < dof * (1 - 2 / (9 * dof) + z * math.sqrt(2 / (9 * dof))) ** 3, (stat, samples)
+
+
+def test_a_constrained_request_is_not_speculated_and_keeps_its_grammar(engines):
+    """Drafts are verified without the grammar's token mask, so a constrained request never
+    proposes: its output follows the grammar, and the engine counts no drafts for it."""
+    from kvserve.structured.grammars import regex
+    from kvserve.structured.spec import StructuredOutputs
+
+    plain, spec = engines
+    params = SamplingParams(temperature=0, max_tokens=24, structured=StructuredOutputs(regex(r"(ab){3,8}")))
+    before = spec.engine.core.stats().spec_decode.num_drafts
+    ref, got = outputs(plain, params, PROMPTS[:2]), outputs(spec, params, PROMPTS[:2])
+    assert spec.engine.core.stats().spec_decode.num_drafts == before
+    for r, g in zip(ref, got):
+        assert g.text == r.text and g.text.replace("ab", "") == "" and 3 <= g.text.count("ab") <= 8

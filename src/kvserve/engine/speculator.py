@@ -65,6 +65,8 @@ class Speculator:
         return any(r.num_computed_tokens >= r.num_prompt_tokens and self._may_propose(r) for r in running)
 
     def _may_propose(self, req: Request) -> bool:
+        if req.sampling_params.structured is not None:
+            return False  # a grammar's token mask is applied to one sampled token per step, not to drafts
         spec = self._reqs.get(req.request_id)
         return spec is None or spec.paused_until <= self._step
 
