@@ -70,7 +70,11 @@ class UpProcess(ServerProcess):
         self.stack = stack
 
     def state(self) -> dict:
-        return json.loads((self.stack.parent / "run" / "state.json").read_text())
+        """The launcher's state.json; before its first write (the gateway may answer first), no processes."""
+        path = self.stack.parent / "run" / "state.json"
+        if not path.exists():
+            return {"replicas": {"wanted": 0, "ready": 0}, "processes": []}
+        return json.loads(path.read_text())  # written atomically (rename)
 
     def replicas(self) -> tuple[int, int]:
         """(wanted, ready)"""
@@ -128,6 +132,9 @@ def test_a_first_request_at_zero_replicas_is_answered_after_a_wake(stack):
     wake = [d for d in stack.decisions() if d["reason"].startswith("wake")][-1]
     assert wake["held"] >= 1 and wake["current"] == 0 and wake["desired"] == 1
 
+    # the gateway routes to the replica once its /ready answers; the launcher's own poll of
+    # /ready marks it ready in state.json within its interval
+    wait_until(lambda: stack.replicas()[1] == 1, 10, "the launcher never marked the replica ready", 0.1)
     status = run("up", "status", "-f", str(stack.stack))
     assert status.returncode == 0 and "stack: running" in status.stdout
     assert re.search(r"replica-0 +replica +\d+ +ready", status.stdout), status.stdout

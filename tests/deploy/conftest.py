@@ -73,11 +73,13 @@ def exported_names() -> set[str]:
     """Every series name `kvserve serve` and `kvserve gateway` can export (counters with
     `_total`, histograms with `_bucket`, `_sum`, `_count`), from their real registries."""
     from kvserve.gateway.metrics import GatewayMetrics
+    from kvserve.gateway.rollouts.metrics import RolloutMetrics
     from kvserve.server.metrics import ServerMetrics
 
     names: set[str] = set()
     gateway = GatewayMetrics()
     gateway.render({}, redis_up=True)  # the Redis gauge exists once the gateway has a Redis link
+    RolloutMetrics(gateway.registry)  # the gateway's state registers them beside its own
     for registry in (ServerMetrics("m").registry, gateway.registry):
         for family in registry.collect():
             suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])

@@ -13,6 +13,7 @@ from kvserve.engine.errors import (
 )
 from kvserve.engine.output_processor import CompletionDelta
 from kvserve.engine.outputs import EngineStats
+from kvserve.engine.speculator import SpecStats
 
 __all__ = [
     "AsyncLLM",
@@ -26,4 +27,5 @@ __all__ = [
     "RequestAbortedError",
     "RequestStream",
     "RequestTimeoutError",
+    "SpecStats",
 ]

@@ -27,7 +27,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from kvserve.engine import EngineStats
-from kvserve.engine.speculator import SpecStats
+from kvserve.engine import SpecStats
 
 PREFIXES = ("kvserve:", "vllm:")
 
