@@ -87,9 +87,10 @@ class ServerProcess:
     kills it if it has not exited `stop_timeout` seconds later."""
 
     def __init__(self, command: list[str], port: int, log_path: Path, *, env: dict[str, str] | None = None,
-                 cwd: Path | None = None, stop_timeout: float = 30.0) -> None:
+                 cwd: Path | None = None, stop_timeout: float = 30.0, new_session: bool = False) -> None:
         self.command, self.port, self.log_path = command, port, log_path
         self.env, self.cwd, self.stop_timeout = env, cwd, stop_timeout
+        self.new_session = new_session  # its own process group: signal it and its children at once (os.killpg)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,7 +99,8 @@ class ServerProcess:
 
     def launch(self) -> ServerProcess:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd)
+            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
+                                         start_new_session=self.new_session)
         return self
 
     def wait_ready(self, path: str = "/ready", timeout: float = 30.0,
@@ -158,11 +160,12 @@ class ServerProcess:
 class ServeProcess(ServerProcess):
     """`kvserve serve --port <free port> ARGS`, started the way a user starts it."""
 
-    def __init__(self, args: list[str], log_path: Path, port: int | None = None, stop_timeout: float = 60.0) -> None:
+    def __init__(self, args: list[str], log_path: Path, port: int | None = None, stop_timeout: float = 60.0,
+                 new_session: bool = False) -> None:
         port = port or free_port()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         super().__init__(kvserve("serve", "--port", str(port), *args), port, log_path, env=env,
-                         stop_timeout=stop_timeout)
+                         stop_timeout=stop_timeout, new_session=new_session)
 
     def wait_ready(self, path: str = "/ready", timeout: float = SERVE_START_TIMEOUT_S,
                    ready: Callable[[httpx.Response], bool] = is_200, step: float = 0.2) -> ServeProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -39,7 +40,18 @@ def test_sigterm_lets_in_flight_requests_finish_then_exits_0(slower_llama, tmp_p
         server.stop()
 
 
-def _check_graceful_sigterm(server: ServeProcess) -> None:
+def test_sigterm_to_the_whole_process_group_still_drains_then_exits_0(slower_llama, tmp_path):
+    """systemd (KillMode=control-group) and shell entrypoints signal every process at once:
+    the engine core must leave its lifetime to the server, which drains first."""
+    server = ServeProcess(["--model", str(slower_llama), "--shutdown-timeout", "60"], tmp_path / "server.log",
+                          new_session=True).start()
+    try:
+        _check_graceful_sigterm(server, group=True)
+    finally:
+        server.stop()
+
+
+def _check_graceful_sigterm(server: ServeProcess, group: bool = False) -> None:
     core_pids = _children(server.proc.pid)
     assert core_pids, "the engine core runs in a child process"
     body = {"prompt": "Hello", "max_tokens": 30, "ignore_eos": True, "stream": True,
@@ -51,7 +63,10 @@ def _check_graceful_sigterm(server: ServeProcess) -> None:
             for line in response.iter_lines():
                 chunks.append(line)
                 if len(chunks) == 2:  # the first event is out: the request is in flight
-                    server.proc.send_signal(signal.SIGTERM)
+                    if group:
+                        os.killpg(server.proc.pid, signal.SIGTERM)
+                    else:
+                        server.proc.send_signal(signal.SIGTERM)
 
     reader = threading.Thread(target=stream)
     reader.start()

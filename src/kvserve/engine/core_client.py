@@ -130,9 +130,6 @@ def _wait_for_info(conn: Connection, process: multiprocessing.process.BaseProces
 
 def _stop_process(process: multiprocessing.process.BaseProcess, grace: float) -> None:
     process.join(grace)
-    if process.is_alive():
-        process.terminate()
-        process.join(5.0)
-    if process.is_alive():
+    if process.is_alive():  # past the grace it is stuck; it ignores SIGTERM (see core_process), so SIGKILL
         process.kill()
         process.join()

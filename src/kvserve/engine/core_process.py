@@ -38,7 +38,11 @@ from kvserve.engine.request import EngineRequest
 
 def run_core_process(config: EngineConfig, inputs: Connection, outputs: Connection, log_level: str) -> None:
     """Entry point of the core process (spawned)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    # the parent decides when we stop: Ctrl-C, or a SIGTERM sent to the whole process group
+    # (systemd's KillMode=control-group, a shell entrypoint's `kill 0`), reaches the server,
+    # which drains its requests first; if the parent dies, the input pipe closes and we stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         from kvserve.engine.engine_core import EngineCore
