@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from kvserve.control.autoscaler import ScalePolicy
+from kvserve.yaml_file import read_yaml
 
 RESERVED_GATEWAY_KEYS = ("server", "admin", "hold", "models")  # written by `kvserve up` itself
 
@@ -155,10 +155,5 @@ def parse_stack(data: Any, source: str, base_dir: Path) -> StackConfig:
 def load_stack(path: str | Path) -> StackConfig:
     """Read and validate a stack.yaml."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise StackConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise StackConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, StackConfigError)
     return parse_stack(data, str(path), path.resolve().parent)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kvserve.gateway.access_config import (AuthConfig, CacheConfig, LimitsConfig, MemoryConfig, PrivacyConfig,
@@ -19,6 +18,7 @@ from kvserve.gateway.fleet.fleet_config import DnsDiscoveryConfig, HoldConfig
 from kvserve.gateway.output_config import AuditConfig, FeedbackConfig, RedactionConfig, ShadowConfig
 from kvserve.gateway.rollouts.config import RolloutsConfig
 from kvserve.gateway.routing.policies import POLICIES, PolicyOptions
+from kvserve.yaml_file import read_yaml
 
 class ConfigError(ValueError):
     """The configuration file is missing, not YAML, or has an invalid field."""
@@ -241,12 +241,7 @@ def parse_config(data: Any, source: str = "config") -> GatewayConfig:
 def load_config(path: str | Path) -> GatewayConfig:
     """Read and validate a gateway YAML file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, ConfigError)
     config = parse_config(data, str(path))
     try:
         config.admin.resolved_key()
