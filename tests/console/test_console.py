@@ -24,6 +24,13 @@ def open_console(page, stack, fragment: str = "") -> None:
     page.wait_for_load_state("load")
 
 
+def use_tenant_key(page, stack) -> None:
+    """Type the tenant key into the playground and wait for the model list it unlocks."""
+    page.fill("#tenant-key", stack.tenant_key)
+    page.dispatch_event("#tenant-key", "change")
+    page.wait_for_selector("#model option[value=fake]", state="attached")
+
+
 def test_files_are_small_and_served_with_a_strict_policy(stack):
     assert sum(len(f.body) for f in load_files("gateway").values()) < 300 * 1024
     with httpx.Client(base_url=stack.url, timeout=5) as http:
@@ -50,9 +57,7 @@ def test_streaming_chat_shows_tokens_as_they_arrive(stack, page):
     stack.answer_with(answer, tokens_per_second=12)
     try:
         open_console(page, stack)
-        page.fill("#tenant-key", stack.tenant_key)
-        page.dispatch_event("#tenant-key", "change")
-        page.wait_for_selector("#model option[value=fake]", state="attached")
+        use_tenant_key(page, stack)
         page.select_option("#model", "fake")
         page.fill("#prompt", "What is paged attention?")
         page.press("#prompt", "Enter")
@@ -81,9 +86,7 @@ def test_model_output_with_html_is_shown_as_text_and_runs_nothing(stack, page):
     stack.answer_with(HOSTILE, tokens_per_second=0)
     try:
         open_console(page, stack)
-        page.fill("#tenant-key", stack.tenant_key)
-        page.dispatch_event("#tenant-key", "change")
-        page.wait_for_selector("#model option[value=fake]", state="attached")
+        use_tenant_key(page, stack)
         page.fill("#prompt", "say something nasty")
         page.press("#prompt", "Enter")
         page.wait_for_selector(".msg.assistant .stats:has-text('TTFT')")  # wait_for_function's eval is blocked by the CSP
@@ -200,9 +203,7 @@ def test_screenshots_of_every_page(stack, browser, scheme, tmp_path):
         page.goto(f"{stack.url}/console/")
         timing = page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
         assert timing < 1000, timing  # docs/console.md quotes the figure measured on a quiet box
-        page.fill("#tenant-key", stack.tenant_key)
-        page.dispatch_event("#tenant-key", "change")
-        page.wait_for_selector("#model option[value=fake]", state="attached")
+        use_tenant_key(page, stack)
         page.fill("#system", "You are a concise assistant.")
         page.fill("#prompt", "What does continuous batching do?")
         page.press("#prompt", "Enter")
