@@ -81,12 +81,14 @@ def window_logits(runner, ids: list[int], window: int) -> list[torch.Tensor]:
     return out
 
 
-def perplexity(logits: list[torch.Tensor], ids: list[int], window: int) -> float:
-    nll, count = 0.0, 0
-    for i, rows in enumerate(logits):
-        targets = torch.tensor(ids[i * window + 1:i * window + rows.shape[0]], dtype=torch.int64)
+def perplexity(logits: list[torch.Tensor], ids: list[int]) -> float:
+    """Of `ids` under the logits of its consecutive windows (each window's last row predicts nothing)."""
+    nll, count, start = 0.0, 0, 0
+    for rows in logits:
+        targets = torch.tensor(ids[start + 1:start + rows.shape[0]], dtype=torch.int64)
         nll += F.cross_entropy(rows[:targets.numel()], targets, reduction="sum").item()
         count += targets.numel()
+        start += rows.shape[0]
     return math.exp(nll / count)
 
 
@@ -114,8 +116,8 @@ def evaluate(spec: str, args: argparse.Namespace):
         settings["quantization"] = method
     with LLM(model=args.model, **settings) as llm:
         ids = text_ids(llm.get_tokenizer())
-        args.window = min(args.window, llm.engine.max_model_len)  # a window is one prompt
-        logits = window_logits(llm.engine.core.runner, ids, args.window)
+        window = min(args.window, llm.engine.max_model_len)  # a window is one prompt
+        logits = window_logits(llm.engine.core.runner, ids, window)
         params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
         outputs = llm.chat([[{"role": "user", "content": p}] for p in PROMPTS], params, use_tqdm=False)
         tokens = [list(o.outputs[0].token_ids) for o in outputs]
@@ -137,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None
     for method in methods:
         ids, logits, tokens = evaluate(method, args)
-        ppl = perplexity(logits, ids, args.window)
+        ppl = perplexity(logits, ids)
         if reference is None:
             reference = (ppl, logits, tokens)
         cos = cosines(logits, reference[1])
