@@ -39,7 +39,7 @@ class ResponseTap:
         self.client_gone = False
         self.pending = b""  # an SSE event split across reads
         self.next_id = 0
-        self.passthrough = stream and self.assembler is None and recorder is None  # events need no rewriting
+        self.passthrough = stream and recorder is None  # events need no numbering
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -50,7 +50,9 @@ class ResponseTap:
             await self._forward({**message, "headers": headers})
             return
         body, more = message.get("body", b""), message.get("more_body", False)
-        if self.passthrough and not self.pending and body.endswith(EVENT_END) and b'"usage"' not in body:
+        if self.passthrough and not self.pending and body.endswith(EVENT_END) and no_usage(body):
+            if self.assembler is not None:
+                self.assembler.add(body)
             await self._forward(message)  # the common chunk: whole events, nothing to read or number
             return
         if self.stream and self.status == 200:
@@ -84,16 +86,17 @@ class ResponseTap:
 
     def _event(self, event: bytes) -> bytes | None:
         """One SSE event, with its id (None: dropped)."""
-        if self.assembler is not None or (b'"usage"' in event and b'"usage":null' not in event):
-            if self._inspect(event) is False:
-                return None
+        if self.assembler is not None:
+            self.assembler.add(event + EVENT_END)
+        if not no_usage(event) and self._inspect(event) is False:
+            return None
         if self.recorder is not None:
             event = b"id: %d\n" % self.next_id + event
             self.next_id += 1
         return event + EVENT_END
 
     def _inspect(self, event: bytes) -> bool:
-        """Read usage and assemble the answer; False for a usage-only chunk the client did not ask for."""
+        """Read usage; False for a usage-only chunk the client did not ask for."""
         data = b"".join(line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:"))
         if not data or data == b"[DONE]":
             return True
@@ -101,9 +104,7 @@ class ResponseTap:
             chunk = json.loads(data)
         except ValueError:
             return True
-        if self.assembler is not None:
-            self.assembler.feed(chunk)
-        usage = chunk.get("usage")
+        usage = chunk.get("usage") if isinstance(chunk, dict) else None
         if not usage:
             return True
         self.usage = usage
@@ -118,3 +119,9 @@ class ResponseTap:
         except (ValueError, AttributeError):
             return None
         return usage if isinstance(usage, dict) else None
+
+
+def no_usage(events: bytes) -> bool:
+    """No event carries a usage object (kvserve and vLLM send `"usage":null` in every chunk
+    when usage is asked for; the one that counts comes last)."""
+    return events.count(b'"usage"') == events.count(b'"usage":null')

@@ -4,7 +4,6 @@ shadow's into a sink. Collecting is appending bytes; they are read once the answ
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -58,11 +57,5 @@ class Capture:
 
     def assembled(self) -> Entry | None:
         assembler = StreamAssembler(self.chat)
-        for event in bytes(self.body).split(b"\n\n"):
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:") and line[5:].strip() not in (b"", b"[DONE]"):
-                    try:
-                        assembler.feed(json.loads(line[5:]))
-                    except ValueError:
-                        return None
+        assembler.add(bytes(self.body))
         return assembler.entry()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -107,18 +108,35 @@ def entry_from_json(body: bytes, chat: bool) -> Entry | None:
                  data.get("usage"))
 
 
+DATA_LINE = re.compile(rb"^data:[ ]?(.*?)\r?$", re.MULTILINE)
+MAX_STREAM_BYTES = 8 << 20  # a longer stream is relayed but not assembled
+
+
 class StreamAssembler:
-    """Rebuilds an entry from a stream's `data:` payloads (fed one parsed chunk at a time)."""
+    """Rebuilds an entry from a stream. `add` keeps the raw SSE bytes as they pass (one
+    append per chunk, nothing parsed on the answer's path); `entry` parses them all at
+    once, when the answer is stored."""
 
     def __init__(self, chat: bool) -> None:
         self.chat = chat
+        self.raw: list[bytes] = []
+        self.size = 0
         self.parts: list[str] = []
         self.id = self.model = ""
         self.finish_reason: str | None = None
         self.usage: dict[str, int] | None = None
         self.replayable = True
 
+    def add(self, events: bytes) -> None:
+        """Whole SSE events (each ended by a blank line)."""
+        self.size += len(events)
+        if self.size > MAX_STREAM_BYTES:
+            self.replayable, self.raw = False, []
+        elif self.replayable:
+            self.raw.append(events)
+
     def feed(self, chunk: dict[str, Any]) -> None:
+        """One parsed `data:` payload."""
         self.id = self.id or str(chunk.get("id", ""))
         self.model = self.model or str(chunk.get("model", ""))
         if chunk.get("usage"):
@@ -136,6 +154,23 @@ class StreamAssembler:
                 self.finish_reason = choice["finish_reason"]
 
     def entry(self) -> Entry | None:
+        if self.raw:
+            chunks = parse_payloads(b"".join(self.raw))
+            self.raw = []
+            if chunks is None:
+                self.replayable = False
+            for chunk in chunks or []:
+                if isinstance(chunk, dict):
+                    self.feed(chunk)
         if not self.replayable or self.finish_reason is None:
             return None
         return Entry(self.chat, self.id, self.model, "".join(self.parts), self.finish_reason, self.usage)
+
+
+def parse_payloads(stream: bytes) -> list[Any] | None:
+    """The JSON `data:` payloads of an SSE stream, parsed in one call (None if one is not JSON)."""
+    payloads = [p for p in DATA_LINE.findall(stream) if p and p != b"[DONE]"]
+    try:
+        return json.loads(b"[" + b",".join(payloads) + b"]")
+    except ValueError:
+        return None

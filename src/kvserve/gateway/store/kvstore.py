@@ -40,38 +40,31 @@ class RedisStore:
 
     def __init__(self, link: RedisLink) -> None:
         self.link = link
-        self.client = link.client
 
     async def get(self, key: str) -> bytes | None:
-        return await self.link.call("get", lambda: self.client.get(self.link.key(key)))
+        return await self.link.execute("get", "GET", self.link.key(key))
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self.link.call("set", lambda: self.client.set(self.link.key(key), value, px=int(ttl_s * 1000)))
+        await self.link.execute("set", "SET", self.link.key(key), value, "PX", max(1, int(ttl_s * 1000)))
 
     async def claim(self, key: str, value: bytes, ttl_s: float) -> bool:
-        done = await self.link.call("claim", lambda: self.client.set(self.link.key(key), value, px=int(ttl_s * 1000),
-                                                                     nx=True))
-        return bool(done)
+        done = await self.link.execute("claim", "SET", self.link.key(key), value, "PX", max(1, int(ttl_s * 1000)), "NX")
+        return done is not None
 
     async def delete(self, key: str) -> None:
         name = self.link.key(key)
-        await self.link.call("delete", lambda: self.client.delete(name, name + ":done"))
+        await self.link.execute("delete", "DEL", name, name + ":done")
 
     async def append(self, key: str, items: list[bytes], done: bool, ttl_s: float) -> None:
-        name, ttl = self.link.key(key), int(ttl_s * 1000)
-        pipe = self.client.pipeline(transaction=True)
-        if items:
-            pipe.rpush(name, *items)
-        pipe.pexpire(name, ttl)
-        pipe.set(name + ":done", b"1" if done else b"0", px=ttl)
-        await self.link.call("append", pipe.execute)
+        name, ttl = self.link.key(key), max(1, int(ttl_s * 1000))
+        commands: list[tuple] = [("RPUSH", name, *items)] if items else []
+        commands += [("PEXPIRE", name, ttl), ("SET", name + ":done", b"1" if done else b"0", "PX", ttl)]
+        await self.link.call("append", lambda: self.link.mux.transaction(commands))
 
     async def read(self, key: str, start: int) -> tuple[list[bytes], bool] | None:
         name = self.link.key(key)
-        pipe = self.client.pipeline(transaction=True)
-        pipe.lrange(name, start, -1)
-        pipe.get(name + ":done")
-        events, done = await self.link.call("read", pipe.execute)
+        events, done = await self.link.call(
+            "read", lambda: self.link.mux.transaction([("LRANGE", name, start, -1), ("GET", name + ":done")]))
         if done is None:
             return None
         return events, done == b"1"

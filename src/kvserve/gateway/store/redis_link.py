@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from kvserve.gateway.access_config import RedisConfig
+from kvserve.gateway.store.redis_mux import MuxScript, RedisMux
 
 log = logging.getLogger("kvserve.gateway")
 T = TypeVar("T")
@@ -37,6 +38,7 @@ class RedisLink:
         assert config.url is not None
         self.client = aioredis.Redis.from_url(config.url, socket_timeout=config.timeout_s,
                                               socket_connect_timeout=config.timeout_s, retry_on_timeout=False)
+        self.mux = RedisMux(config.url, config.timeout_s)  # the request path's calls (redis_mux.py)
         self.prefix = config.prefix
         self.retry_after_s = config.retry_after_s
         self.on_error = on_error
@@ -51,9 +53,13 @@ class RedisLink:
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def script(self, source: str) -> Any:
-        """A Lua script object (EVALSHA, reloaded by redis-py after a Redis restart)."""
-        return self.client.register_script(source)
+    def script(self, source: str) -> MuxScript:
+        """A Lua script (EVALSHA, loaded again after a Redis restart)."""
+        return self.mux.script(source)
+
+    async def execute(self, op: str, *args: Any) -> Any:
+        """One command on the request path's connection, e.g. execute("get", "GET", name)."""
+        return await self.call(op, lambda: self.mux.execute(*args))
 
     async def call(self, op: str, make: Callable[[], Awaitable[T]]) -> T:
         """Run one Redis operation; raises RedisUnavailable while Redis is down."""
@@ -73,7 +79,7 @@ class RedisLink:
         """Ping every `every_s` seconds until cancelled (a failed ping marks Redis down like any call)."""
         while True:
             try:
-                await self.call("ping", self.client.ping)
+                await self.call("ping", lambda: self.mux.execute("PING"))
             except RedisUnavailable:
                 pass
             await asyncio.sleep(every_s)
@@ -89,6 +95,7 @@ class RedisLink:
                 raise
             log.debug("redis connection broke (%s); retrying once on a fresh one", type(exc).__name__)
             await self.client.connection_pool.disconnect(inuse_connections=False)
+            self.mux.reset()
             return await make()
 
     def _failed(self, op: str, exc: BaseException) -> None:
@@ -100,4 +107,5 @@ class RedisLink:
                       self.retry_after_s)
 
     async def close(self) -> None:
+        await self.mux.close()
         await self.client.aclose()
