@@ -31,6 +31,7 @@ class DecodeGraphs:
         self.sizes = batch_size_ladder(max_batch)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
+        self.pool = None  # the graphs' memory pool, shared with the verification graphs
 
     @property
     def max_batch(self) -> int:
@@ -42,7 +43,7 @@ class DecodeGraphs:
         dev["slot_mapping"].fill_(-1)
         dev["seq_lens"].zero_()
         dev["query_start_loc"].copy_(torch.arange(dev["query_start_loc"].shape[0], dtype=torch.int32))
-        pool = torch.cuda.graph_pool_handle()
+        pool = self.pool = torch.cuda.graph_pool_handle()
         for size in reversed(self.sizes):  # largest first: smaller graphs reuse its memory
             self.model(*self._args(size))  # warm-up outside the graph (Triton compiles here)
             graph = torch.cuda.CUDAGraph()
