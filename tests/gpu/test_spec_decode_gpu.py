@@ -31,7 +31,7 @@ def test_greedy_output_with_speculation_equals_plain_decoding(tiny_model, eager)
 
 def test_verification_graphs_take_requests_with_different_draft_counts_in_one_step(tiny_llama):
     # 8 prompts in one batch: copy-heavy ones propose 4 drafts, others fewer or none (and
-    # back off); every verification step of at most 32 requests replays a graph
+    # back off); every verification step of at most 32 requests replays a graph of decode rows
     settings = dict(model=str(tiny_llama), dtype="float32", gpu_memory_utilization=0.2, max_model_len=512)
     params = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
     with LLM(**settings) as plain:

@@ -1,8 +1,8 @@
-"""Verification steps padded to a CUDA graph's shape, on the CPU: the ladder of captured
-sizes, the runner's padded inputs (slot -1, empty padding sequences, the logits rows the
-sampler reads) and the attention kernel over such a step in Triton's interpreter, which
-must give the real rows exactly what an unpadded step gives. Capture and replay need a
-GPU: tests/gpu/test_spec_decode_gpu.py."""
+"""Verification steps replayed as decode rows, on the CPU: the ladder of captured row
+counts, the runner's rows (each token's context length and block table, padding with
+slot -1 and context 0, the logits rows the sampler reads) and the decode kernel over
+such rows in Triton's interpreter, which must give the real rows exactly what the packed
+step gives. Capture and replay need a GPU: tests/gpu/test_spec_decode_gpu.py."""
 
 import numpy as np
 import pytest
@@ -12,38 +12,46 @@ from tests.ops import triton_interpret
 DEVICE = triton_interpret.setup()
 
 from kvserve import LLM, SamplingParams  # noqa: E402
-from kvserve.attention.backend import AttentionMetadata  # noqa: E402
 from kvserve.attention.torch_backend import TorchAttentionBackend  # noqa: E402
 from kvserve.attention.triton_backend import TritonAttentionBackend  # noqa: E402
 from kvserve.engine.scheduler_output import NewRequestData, SchedulerOutput  # noqa: E402
-from kvserve.worker.verify_graphs import VerifyGraphs, pad_verify_step, verify_ladder  # noqa: E402
+from kvserve.worker.input_buffers import InputBuffers  # noqa: E402
+from kvserve.worker.verify_graphs import VerifyGraphs, expand_to_rows, verify_ladder  # noqa: E402
 from tests.attention.test_triton_attention import TOL, make_step, rel_err  # noqa: E402
 
 
-def test_ladder_stops_at_the_back_off_batch_size_and_the_token_buffer():
-    assert verify_ladder(256, 5, 8448, None) == [1, 2, 4, 8, 16, 32]
-    assert verify_ladder(256, 5, 8448, 6) == [1, 2, 4, 6]  # a full speculating batch has its graph
-    assert verify_ladder(3, 5, 8448, None) == [1, 2, 3]  # max_num_seqs 3
-    assert verify_ladder(256, 17, 100, None) == [1, 2, 4]  # 8 x 17 rows do not fit 100
+def test_ladder_is_k_plus_1_rows_per_request_up_to_the_back_off_batch_size():
+    assert verify_ladder(256, 5, 8448, None) == [5, 10, 20, 40, 80, 160]  # 32 requests by default
+    assert verify_ladder(256, 5, 8448, 6) == [5, 10, 20, 30]  # a full speculating batch has its graph
+    assert verify_ladder(3, 5, 8448, None) == [5, 10, 15]  # max_num_seqs 3
+    assert verify_ladder(256, 17, 100, None) == [17, 34, 68]  # 8 x 17 rows do not fit the buffers
 
 
-def test_a_step_fits_the_smallest_graph_of_its_batch_unless_a_request_has_more_than_q_tokens():
-    graphs = VerifyGraphs(None, [], None, [1, 2, 4, 8], q=5, max_model_len=512)
-    assert graphs.padded_size([5, 3, 1]) == 4
-    assert graphs.padded_size([1, 1, 2, 5, 5, 5, 5, 5]) == 8
-    assert graphs.padded_size([5] * 9) is None  # past the largest graph
-    assert graphs.padded_size([6, 1]) is None  # a prompt chunk longer than q
+def make_graphs(model=None, kv_caches=(), max_blocks=16, sizes=(5, 10, 20, 40)):
+    buffers = InputBuffers(64, 8, max_blocks, torch.device("cpu"), max_verify_rows=sizes[-1])
+    return VerifyGraphs(model, list(kv_caches), buffers, list(sizes), 5, max_model_len=256)
 
 
-def test_padding_fills_tokens_and_sequences_after_the_real_ones():
-    np_ = {"input_ids": np.full(20, 7), "positions": np.full(20, 300), "slot_mapping": np.full(20, 99),
-           "query_start_loc": np.array([0, 5, 8, 9, 77, 77]), "seq_lens": np.full(5, 40)}
-    assert pad_verify_step(np_, 9, 3, 4, 5) == 20
-    assert np_["query_start_loc"].tolist() == [0, 5, 8, 9, 9, 77]  # sequence 3: no queries; 4 untouched
-    assert np_["seq_lens"].tolist() == [40, 40, 40, 0, 40]
-    assert np_["slot_mapping"].tolist() == [99] * 9 + [-1] * 11
-    assert np_["positions"].tolist() == [300] * 9 + [0] * 11
-    assert np_["input_ids"].tolist() == [7] * 9 + [0] * 11
+def test_a_step_replays_the_smallest_graph_that_holds_its_tokens():
+    graphs = make_graphs()
+    assert graphs.padded_size([1, 1]) == graphs.padded_size([5]) == 5
+    assert graphs.padded_size([5, 3, 1]) == 10
+    assert graphs.padded_size([5] * 8) == 40
+    assert graphs.padded_size([5] * 8 + [1]) is None  # past the largest graph
+    assert graphs.padded_size([6, 1]) is None  # a prompt chunk longer than k + 1 runs eagerly
+
+
+def test_rows_carry_each_tokens_context_and_its_requests_block_table():
+    np_ = make_graphs(max_blocks=4).buffers.np
+    np_["block_tables"][:3] = [[7, 8, 9, 0], [3, 0, 0, 0], [5, 6, 0, 0]]
+    np_["positions"][:20] = [37, 38, 39, 20, 21, 22, 19] + [300] * 13
+    np_["slot_mapping"][:20] = 99
+    lens = expand_to_rows(np_, [3, 3, 1], 7, 3, 10)
+    assert lens.tolist() == [38, 39, 40, 21, 22, 23, 20]
+    assert np_["verify_seq_lens"][:10].tolist() == [38, 39, 40, 21, 22, 23, 20, 0, 0, 0]
+    assert np_["verify_tables"][:7, :3].tolist() == [[7, 8, 9]] * 3 + [[3, 0, 0]] * 3 + [[5, 6, 0]]
+    assert np_["slot_mapping"][:12].tolist() == [99] * 7 + [-1] * 3 + [99] * 2  # padding rows write no KV
+    assert np_["positions"][7:12].tolist() == [0, 0, 0, 300, 300]
 
 
 @pytest.fixture(scope="module")
@@ -74,48 +82,56 @@ def verify_step(runner, graphs):
     return inputs, dev
 
 
-def test_runner_pads_a_verification_step_and_samples_only_its_real_rows(runner):
-    graphs = VerifyGraphs(runner.model, runner.kv_caches, runner.buffers, [1, 2, 4, 8], 5, 256)
+def test_runner_turns_a_verification_step_into_rows_and_samples_only_the_real_ones(runner):
+    dev = runner.buffers.dev
+    shape = (dev["input_ids"].shape[0], dev["seq_lens"].shape[0], runner.buffers.max_blocks_per_seq)
+    cpu_buffers = runner.buffers
+    runner.buffers = InputBuffers(*shape, torch.device("cpu"), max_verify_rows=20)
+    graphs = VerifyGraphs(runner.model, runner.kv_caches, runner.buffers, [5, 10, 20], 5, max_model_len=256)
     try:
         eager, eager_dev = verify_step(runner, None)
-        padded, dev = verify_step(runner, graphs)
+        rows, dev = verify_step(runner, graphs)
     finally:
-        runner.verify_graphs = None
-    assert eager.verify_graph_size is None and padded.verify_graph_size == 4
-    assert padded.drafts == eager.drafts == [[1, 2, 3, 4], [5, 6], []]
+        runner.verify_graphs, runner.buffers = None, cpu_buffers
+    assert eager.verify_graph_size is None and rows.verify_graph_size == 10  # 9 tokens
+    assert rows.drafts == eager.drafts == [[1, 2, 3, 4], [5, 6], []]
     # the sampler reads the rows of each request's next token and drafts: 5 + 3 + 1, no padding
-    assert padded.logits_indices.tolist() == eager.logits_indices.tolist() == list(range(9))
+    assert rows.logits_indices.tolist() == eager.logits_indices.tolist() == list(range(9))
     for name in ("input_ids", "positions", "slot_mapping"):
         assert torch.equal(dev[name][:9], eager_dev[name][:9]), name
-    assert dev["slot_mapping"][9:20].tolist() == [-1] * 11  # padding writes no KV
-    assert dev["positions"][9:20].tolist() == [0] * 11
-    assert dev["query_start_loc"][:5].tolist() == [0, 5, 8, 9, 9]
-    assert dev["seq_lens"][:4].tolist() == [41, 22, 123, 0]
-    assert padded.input_ids.shape[0] == 20 and padded.meta.seq_lens.shape[0] == 4
+    assert dev["slot_mapping"][9].item() == -1  # the padding row writes no KV ...
+    assert dev["verify_seq_lens"][:10].tolist() == [37, 38, 39, 40, 41, 20, 21, 22, 123, 0]  # ... nor attends
+    tables = dev["verify_tables"][:9, :9].tolist()
+    assert tables == [[3, 4, 5] + [0] * 6] * 5 + [[7, 8] + [0] * 7] * 3 + [list(range(9, 18))]
+    meta = rows.meta  # a decode step of 9 rows, as the graph replays it
+    assert meta.query_lens_cpu == [1] * 9 and meta.seq_lens_cpu == dev["verify_seq_lens"][:9].tolist()
+    assert rows.input_ids.shape[0] == 9 and meta.max_seq_len == 123
 
 
-def test_attention_over_a_padded_verification_step_matches_the_unpadded_one():
-    # three requests verifying 4, 2 and 0 drafts, padded to a graph of 4 requests x q=5 as
-    # the runner does, run as the graph was captured: prefill kernel only, host bounds fixed
-    seqs, size, q = [(37, 5), (20, 3), (123, 1)], 4, 5
+def test_decode_rows_of_a_padded_verification_step_attend_as_the_packed_step():
+    # three requests verifying 4, 2 and 0 drafts, as rows padded to a graph of 10, run as
+    # the graph was captured: the decode kernel alone, its split sized for any context
+    seqs, size = [(37, 5), (20, 3), (123, 1)], 10
     qx, k, v, kv_cache, meta = make_step(seqs, num_heads=4, num_kv_heads=2)
     ref_cache = kv_cache.clone()
     ref = TorchAttentionBackend().forward(qx, k, v, ref_cache, meta, 0.3)
-    real, tokens = qx.shape[0], size * q
-    g = torch.Generator().manual_seed(1)
-    pad = [torch.cat([t, torch.randn(tokens - real, *t.shape[1:], generator=g).to(t)]) for t in (qx, k, v)]
-    np_ = {"input_ids": np.zeros(tokens, np.int64), "positions": np.zeros(tokens, np.int64),
-           "slot_mapping": np.zeros(tokens, np.int64), "query_start_loc": np.zeros(size + 1, np.int32),
-           "seq_lens": np.zeros(size, np.int32)}
+    real = qx.shape[0]
+    buffers = InputBuffers(64, 8, 16, torch.device(DEVICE), max_verify_rows=size)
+    graphs = VerifyGraphs(None, [], buffers, [5, size], 5, max_model_len=256)
+    np_ = buffers.np
+    np_["block_tables"][:3, :8] = meta.block_tables.cpu().numpy()
+    np_["positions"][:real] = [p for cached, n in seqs for p in range(cached, cached + n)]
     np_["slot_mapping"][:real] = meta.slot_mapping.cpu().numpy()
-    np_["query_start_loc"][: len(seqs) + 1] = meta.query_start_loc.cpu().numpy()
-    np_["seq_lens"][: len(seqs)] = meta.seq_lens.cpu().numpy()
-    pad_verify_step(np_, real, len(seqs), size, q)
-    table = torch.zeros(size, meta.block_tables.shape[1], dtype=torch.int32)
-    table[: len(seqs)] = meta.block_tables.cpu()
-    graph_meta = AttentionMetadata(
-        *(torch.from_numpy(np_[n]).to(DEVICE) for n in ("slot_mapping", "query_start_loc", "seq_lens")),
-        table.to(DEVICE), [q] * size, [256] * size, q, 256)
-    out = TritonAttentionBackend(num_sms=4).forward(*pad, kv_cache, graph_meta, 0.3)
-    assert torch.equal(kv_cache, ref_cache), "padding rows wrote into the cache"
+    expand_to_rows(np_, [n for _, n in seqs], real, 8, size)
+    for name in ("verify_seq_lens", "verify_tables"):
+        buffers.upload(name, size)
+    # seq_lens_cpu as captured: the longest context (1024 here) sizes the split, 4 per row
+    rows_meta = graphs.metadata(size, buffers.upload("slot_mapping", size), [1024] * size, 1024)
+    g = torch.Generator().manual_seed(1)
+    pad = [torch.cat([t, torch.randn(size - real, *t.shape[1:], generator=g).to(t)]) for t in (qx, k, v)]
+    backend = TritonAttentionBackend(num_sms=64)
+    assert backend.num_splits(size, 2, 1024) == 4
+    out = backend.forward(*pad, kv_cache, rows_meta, 0.3)
+    assert torch.equal(kv_cache, ref_cache), "K/V written to the wrong slots, or by a padding row"
     assert rel_err(out[:real], ref) < TOL[torch.float32]
+    assert torch.equal(out[real:], torch.zeros_like(out[real:]))

@@ -31,7 +31,7 @@ from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import Sampler
 from kvserve.worker.sampling_batch import PendingIds, build_sampling_batch, needs_history, to_device
 from kvserve.worker.step_handle import StepHandle
-from kvserve.worker.verify_graphs import VerifyGraphs, pad_verify_step, verify_ladder
+from kvserve.worker.verify_graphs import VerifyGraphs, expand_to_rows, verify_ladder
 
 
 WARM_UP_BLOCKS = 16  # the start-up warm-up's requests use the pool's first blocks
@@ -46,7 +46,7 @@ class StepInputs:
     sample_states: list[RequestState]  # the N requests sampled this step
     drafts: list[list[int]] | None = None  # per sampled request, the draft ids it verifies (a verification step)
     graph_size: int | None = None  # a decode step replayed from the graph of this batch size
-    verify_graph_size: int | None = None  # a verification step replayed from the verify graph of this size
+    verify_graph_size: int | None = None  # a verification step replayed from the verify graph of these rows
     # sampled rows whose input token is still on the device, and those ids (gathered on the device)
     inflight_rows: list[int] = field(default_factory=list)
     inflight_ids: torch.Tensor | None = None
@@ -81,13 +81,19 @@ class ModelRunner:
         self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.dtype, self.device)
         sched = self.config.scheduler
         max_blocks_per_seq = -(-max_model_len // self.block_size)
-        self.buffers = InputBuffers(sched.max_num_batched_tokens + sched.max_num_seqs, sched.max_num_seqs,
-                                    max_blocks_per_seq, self.device)
-        if self.device.type == "cuda" and not self.config.device.enforce_eager:
-            max_batch = min(sched.max_num_seqs, sched.max_num_batched_tokens)
+        max_tokens = sched.max_num_batched_tokens + sched.max_num_seqs
+        max_batch = min(sched.max_num_seqs, sched.max_num_batched_tokens)
+        graphs = self.device.type == "cuda" and not self.config.device.enforce_eager
+        verify_sizes = self._verify_sizes(max_batch, max_tokens) if graphs else []
+        self.buffers = InputBuffers(max_tokens, sched.max_num_seqs, max_blocks_per_seq, self.device,
+                                    max(verify_sizes, default=0))
+        if graphs:
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.buffers, max_batch, max_model_len)
             self.graphs.capture_all()
-            self.verify_graphs = self._capture_verify_graphs(max_batch, max_model_len)
+        if verify_sizes:  # in the decode graphs' memory pool: one step runs at a time
+            q = self.config.speculative.num_speculative_tokens + 1
+            self.verify_graphs = VerifyGraphs(self.model, self.kv_caches, self.buffers, verify_sizes, q, max_model_len)
+            self.verify_graphs.capture_all(self.graphs.pool)
         if self.device.type == "cuda" and num_blocks >= WARM_UP_BLOCKS and sched.max_num_seqs >= 3:
             self.warm_up()
         return num_blocks
@@ -134,7 +140,7 @@ class ModelRunner:
         if inputs.graph_size:
             hidden = self.graphs.replay(inputs.meta.num_seqs, inputs.graph_size)
         elif inputs.verify_graph_size:
-            hidden = self.verify_graphs.replay(inputs.verify_graph_size)
+            hidden = self.verify_graphs.replay(inputs.meta.num_seqs, inputs.verify_graph_size)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         states = inputs.sample_states
@@ -294,9 +300,8 @@ class ModelRunner:
             np_["seq_lens"][num_seqs:padded] = 0
             rows = num_tokens = padded
         verify_size = self._verify_graph_size(query_lens) if verify and not padded else None
-        if verify_size:  # a verification step replayed from a graph: pad to its shape
-            num_tokens = pad_verify_step(np_, num_tokens, num_seqs, verify_size, self.verify_graphs.q)
-            rows = verify_size
+        if verify_size:
+            return self._upload_rows(query_lens, num_tokens, width, logits_idx, sampled, verify_size)
         meta = AttentionMetadata(
             slot_mapping=buf.upload("slot_mapping", num_tokens),
             query_start_loc=buf.upload("query_start_loc", rows + 1),
@@ -322,19 +327,33 @@ class ModelRunner:
             return None
         return self.graphs.padded_size(num_seqs)
 
+    def _upload_rows(self, query_lens, num_tokens, width, logits_idx, sampled, size) -> StepInputs:
+        """A verification step as `num_tokens` decode rows padded to a graph's `size` rows
+        (worker/verify_graphs); the host buffers hold its packed inputs."""
+        buf = self.buffers
+        lens = expand_to_rows(buf.np, query_lens, num_tokens, width, size)
+        buf.upload("verify_seq_lens", size)
+        buf.upload("verify_tables", size)
+        meta = self.verify_graphs.metadata(num_tokens, buf.upload("slot_mapping", size)[:num_tokens],
+                                           lens.tolist(), int(lens.max()))
+        return StepInputs(
+            input_ids=buf.upload("input_ids", size)[:num_tokens],
+            positions=buf.upload("positions", size)[:num_tokens],
+            meta=meta,
+            logits_indices=buf.upload("logits_indices", len(logits_idx)),
+            sample_states=sampled,
+            verify_graph_size=size,
+        )
+
     def _verify_graph_size(self, query_lens: list[int]) -> int | None:
         return None if self.verify_graphs is None else self.verify_graphs.padded_size(query_lens)
 
-    def _capture_verify_graphs(self, max_batch: int, max_model_len: int) -> VerifyGraphs | None:
-        """Verification graphs beside the decode graphs, in their memory pool (speculation on)."""
+    def _verify_sizes(self, max_batch: int, max_tokens: int) -> list[int]:
+        """Row counts of the verification graphs (none without speculation)."""
         spec = self.config.speculative
         if spec is None:
-            return None
-        q = spec.num_speculative_tokens + 1
-        sizes = verify_ladder(max_batch, q, self.buffers.dev["input_ids"].shape[0], spec.disable_by_batch_size)
-        graphs = VerifyGraphs(self.model, self.kv_caches, self.buffers, sizes, q, max_model_len)
-        graphs.capture_all(self.graphs.pool)
-        return graphs
+            return []
+        return verify_ladder(max_batch, spec.num_speculative_tokens + 1, max_tokens, spec.disable_by_batch_size)
 
     @torch.inference_mode()
     def _profile_run(self, num_tokens: int, max_model_len: int) -> None:
