@@ -2,7 +2,8 @@
 counts, the runner's rows (each token's context length and block table, padding with
 slot -1 and context 0, the logits rows the sampler reads) and the decode kernel over
 such rows in Triton's interpreter, which must give the real rows exactly what the packed
-step gives. Capture and replay need a GPU: tests/gpu/test_spec_decode_gpu.py."""
+step gives, and greedy output with every verification step run as those rows. Capture
+and replay need a GPU: tests/gpu/test_spec_decode_gpu.py."""
 
 import numpy as np
 import pytest
@@ -135,3 +136,34 @@ def test_decode_rows_of_a_padded_verification_step_attend_as_the_packed_step():
     assert torch.equal(kv_cache, ref_cache), "K/V written to the wrong slots, or by a padding row"
     assert rel_err(out[:real], ref) < TOL[torch.float32]
     assert torch.equal(out[real:], torch.zeros_like(out[real:]))
+
+
+class EagerRows(VerifyGraphs):
+    """What a replay computes, run eagerly on the CPU (which has no graphs): the model over
+    the step's real decode rows, read from the same device buffers."""
+
+    def replay(self, batch: int, size: int) -> torch.Tensor:
+        self.replays += 1
+        dev = self.buffers.dev
+        lens = dev["verify_seq_lens"][:batch]
+        meta = self.metadata(batch, dev["slot_mapping"][:batch], lens.tolist(), int(lens.max()))
+        return self.model(dev["input_ids"][:batch], dev["positions"][:batch], self.kv_caches, meta)
+
+
+def test_greedy_output_with_verification_as_decode_rows_equals_plain_decoding(tiny_llama):
+    from tests.engine.test_spec_decode import NGRAM, PROMPTS
+
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    settings = dict(model=str(tiny_llama), kv_cache_gib=0.01, max_model_len=256)
+    with LLM(**settings) as plain:
+        ref = [o.outputs[0].token_ids for o in plain.generate(PROMPTS, params, use_tqdm=False)]
+    with LLM(**settings, speculative_config=NGRAM) as spec:
+        runner = spec.engine.core.runner
+        dev = runner.buffers.dev
+        shape = (dev["input_ids"].shape[0], dev["seq_lens"].shape[0], runner.buffers.max_blocks_per_seq)
+        runner.buffers = InputBuffers(*shape, torch.device("cpu"), max_verify_rows=40)
+        runner.verify_graphs = EagerRows(runner.model, runner.kv_caches, runner.buffers, [5, 10, 20, 40], 5, 256)
+        got = [o.outputs[0].token_ids for o in spec.generate(PROMPTS, params, use_tqdm=False)]
+        replays, accepted = runner.verify_graphs.replays, spec.engine.core.stats().spec_decode.num_accepted_tokens
+    assert got == ref
+    assert replays > 0 and accepted > 0
