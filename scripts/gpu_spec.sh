@@ -15,13 +15,13 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 # the embedded model's directory (converted from its GGUF on first use): fail early and clearly
 python3 -c "from kvserve.default_model import default_model_dir; print('model:', default_model_dir())" || exit 1
 
-timeout 150 python3 -m pytest -q -m gpu tests/gpu/test_spec_decode_gpu.py -p no:cacheprovider --durations=5 2>&1 \
+timeout 130 python3 -m pytest -q -m gpu tests/gpu/test_spec_decode_gpu.py -p no:cacheprovider --durations=5 2>&1 \
   | tail -n 15
 for workload in copy novel; do
   for dtype in float32 auto; do
     name=$workload-$dtype
     echo "== $name: kvserve bench offline --workload $workload --max-num-seqs 1 --dtype $dtype --speculative-config $SPEC"
-    timeout 60 python3 -m kvserve.cli.main bench offline --no-progress --workload "$workload" --max-num-seqs 1 \
+    timeout 50 python3 -m kvserve.cli.main bench offline --no-progress --workload "$workload" --max-num-seqs 1 \
       --dtype "$dtype" --speculative-config "$SPEC" --output-json "$OUT/$name.json" 2>&1 | tail -n 12
   done
 done

@@ -35,11 +35,11 @@ def make_graphs(model=None, kv_caches=(), max_blocks=16, sizes=(5, 10, 20, 40)):
 
 def test_a_step_replays_the_smallest_graph_that_holds_its_tokens():
     graphs = make_graphs()
-    assert graphs.padded_size([1, 1]) == graphs.padded_size([5]) == 5
-    assert graphs.padded_size([5, 3, 1]) == 10
-    assert graphs.padded_size([5] * 8) == 40
-    assert graphs.padded_size([5] * 8 + [1]) is None  # past the largest graph
-    assert graphs.padded_size([6, 1]) is None  # a prompt chunk longer than k + 1 runs eagerly
+    assert graphs.graph_rows([1, 1]) == graphs.graph_rows([5]) == 5
+    assert graphs.graph_rows([5, 3, 1]) == 10
+    assert graphs.graph_rows([5] * 8) == 40
+    assert graphs.graph_rows([5] * 8 + [1]) is None  # past the largest graph
+    assert graphs.graph_rows([6, 1]) is None  # a prompt chunk longer than k + 1 runs eagerly
 
 
 def test_rows_carry_each_tokens_context_and_its_requests_block_table():

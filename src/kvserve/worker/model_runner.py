@@ -346,7 +346,7 @@ class ModelRunner:
         )
 
     def _verify_graph_size(self, query_lens: list[int]) -> int | None:
-        return None if self.verify_graphs is None else self.verify_graphs.padded_size(query_lens)
+        return None if self.verify_graphs is None else self.verify_graphs.graph_rows(query_lens)
 
     def _verify_sizes(self, max_batch: int, max_tokens: int) -> list[int]:
         """Row counts of the verification graphs (none without speculation)."""

@@ -65,7 +65,7 @@ class VerifyGraphs(DecodeGraphs):
         self.row_starts = torch.arange(sizes[-1] + 1, dtype=torch.int32, device=device)  # one query per row
         self.replays = 0  # verification steps replayed (tests and benchmarks read it)
 
-    def padded_size(self, query_lens: list[int]) -> int | None:
+    def graph_rows(self, query_lens: list[int]) -> int | None:
         """Rows of the graph a step of these query lengths replays, or None (it runs eagerly):
         a request with more than q tokens (a prompt chunk) would read its context too often."""
         if max(query_lens) > self.q:
