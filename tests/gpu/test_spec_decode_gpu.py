@@ -1,6 +1,7 @@
 """Speculative decoding on a GPU: Triton attention over verification steps, CUDA graphs
-for the one-token steps in between, the id matrix through pinned memory (run on the GPU
-machine: python -m pytest -m gpu tests/gpu)."""
+for the verification steps and the one-token steps in between, the id matrix through
+pinned memory (run on the GPU machine: python -m pytest -m gpu tests/gpu, or
+scripts/gpu_spec.sh)."""
 
 import pytest
 import torch
@@ -22,8 +23,37 @@ def test_greedy_output_with_speculation_equals_plain_decoding(tiny_model, eager)
     with LLM(**settings, speculative_config=NGRAM) as spec:
         got = [[o.outputs[0].token_ids for o in spec.generate(PROMPTS, p, use_tqdm=False)] for p in params]
         stats = spec.engine.core.stats().spec_decode
-        assert (spec.engine.core.runner.graphs is None) == eager
+        runner = spec.engine.core.runner
+        assert (runner.graphs is None) == (runner.verify_graphs is None) == eager
+        assert eager or runner.verify_graphs.replays > 0  # verification steps replayed a graph
     assert got == ref and stats.num_accepted_tokens > 0
+
+
+def test_verification_graphs_take_requests_with_different_draft_counts_in_one_step(tiny_llama):
+    # 8 prompts in one batch: copy-heavy ones propose 4 drafts, others fewer or none (and
+    # back off); every verification step of at most 32 requests replays a graph of decode rows
+    settings = dict(model=str(tiny_llama), dtype="float32", gpu_memory_utilization=0.2, max_model_len=512)
+    params = SamplingParams(temperature=0, max_tokens=64, ignore_eos=True)
+    with LLM(**settings) as plain:
+        ref = [o.outputs[0].token_ids for o in plain.generate(PROMPTS, params, use_tqdm=False)]
+    with LLM(**settings, speculative_config=NGRAM) as spec:
+        runner = spec.engine.core.runner
+        prepare, counts = runner._prepare_inputs, []
+
+        def recording(sched):
+            inputs = prepare(sched)
+            if inputs.drafts is not None:
+                counts.append((inputs.verify_graph_size, sorted(len(d) for d in inputs.drafts)))
+            return inputs
+
+        runner._prepare_inputs = recording
+        got = [o.outputs[0].token_ids for o in spec.generate(PROMPTS, params, use_tqdm=False)]
+        replays = runner.verify_graphs.replays
+    assert got == ref
+    assert counts and all(size is not None for size, _ in counts)  # no verification step ran eagerly
+    assert replays >= len(counts)
+    assert any(lens[0] < lens[-1] for _, lens in counts)  # mixed draft counts in one replayed step
+    assert any(lens[0] == 0 and len(lens) > 1 for _, lens in counts)  # ... with a request that proposed none
 
 
 def test_sampled_output_with_speculation_runs_seeded_and_in_range(tiny_llama):

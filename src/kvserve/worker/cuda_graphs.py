@@ -31,18 +31,17 @@ class DecodeGraphs:
         self.sizes = batch_size_ladder(max_batch)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
+        self.pool = None  # the graphs' memory pool, shared with the verification graphs
 
     @property
     def max_batch(self) -> int:
         return self.sizes[-1]
 
     @torch.inference_mode()
-    def capture_all(self) -> None:
-        dev = self.buffers.dev
-        dev["slot_mapping"].fill_(-1)
-        dev["seq_lens"].zero_()
-        dev["query_start_loc"].copy_(torch.arange(dev["query_start_loc"].shape[0], dtype=torch.int32))
-        pool = torch.cuda.graph_pool_handle()
+    def capture_all(self, pool=None) -> None:
+        """Capture every size into `pool` (a new memory pool if None: kept as self.pool)."""
+        self._clear_inputs()
+        pool = self.pool = torch.cuda.graph_pool_handle() if pool is None else pool
         for size in reversed(self.sizes):  # largest first: smaller graphs reuse its memory
             self.model(*self._args(size))  # warm-up outside the graph (Triton compiles here)
             graph = torch.cuda.CUDAGraph()
@@ -50,7 +49,14 @@ class DecodeGraphs:
                 self.outputs[size] = self.model(*self._args(size))
             self.graphs[size] = graph
         torch.cuda.synchronize()
-        logger.info("captured decode CUDA graphs for batch sizes %s", self.sizes)
+        logger.info("captured %s for batch sizes %s", type(self).__name__, self.sizes)
+
+    def _clear_inputs(self) -> None:
+        """Padding in every row: the captures write and read no KV."""
+        dev = self.buffers.dev
+        dev["slot_mapping"].fill_(-1)
+        dev["seq_lens"].zero_()
+        dev["query_start_loc"].copy_(torch.arange(dev["query_start_loc"].shape[0], dtype=torch.int32))
 
     def _args(self, size: int):
         dev = self.buffers.dev

@@ -14,7 +14,8 @@ import torch
 
 from kvserve.worker.sampling_batch import COLUMNS as SAMPLING_COLUMNS
 
-# name -> (dtype, which size: "tokens" or "seqs" or "seqs+1" or "table" or "sampling")
+# name -> (dtype, which size: "tokens" or "seqs" or "seqs+1" or "table" or "sampling" or "verify"
+# or "verify_table")
 FIELDS = {
     "input_ids": (torch.int64, "tokens"),
     "positions": (torch.int64, "tokens"),
@@ -28,18 +29,25 @@ FIELDS = {
     "sampling": (torch.float32, "sampling"),  # per-row sampling settings
     "sampled_ids": (torch.int64, "seqs"),  # host side only: the landing place of sampled ids
     "verified_ids": (torch.int64, "tokens"),  # host side only: ... of a verification step's [N, k+1] ids
+    # a verification step replayed as decode rows (worker/verify_graphs): per token, its
+    # context length and its request's block table
+    "verify_seq_lens": (torch.int32, "verify"),
+    "verify_tables": (torch.int32, "verify_table"),
 }
 HOST_ONLY = ("sampled_ids", "verified_ids")
 
 
 class InputBuffers:
-    def __init__(self, max_tokens: int, max_seqs: int, max_blocks_per_seq: int, device: torch.device) -> None:
+    def __init__(self, max_tokens: int, max_seqs: int, max_blocks_per_seq: int, device: torch.device,
+                 max_verify_rows: int = 0) -> None:
         shapes = {
             "tokens": (max_tokens,),
             "seqs": (max_seqs,),
             "seqs+1": (max_seqs + 1,),
             "table": (max_seqs, max_blocks_per_seq),
             "sampling": (max_tokens, len(SAMPLING_COLUMNS)),  # a row per sampled position
+            "verify": (max_verify_rows,),  # rows of the largest verification graph (0 without)
+            "verify_table": (max_verify_rows, max_blocks_per_seq),
         }
         pin = device.type == "cuda"
         self._hosts = [{n: torch.zeros(shapes[s], dtype=d, pin_memory=pin) for n, (d, s) in FIELDS.items()}

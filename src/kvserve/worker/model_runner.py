@@ -31,6 +31,7 @@ from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import Sampler
 from kvserve.worker.sampling_batch import PendingIds, build_sampling_batch, needs_history, to_device
 from kvserve.worker.step_handle import StepHandle
+from kvserve.worker.verify_graphs import VerifyGraphs, expand_to_rows, verify_ladder
 
 
 WARM_UP_BLOCKS = 16  # the start-up warm-up's requests use the pool's first blocks
@@ -45,6 +46,7 @@ class StepInputs:
     sample_states: list[RequestState]  # the N requests sampled this step
     drafts: list[list[int]] | None = None  # per sampled request, the draft ids it verifies (a verification step)
     graph_size: int | None = None  # a decode step replayed from the graph of this batch size
+    verify_graph_size: int | None = None  # a verification step replayed from the verify graph of these rows
     # sampled rows whose input token is still on the device, and those ids (gathered on the device)
     inflight_rows: list[int] = field(default_factory=list)
     inflight_ids: torch.Tensor | None = None
@@ -66,23 +68,32 @@ class ModelRunner:
         self.kv_caches: list[torch.Tensor] = []
         self.buffers: InputBuffers | None = None
         self.graphs: DecodeGraphs | None = None
+        self.verify_graphs: VerifyGraphs | None = None
         self._launched: list[StepHandle] = []  # steps whose results may not be on the host yet
         self.guides = GuideTable(tokenizer_path, model_info.vocab_size)  # constrained requests' grammars
 
     def init_kv_cache(self, max_model_len: int) -> int:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
-        capture the decode graphs (CUDA, unless enforce_eager). Returns the block count."""
+        capture the decode graphs and, with speculation, the verification graphs (CUDA,
+        unless enforce_eager). Returns the block count."""
         num_blocks = num_kv_blocks(self.config, self.info, self.dtype, self.device,
                                    lambda tokens: self._profile_run(tokens, max_model_len), tensor_bytes(self.model))
         self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.dtype, self.device)
         sched = self.config.scheduler
         max_blocks_per_seq = -(-max_model_len // self.block_size)
-        self.buffers = InputBuffers(sched.max_num_batched_tokens + sched.max_num_seqs, sched.max_num_seqs,
-                                    max_blocks_per_seq, self.device)
-        if self.device.type == "cuda" and not self.config.device.enforce_eager:
-            max_batch = min(sched.max_num_seqs, sched.max_num_batched_tokens)
+        max_tokens = sched.max_num_batched_tokens + sched.max_num_seqs
+        max_batch = min(sched.max_num_seqs, sched.max_num_batched_tokens)
+        graphs = self.device.type == "cuda" and not self.config.device.enforce_eager
+        verify_sizes = self._verify_sizes(max_batch, max_tokens) if graphs else []
+        self.buffers = InputBuffers(max_tokens, sched.max_num_seqs, max_blocks_per_seq, self.device,
+                                    max(verify_sizes, default=0))
+        if graphs:
             self.graphs = DecodeGraphs(self.model, self.kv_caches, self.buffers, max_batch, max_model_len)
             self.graphs.capture_all()
+        if verify_sizes:  # in the decode graphs' memory pool: one step runs at a time
+            q = self.config.speculative.num_speculative_tokens + 1
+            self.verify_graphs = VerifyGraphs(self.model, self.kv_caches, self.buffers, verify_sizes, q, max_model_len)
+            self.verify_graphs.capture_all(self.graphs.pool)
         if self.device.type == "cuda" and num_blocks >= WARM_UP_BLOCKS and sched.max_num_seqs >= 3:
             self.warm_up()
         return num_blocks
@@ -91,7 +102,7 @@ class ModelRunner:
         """Free the KV pool and the decode graphs that point into it (for a benchmark's second
         model on the same GPU); the runner cannot step again."""
         self._wait_for_all()
-        self.graphs = None
+        self.graphs = self.verify_graphs = None
         self.kv_caches = []
         self._free_device_memory()
 
@@ -101,7 +112,7 @@ class ModelRunner:
         if self.model is None:
             return
         self._wait_for_all()
-        self.graphs = None
+        self.graphs = self.verify_graphs = None
         self.kv_caches = []
         self.buffers = None
         self.model = None
@@ -128,6 +139,8 @@ class ModelRunner:
         inputs = self._prepare_inputs(sched)
         if inputs.graph_size:
             hidden = self.graphs.replay(inputs.meta.num_seqs, inputs.graph_size)
+        elif inputs.verify_graph_size:
+            hidden = self.verify_graphs.replay(inputs.meta.num_seqs, inputs.verify_graph_size)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
         states = inputs.sample_states
@@ -252,7 +265,8 @@ class ModelRunner:
             sampled.append(state)
             if drafts_of is not None:
                 drafts_of.append(drafts or [])
-        inputs = self._upload(ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width)
+        inputs = self._upload(ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width,
+                              verify=bool(spec))
         inputs.drafts = drafts_of
         if inflight_dst:
             inputs.inflight_rows = inflight_rows
@@ -268,7 +282,8 @@ class ModelRunner:
         input_ids.index_copy_(0, buf.upload("inflight_dst", n), ids)
         return ids
 
-    def _upload(self, ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width) -> StepInputs:
+    def _upload(self, ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width,
+                verify: bool = False) -> StepInputs:
         buf, np_ = self.buffers, self.buffers.np
         num_tokens, num_seqs = len(ids), len(seq_lens)
         np_["input_ids"][:num_tokens] = ids
@@ -284,6 +299,9 @@ class ModelRunner:
             np_["slot_mapping"][num_seqs:padded] = -1
             np_["seq_lens"][num_seqs:padded] = 0
             rows = num_tokens = padded
+        verify_size = self._verify_graph_size(query_lens) if verify and not padded else None
+        if verify_size:
+            return self._upload_rows(query_lens, num_tokens, width, logits_idx, sampled, verify_size)
         meta = AttentionMetadata(
             slot_mapping=buf.upload("slot_mapping", num_tokens),
             query_start_loc=buf.upload("query_start_loc", rows + 1),
@@ -301,12 +319,41 @@ class ModelRunner:
             logits_indices=buf.upload("logits_indices", len(logits_idx)),
             sample_states=sampled,
             graph_size=padded,
+            verify_graph_size=verify_size,
         )
 
     def _graph_size(self, num_tokens: int, num_seqs: int) -> int | None:
         if self.graphs is None or num_tokens != num_seqs:
             return None
         return self.graphs.padded_size(num_seqs)
+
+    def _upload_rows(self, query_lens, num_tokens, width, logits_idx, sampled, size) -> StepInputs:
+        """A verification step as `num_tokens` decode rows padded to a graph's `size` rows
+        (worker/verify_graphs); the host buffers hold its packed inputs."""
+        buf = self.buffers
+        lens = expand_to_rows(buf.np, query_lens, num_tokens, width, size)
+        buf.upload("verify_seq_lens", size)
+        buf.upload("verify_tables", size)
+        meta = self.verify_graphs.metadata(num_tokens, buf.upload("slot_mapping", size)[:num_tokens],
+                                           lens.tolist(), int(lens.max()))
+        return StepInputs(
+            input_ids=buf.upload("input_ids", size)[:num_tokens],
+            positions=buf.upload("positions", size)[:num_tokens],
+            meta=meta,
+            logits_indices=buf.upload("logits_indices", len(logits_idx)),
+            sample_states=sampled,
+            verify_graph_size=size,
+        )
+
+    def _verify_graph_size(self, query_lens: list[int]) -> int | None:
+        return None if self.verify_graphs is None else self.verify_graphs.graph_rows(query_lens)
+
+    def _verify_sizes(self, max_batch: int, max_tokens: int) -> list[int]:
+        """Row counts of the verification graphs (none without speculation)."""
+        spec = self.config.speculative
+        if spec is None:
+            return []
+        return verify_ladder(max_batch, spec.num_speculative_tokens + 1, max_tokens, spec.disable_by_batch_size)
 
     @torch.inference_mode()
     def _profile_run(self, num_tokens: int, max_model_len: int) -> None:
