@@ -160,6 +160,13 @@ def test_the_documented_rollout_starts_and_thresholds_nothing_measures_are_refus
     assert start(unmeasured.url, thresholds={"min_shadow_similarity": None})["thresholds"]["min_shadow_similarity"] \
         is None
 
+    unmeasured.stop()
+    no_similarity = processes.gateway(tmp_path / "exact.yaml", fast_config(
+        config["models"], shadow={**config["shadow"], "similarity": False}, feedback=config["feedback"]))
+    answer = httpx.post(no_similarity.url + "/admin/rollouts", headers=AUTH, timeout=10, json=body)
+    assert answer.status_code == 400 and "shadow.similarity: true" in answer.json()["error"]["message"]
+    no_similarity.stop()
+
     gw = processes.gateway(tmp_path / "gateway.yaml", fast_config(config["models"], shadow=config["shadow"],
                                                                   feedback=config["feedback"]))
     answer = httpx.post(gw.url + "/admin/rollouts", headers=AUTH, timeout=10, json=body)

@@ -119,6 +119,8 @@ class RolloutAdmin:
         if t.judges_shadow and (shadow is None or shadow.candidate != candidate):
             raise bad_request(f"shadow thresholds need shadow.models.{model}.candidate: {candidate} in the gateway "
                               "config (B's answers are compared with A's on shadow copies)", "thresholds")
+        if t.min_shadow_similarity is not None and not config.shadow.similarity:
+            raise bad_request("min_shadow_similarity needs shadow.similarity: true in the gateway config", "thresholds")
         if t.min_feedback_score is not None and not config.feedback.enabled:
             raise bad_request("min_feedback_score needs feedback.enabled in the gateway config", "thresholds")
 
