@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from kvserve.control.rollout import (
-    Action, MetricsSnapshot, Phase, RolloutError, RolloutPlan, RolloutState, Thresholds, VersionWindow, abort, apply,
-    decide, pause, resume, start,
+    Action, MetricsSnapshot, Phase, QualityWindow, RolloutError, RolloutPlan, RolloutState, Thresholds, VersionWindow,
+    abort, apply, decide, pause, resume, start,
 )
 
 PLAN = RolloutPlan(steps=(5.0, 25.0, 50.0), bake_s=300.0,
@@ -141,3 +141,64 @@ def test_an_operator_aborts_a_running_or_paused_rollout_once():
     assert abort(start(0.0), "x").phase is Phase.ROLLED_BACK
     with pytest.raises(RolloutError):
         abort(aborted, "again")
+
+
+QUALITY = Thresholds(min_requests=10, min_latency_samples=10, min_shadow_similarity=0.8, min_exact_match_rate=0.9,
+                     min_feedback_score=0.6, min_similarity_samples=20, min_exact_match_samples=10,
+                     min_feedback_samples=5)
+QUALITY_PLAN = RolloutPlan(steps=(50.0,), bake_s=1.0, thresholds=QUALITY)
+
+
+def judged(quality: QualityWindow):
+    """The decision on a window whose errors and latencies are fine and baked, with `quality`."""
+    snap = MetricsSnapshot(window(100, 0.0, 0.2, 0.02), window(100, 0.0, 0.2, 0.02), 0.0, 10.0, quality)
+    return decide(QUALITY_PLAN, start(0.0), snap, 10.0)
+
+
+ALIKE = QualityWindow(similarities=20, similarity_sum=19.0, greedy=10, exact=10, scores=5, score_sum=4.0)
+
+
+def test_a_candidate_whose_answers_match_is_promoted_once_every_quality_figure_has_its_samples():
+    assert judged(ALIKE).action is Action.PROMOTE
+    short = judged(QualityWindow(similarities=19, similarity_sum=19.0, greedy=10, exact=10, scores=4, score_sum=4.0))
+    assert short.action is Action.HOLD
+    assert "19 shadow similarity samples of B (need 20)" in short.reason
+    assert "4 mean feedback score samples of B (need 5)" in short.reason and "requests" not in short.reason
+
+
+@pytest.mark.parametrize("worse, kind, words", [
+    ({"similarity_sum": 12.0}, "shadow_similarity", "shadow similarity 0.600 over 20 samples (minimum 0.8)"),
+    ({"exact": 5}, "exact_match", "greedy exact-match share 0.500 over 10 samples (minimum 0.9)"),
+    ({"score_sum": 1.0}, "feedback_score", "mean feedback score 0.200 over 5 samples (minimum 0.6)"),
+])
+def test_a_quality_figure_below_its_minimum_rolls_back_and_names_the_criterion(worse, kind, words):
+    decision = judged(QualityWindow(**{**ALIKE.__dict__, **worse}))
+    assert decision.action is Action.ROLL_BACK and decision.breaches == (kind,) and decision.reason == words
+
+
+def test_a_quality_breach_rolls_back_before_errors_and_latency_have_their_samples():
+    snap = MetricsSnapshot(window(3, 0.0, 0.2, 0.02), window(3, 0.0, 0.2, 0.02), 0.0, 10.0,
+                           QualityWindow(similarities=20, similarity_sum=2.0))
+    decision = decide(QUALITY_PLAN, start(0.0), snap, 10.0)
+    assert decision.action is Action.ROLL_BACK and decision.breaches == ("shadow_similarity",)
+
+
+def test_quality_is_not_judged_unless_the_plan_sets_it():
+    bad = QualityWindow(similarities=100, similarity_sum=0.0, greedy=100, exact=0, scores=100, score_sum=0.0)
+    snap = MetricsSnapshot(window(100, 0.0, 0.2, 0.02), window(100, 0.0, 0.2, 0.02), 0.0, 10.0, bad)
+    plan = RolloutPlan(steps=(50.0,), bake_s=1.0, thresholds=Thresholds(min_requests=10, min_latency_samples=10))
+    assert decide(plan, start(0.0), snap, 10.0).action is Action.PROMOTE
+
+
+def test_a_quality_window_subtracts_what_was_counted_before():
+    before = QualityWindow(similarities=5, similarity_sum=1.0, greedy=4, exact=0, scores=2, score_sum=0.0)
+    now = QualityWindow(similarities=15, similarity_sum=10.0, greedy=14, exact=10, scores=3, score_sum=1.0)
+    since = now.since(before)
+    assert (since.similarity_mean, since.exact_match_rate, since.score_mean) == (0.9, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("bad", [{"min_shadow_similarity": 1.5}, {"min_feedback_score": -0.1},
+                                 {"min_exact_match_samples": 0}])
+def test_quality_thresholds_that_cannot_work_are_refused(bad):
+    with pytest.raises(RolloutError):
+        Thresholds(**bad)

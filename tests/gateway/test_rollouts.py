@@ -33,8 +33,9 @@ class Load:
     """Chat requests through the gateway from a few threads, plain and streaming in turn,
     until stopped; each answer as (wall time it was sent, version that answered, status)."""
 
-    def __init__(self, url: str, threads: int = 4) -> None:
+    def __init__(self, url: str, threads: int = 4, **extra: Any) -> None:
         self.url = url
+        self.extra = extra  # more fields of each request's body
         self.answers: list[tuple[float, str, int]] = []
         self.stopped = threading.Event()
         self.threads = [threading.Thread(target=self.run, daemon=True) for _ in range(threads)]
@@ -55,7 +56,8 @@ class Load:
             while not self.stopped.is_set():
                 n += 1
                 sent = time.time()
-                with client.stream("POST", "/v1/chat/completions", json=chat("chat", stream=n % 2 == 0)) as r:
+                body = chat("chat", stream=n % 2 == 0, **self.extra)
+                with client.stream("POST", "/v1/chat/completions", json=body) as r:
                     r.read()
                 self.answers.append((sent, r.headers.get("x-model-version", "none"), r.status_code))
 

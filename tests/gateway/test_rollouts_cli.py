@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
 from kvserve.cli.main import main
+from kvserve.cli.rollout import THRESHOLD_FLAGS
+from kvserve.control.rollout import Thresholds
 from kvserve.gateway.config import parse_config
 from tests.helpers import free_port
 
@@ -77,3 +80,18 @@ def test_refusals_and_unreachable_gateways_exit_1_with_the_reason(upstream, gate
     assert main(["rollout", "status", *base]) == 0 and capsys.readouterr().out == "no rollouts\n"
     assert main(["rollout", "start", "chat", "--from", "v1", "--to", "v2", "--json", *base]) == 0
     assert '"phase": "running"' in capsys.readouterr().out
+
+
+def test_every_threshold_has_a_flag_and_the_quality_flags_reach_the_gateway(upstream, gateway):
+    assert {field for field, _, _ in THRESHOLD_FLAGS.values()} == {f.name for f in fields(Thresholds)}
+    a, b = upstream(name="a"), upstream(name="b")
+    models = {"chat": {"versions": {"v1": {"weight": 100, "pool": {"endpoints": [a.url]}},
+                                    "v2": {"weight": 0, "pool": {"endpoints": [b.url]}}}}}
+    gw = gateway(fast_config(models, shadow={"models": {"chat": {"candidate": "v2"}}}, feedback={"enabled": True}))
+    command = ["rollout", "start", "chat", "--from", "v1", "--to", "v2", "--min-shadow-similarity", "0.85",
+               "--min-exact-match-rate", "0.9", "--min-feedback-score", "0.6", "--min-similarity-samples", "50",
+               "--admin-key", ADMIN_KEY, "--gateway", gw.url]
+    assert main(command) == 0
+    t = gw.state.rollouts.get("chat").plan.thresholds
+    assert (t.min_shadow_similarity, t.min_exact_match_rate, t.min_feedback_score) == (0.85, 0.9, 0.6)
+    assert (t.min_similarity_samples, t.min_exact_match_samples) == (50, 20)

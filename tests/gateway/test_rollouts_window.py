@@ -4,15 +4,19 @@ window since a step began, p95s, and the controller's decisions on a fake clock.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from kvserve.control.rollout import Phase, RolloutPlan, Thresholds
+from kvserve.gateway.audit import AuditLog, verify
 from kvserve.gateway.config import parse_config
 from kvserve.gateway.fleet.endpoints import EndpointRegistry
 from kvserve.gateway.outcome import Outcome
+from kvserve.gateway.quality.book import Comparison, QualityBook
 from kvserve.gateway.rollouts.config import RolloutsConfig
 from kvserve.gateway.rollouts.controller import RolloutConflict, RolloutController
 from kvserve.gateway.rollouts.metrics import RolloutMetrics
@@ -110,8 +114,19 @@ class Harness:
         self.clock = clock or Clock()
         self.registry = CollectorRegistry()
         self.store = store or MemoryRollouts()
+        self.book = QualityBook()
+        self.audit_sink = io.BytesIO()
+        audit = AuditLog(self.audit_sink, clock=self.clock, owned=False)
         self.controller = RolloutController(RolloutsConfig(), self.store, lambda: self.table,
-                                            RolloutMetrics(self.registry), self.clock)
+                                            RolloutMetrics(self.registry), self.clock, self.book, lambda: audit)
+
+    def compared(self, n: int, similarity: float, primary: str = "v1") -> None:
+        """`n` shadow answers of v2 compared with `primary`'s, as the mirror records them."""
+        for i in range(n):
+            self.book.of("chat", "v2").add(Comparison(f"r{i}", primary, similarity > 0.99, similarity, 10, 10, 0.1, 0.1))
+
+    def audit_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.audit_sink.getvalue().splitlines()]
 
     def weights(self) -> dict[str, float]:
         return {name: v.weight for name, v in self.table.models["chat"].versions.items()}
@@ -222,3 +237,39 @@ def test_the_documented_rollout_metrics_exist():
     assert len(documented) == 5
     for name in documented:
         assert f"# TYPE {name.removesuffix('_total')}" in text, name
+
+
+QUALITY_PLAN = RolloutPlan(steps=(10.0, 50.0), bake_s=60.0, thresholds=Thresholds(
+    min_requests=20, min_latency_samples=10, latency_slack_s=0.01, min_shadow_similarity=0.8, min_similarity_samples=10))
+
+
+def test_shadow_quality_since_the_rollout_began_against_its_baseline_holds_then_rolls_back():
+    h = Harness()
+    h.compared(50, 1.0)  # before the rollout: not its evidence
+    rollout = asyncio.run(h.controller.begin("chat", "v1", "v2", QUALITY_PLAN, None))
+    h.compared(50, 0.1, primary="v3")  # against another version than A: not judged either
+    h.compared(9, 0.3)
+    h.traffic(61, 20)  # errors and latency fine and baked
+    asyncio.run(h.controller.tick())
+    assert rollout.state.phase is Phase.RUNNING and rollout.state.step == 0
+    assert rollout.last.reason == "too few samples: 9 shadow similarity samples of B (need 10)"
+    h.compared(1, 0.3)
+    asyncio.run(h.controller.tick())
+    assert rollout.state.phase is Phase.ROLLED_BACK and h.weights()["v2"] == 0.0
+    assert rollout.state.reason == "shadow similarity 0.300 over 10 samples (minimum 0.8)"
+    assert rollout.window["quality"]["similarities"] == 10 and rollout.window["quality"]["similarity_mean"] == 0.3
+    assert h.metrics().value("kvserve:gateway_rollout_rollbacks_total", model="chat",
+                             reason="shadow_similarity") == 1.0
+    lines = h.audit_lines()
+    assert [(line["kind"], line["event"]) for line in lines] == [("rollout", "started"), ("rollout", "rolled_back")]
+    assert lines[-1]["breaches"] == ["shadow_similarity"] and lines[-1]["reason"] == rollout.state.reason
+    assert verify(h.audit_sink.getvalue().splitlines(keepends=True))[1] == []
+
+
+def test_a_candidate_that_matches_its_baseline_advances():
+    h = Harness()
+    rollout = asyncio.run(h.controller.begin("chat", "v1", "v2", QUALITY_PLAN, None))
+    h.compared(10, 0.95)
+    h.traffic(61, 20)
+    asyncio.run(h.controller.tick())
+    assert rollout.state.step == 1 and rollout.events[-1]["event"] == "advanced"

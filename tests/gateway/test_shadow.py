@@ -76,6 +76,13 @@ def test_a_candidate_that_answers_differently_is_reported_with_its_similarity(sh
     assert metrics.value("kvserve:gateway_shadow_requests_total", model="fake", version="v2", result="compared") == 2
     assert metrics.value("kvserve:gateway_shadow_exact_matches_total", model="twin", version="v2") == 2
     assert metrics.value("kvserve:gateway_shadow_similarity_count", model="fake", version="v2") == 2
+    # the admin report's figures, as sums a dashboard divides
+    assert metrics.value("kvserve:gateway_shadow_greedy_comparisons_total", model="fake", version="v2") == 2
+    chars = {answer: metrics.value("kvserve:gateway_shadow_answer_chars_total", model="fake", version="v2",
+                                   answer=answer) for answer in ("primary", "shadow")}
+    assert chars["shadow"] / chars["primary"] == pytest.approx(different["length_ratio"], abs=1e-3)
+    seconds = metrics.value("kvserve:gateway_shadow_answer_seconds_total", model="fake", version="v2", answer="shadow")
+    assert seconds / 2 == pytest.approx(different["latency_s"]["shadow"], abs=1e-3)
 
 
 def test_a_failing_or_hanging_candidate_never_affects_the_client_or_its_limits(shadowed):

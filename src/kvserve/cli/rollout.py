@@ -27,6 +27,12 @@ THRESHOLD_FLAGS: dict[str, tuple[str, type, str]] = {
     "--latency-slack-s": ("latency_slack_s", float, "a p95 within this many seconds of A's is never a breach"),
     "--min-requests": ("min_requests", int, "requests per version before the error rate is judged"),
     "--min-latency-samples": ("min_latency_samples", int, "successes per version before p95s are judged"),
+    "--min-shadow-similarity": ("min_shadow_similarity", float, "B's mean similarity to A's answers (shadow copies)"),
+    "--min-exact-match-rate": ("min_exact_match_rate", float, "share of B's greedy shadow answers identical to A's"),
+    "--min-feedback-score": ("min_feedback_score", float, "B's mean client score (0 to 1)"),
+    "--min-similarity-samples": ("min_similarity_samples", int, "shadow comparisons before similarity is judged"),
+    "--min-exact-match-samples": ("min_exact_match_samples", int, "greedy comparisons before exact match is judged"),
+    "--min-feedback-samples": ("min_feedback_samples", int, "scores of B before their mean is judged"),
 }
 ACTIONS = {"start": "start a rollout of a model from one version to another",
            "status": "show one model's rollout, or every model's",

@@ -7,7 +7,9 @@ feed it snapshots and carry out what it decides. The rule:
 - B is judged against A over the same window, and only on a window that started
   within the current step (traffic at another weight says nothing about this one);
 - any breach (error rate, TTFT p95 or TPOT p95 beyond its threshold, each judged once
-  both versions have its minimum of samples) rolls back at once;
+  both versions have its minimum of samples; and, where the plan sets them, B's answers
+  against A's: shadow similarity, greedy exact-match share, mean client score, each
+  judged once B has its minimum of samples) rolls back at once;
 - too few samples never advance or promote: the rollout holds;
 - otherwise the step holds until its bake time has passed, then advances, and after the
   last step's bake B is promoted (100% of traffic).
@@ -19,7 +21,7 @@ promotion after the last step is what sends 100%.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 
 class RolloutError(ValueError):
@@ -36,6 +38,12 @@ class Thresholds:
     latency_slack_s: float = 0.005  # a p95 within this many seconds of A's is never a breach (noise)
     min_requests: int = 100  # requests per version in the window before the error rate is judged
     min_latency_samples: int = 50  # successful requests per version before p95s are judged
+    min_shadow_similarity: float | None = None  # B's mean embedding similarity to A's answers (shadow); None = not judged
+    min_exact_match_rate: float | None = None  # share of B's greedy shadow answers identical to A's; None = not judged
+    min_feedback_score: float | None = None  # B's mean client score (0 to 1); None = not judged
+    min_similarity_samples: int = 20  # shadow comparisons with a similarity before it is judged
+    min_exact_match_samples: int = 20  # greedy shadow comparisons before the exact-match share is judged
+    min_feedback_samples: int = 20  # client scores of B's answers before their mean is judged
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_error_rate_increase <= 1:
@@ -44,6 +52,17 @@ class Thresholds:
             raise RolloutError("latency ratios must be at least 1")
         if self.latency_slack_s < 0 or self.min_requests < 1 or self.min_latency_samples < 1:
             raise RolloutError("latency_slack_s must be >= 0 and sample minimums >= 1")
+        for name in ("min_shadow_similarity", "min_exact_match_rate", "min_feedback_score"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise RolloutError(f"{name} must be in [0, 1]")
+        if min(self.min_similarity_samples, self.min_exact_match_samples, self.min_feedback_samples) < 1:
+            raise RolloutError("sample minimums must be >= 1")
+
+    @property
+    def judges_shadow(self) -> bool:
+        """Whether B must be shadowed against A (a similarity or exact-match threshold is set)."""
+        return self.min_shadow_similarity is not None or self.min_exact_match_rate is not None
 
 
 @dataclass(frozen=True)
@@ -99,13 +118,44 @@ class VersionWindow:
 
 
 @dataclass(frozen=True)
+class QualityWindow:
+    """How B's answers compare: shadow copies of A's requests answered by B, against A's
+    answers, and clients' scores of B's answers. Sums, so that two can be subtracted."""
+
+    similarities: int = 0  # shadow comparisons with an embedding similarity
+    similarity_sum: float = 0.0
+    greedy: int = 0  # shadow comparisons of greedy requests (temperature 0)
+    exact: int = 0  # of which B's answer was A's, character for character
+    scores: int = 0  # client scores of B's answers
+    score_sum: float = 0.0  # each in [0, 1]
+
+    def since(self, earlier: QualityWindow) -> QualityWindow:
+        """What was added after `earlier` (a copy of the same counters taken before)."""
+        return QualityWindow(*(getattr(self, f.name) - getattr(earlier, f.name) for f in fields(self)))
+
+    @property
+    def similarity_mean(self) -> float | None:
+        return self.similarity_sum / self.similarities if self.similarities else None
+
+    @property
+    def exact_match_rate(self) -> float | None:
+        return self.exact / self.greedy if self.greedy else None
+
+    @property
+    def score_mean(self) -> float | None:
+        return self.score_sum / self.scores if self.scores else None
+
+
+@dataclass(frozen=True)
 class MetricsSnapshot:
-    """A (baseline) and B (candidate) measured over the same window [start, end]."""
+    """A (baseline) and B (candidate) measured over the same window [start, end], and
+    B's answers against A's (since the rollout began, for a plan that judges them)."""
 
     baseline: VersionWindow
     candidate: VersionWindow
     window_start: float
     window_end: float
+    quality: QualityWindow = QualityWindow()
 
 
 class Action(enum.Enum):
@@ -190,7 +240,7 @@ class Verdict:
     kinds: tuple[str, ...] = ()  # the same breaches as BREACHES names (bounded, for metric labels)
 
 
-BREACHES = ("error_rate", "ttft_p95", "tpot_p95")  # the names of what B can breach
+BREACHES = ("error_rate", "ttft_p95", "tpot_p95", "shadow_similarity", "exact_match", "feedback_score")  # what B can breach
 
 
 def judge(t: Thresholds, snapshot: MetricsSnapshot) -> Verdict:
@@ -209,7 +259,47 @@ def judge(t: Thresholds, snapshot: MetricsSnapshot) -> Verdict:
             breach = _latency_breach(name, a_s, b_s, ratio, t.latency_slack_s)
             if breach is not None:
                 breaches[kind] = breach
-    return Verdict(tuple(breaches.values()), errors_judged and latency_judged, tuple(breaches))
+    quality_breaches, quality_judged = judge_quality(t, snapshot.quality)
+    breaches.update(quality_breaches)
+    return Verdict(tuple(breaches.values()), errors_judged and latency_judged and quality_judged, tuple(breaches))
+
+
+@dataclass(frozen=True)
+class QualityCriterion:
+    """One quality threshold the plan sets, with B's figure for it."""
+
+    kind: str  # a BREACHES name
+    words: str
+    minimum: float
+    value: float | None  # B's figure; None without samples
+    samples: int  # B's samples of it
+    needed: int  # samples before it is judged
+
+
+def quality_criteria(t: Thresholds, q: QualityWindow) -> list[QualityCriterion]:
+    """The quality thresholds the plan sets (those left None are not judged)."""
+    criteria = (
+        ("shadow_similarity", "shadow similarity", t.min_shadow_similarity, q.similarity_mean, q.similarities,
+         t.min_similarity_samples),
+        ("exact_match", "greedy exact-match share", t.min_exact_match_rate, q.exact_match_rate, q.greedy,
+         t.min_exact_match_samples),
+        ("feedback_score", "mean feedback score", t.min_feedback_score, q.score_mean, q.scores,
+         t.min_feedback_samples),
+    )
+    return [QualityCriterion(*c) for c in criteria if c[2] is not None]
+
+
+def judge_quality(t: Thresholds, q: QualityWindow) -> tuple[dict[str, str], bool]:
+    """Breaches of the quality thresholds the plan sets (kind -> in words), and whether each
+    had B's minimum of samples. Each is a floor on B's figure: A's answers are the reference."""
+    breaches: dict[str, str] = {}
+    judged = True
+    for c in quality_criteria(t, q):
+        if c.samples < c.needed or c.value is None:
+            judged = False
+        elif c.value < c.minimum:
+            breaches[c.kind] = f"{c.words} {c.value:.3f} over {c.samples} samples (minimum {c.minimum:g})"
+    return breaches, judged
 
 
 def _latency_breach(name: str, a: float | None, b: float | None, max_ratio: float, slack: float) -> str | None:
@@ -222,6 +312,13 @@ def _latency_breach(name: str, a: float | None, b: float | None, max_ratio: floa
 
 
 def _too_few(t: Thresholds, snapshot: MetricsSnapshot) -> str:
+    """What the window still lacks before every threshold can be judged."""
     a, b = snapshot.baseline, snapshot.candidate
-    return (f"too few samples: {b.requests} requests of B and {a.requests} of A "
-            f"(need {t.min_requests} each, or {t.min_latency_samples} successes each)")
+    short = []
+    if min(a.requests, b.requests) < t.min_requests:
+        short.append(f"{b.requests} requests of B and {a.requests} of A (need {t.min_requests} each)")
+    if min(a.successes, b.successes) < t.min_latency_samples:
+        short.append(f"{b.successes} successes of B and {a.successes} of A (need {t.min_latency_samples} each)")
+    short.extend(f"{c.samples} {c.words} samples of B (need {c.needed})"
+                 for c in quality_criteria(t, snapshot.quality) if c.samples < c.needed)
+    return "too few samples: " + "; ".join(short)

@@ -50,7 +50,7 @@ class AdminAPI:
             ("POST", "/admin/keys/revoke"): keys.revoke,
             ("GET", "/admin/quality"): lambda _: self.state.backends.quality.report(),  # shadow traffic, feedback
         }
-        self.rollouts = RolloutAdmin(state.rollouts, lambda: state.table)
+        self.rollouts = RolloutAdmin(state.rollouts, lambda: state.table, lambda: state.config)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         request: dict[str, Any] = {}

@@ -78,7 +78,7 @@ class GatewayApp:
         await respond(send, 200, json.dumps({"object": "list", "data": data}).encode())
 
     async def openapi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await respond(send, 200, document(self.state.table))
+        await respond(send, 200, document(self.state.table, self.state.config))
 
     async def health(self, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, b'{"status":"ok"}')

@@ -1,7 +1,7 @@
 """The audit log: append-only JSON lines of admin actions and of every request's metadata,
 chained by hashes so that an edited, deleted or reordered line is detectable.
 
-Each line is one JSON object: `time` (UTC, RFC 3339), `kind` (`request` or `admin`), the
+Each line is one JSON object: `time` (UTC, RFC 3339), `kind` (`request`, `admin` or `rollout`), the
 fields of the event, `prev` (the `hash` of the line before; 64 zeros on the first line of
 a log) and `hash`, the SHA-256 of the line's own JSON without `hash`. Loki, Elasticsearch
 and the like ingest the lines as they are. A request line carries metadata only (tenant,

@@ -1,5 +1,6 @@
 """The gateway's OpenAPI document (`GET /openapi.json`): the request bodies it reads, with
-the model names of its config (each also as model@version).
+the model names of its config (each also as model@version), and the routes its config
+turns on (`/v1/feedback`, `/v1/files`, `/v1/batches`).
 
 Bodies allow fields beyond those listed: the gateway forwards them, the upstream
 judges them. Every error answer has OpenAI's error body.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.routing.table import RoutingTable
 from kvserve.gateway.routing.versions import VERSION_SEPARATOR
 
@@ -51,10 +53,69 @@ ERROR = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["message", "type", "param", "code"],
     "properties": {"message": {"type": "string"}, "type": {"type": "string"},
                    "param": {"type": ["string", "null"]}, "code": {}}}}}
+JSON_ERROR = {"description": "an OpenAI-shaped error", "content": {"application/json": {"schema": ERROR}}}
+
+
+FEEDBACK = {
+    "type": "object", "required": ["id"],
+    "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 256,
+                          "description": "the x-request-id header of the answer scored"},
+                   "score": {"type": "number", "minimum": 0, "maximum": 1},
+                   "thumbs": {"type": "string", "enum": ["up", "down"]}},
+    "oneOf": [{"required": ["score"], "not": {"required": ["thumbs"]}},
+              {"required": ["thumbs"], "not": {"required": ["score"]}}],
+}
+BATCH = {
+    "type": "object", "required": ["input_file_id", "endpoint", "completion_window"],
+    "properties": {"input_file_id": {"type": "string"},
+                   "endpoint": {"type": "string", "enum": ["/v1/chat/completions", "/v1/completions"]},
+                   "completion_window": {"type": "string", "enum": ["24h"]},
+                   "metadata": {"type": ["object", "null"], "additionalProperties": {"type": "string"}}},
+}
+UPLOAD = {"type": "object", "required": ["file", "purpose"],
+          "properties": {"file": {"type": "string", "format": "binary"},
+                         "purpose": {"type": "string", "enum": ["batch"]}}}
+ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,100}$"}
+
+
+def operation(summary: str, statuses: tuple[int, ...], body: dict[str, Any] | None = None,
+              content_type: str = "application/json", path_id: str | None = None) -> dict[str, Any]:
+    """One keyed route's operation: its body (if any), a JSON 200 and OpenAI-shaped errors."""
+    op: dict[str, Any] = {
+        "summary": summary, "security": [{"bearer": []}, {}],
+        "responses": {"200": {"description": summary, "content": {"application/json": {"schema": {"type": "object"}}}},
+                      **{str(status): JSON_ERROR for status in statuses}},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {content_type: {"schema": body}}}
+    if path_id is not None:
+        op["parameters"] = [{"name": path_id, "in": "path", "required": True, "schema": ID}]
+    return op
+
+
+def feedback_routes() -> dict[str, Any]:
+    return {"/v1/feedback": {"post": operation("a client's score of an answer, kept per model version",
+                                               (400, 401, 404, 409, 413, 503), FEEDBACK)}}
+
+
+def batch_routes() -> dict[str, Any]:
+    """OpenAI's file and batch API, passed to `batches.url` with tenants kept apart."""
+    refused = (400, 401, 403, 404, 413, 429, 502, 503)
+    return {
+        "/v1/files": {"post": operation("upload a JSONL file of batch requests", refused, UPLOAD,
+                                        "multipart/form-data"),
+                      "get": operation("the tenant's files", refused)},
+        "/v1/files/{file_id}": {"get": operation("one of the tenant's files", refused, path_id="file_id"),
+                                "delete": operation("delete one of the tenant's files", refused, path_id="file_id")},
+        "/v1/files/{file_id}/content": {"get": operation("a file's content", refused, path_id="file_id")},
+        "/v1/batches": {"post": operation("create a batch job from an uploaded file", refused, BATCH),
+                        "get": operation("the tenant's batch jobs", refused)},
+        "/v1/batches/{batch_id}": {"get": operation("one of the tenant's batch jobs", refused, path_id="batch_id")},
+        "/v1/batches/{batch_id}/cancel": {"post": operation("cancel a batch job", refused, path_id="batch_id")},
+    }
 
 
 def completion_route(summary: str, body: dict[str, Any]) -> dict[str, Any]:
-    error = {"description": "an OpenAI-shaped error", "content": {"application/json": {"schema": ERROR}}}
     return {"post": {
         "summary": summary,
         "security": [{"bearer": []}, {}],
@@ -67,7 +128,7 @@ def completion_route(summary: str, body: dict[str, Any]) -> dict[str, Any]:
             "200": {"description": "the answer (JSON, or an SSE stream when `stream` is true)",
                     "content": {"application/json": {"schema": {"type": "object"}},
                                 "text/event-stream": {"schema": {"type": "string"}}}},
-            **{str(status): error for status in (400, 401, 403, 404, 409, 413, 429, 502, 503, 504)},
+            **{str(status): JSON_ERROR for status in (400, 401, 403, 404, 409, 413, 429, 502, 503, 504)},
         },
     }}
 
@@ -78,13 +139,19 @@ def get_route(summary: str, content_type: str = "application/json") -> dict[str,
         "503": {"description": "not ready"}}}}
 
 
-def document(table: RoutingTable) -> bytes:
+def document(table: RoutingTable, config: GatewayConfig) -> bytes:
     names = [n for name, model in table.models.items()
              for n in (name, *(f"{name}{VERSION_SEPARATOR}{v}" for v in model.versions))]
-    return json.dumps(spec(names)).encode()
+    doc = spec(names)
+    if config.feedback.enabled:
+        doc["paths"].update(feedback_routes())
+    if config.batches.enabled:
+        doc["paths"].update(batch_routes())
+    return json.dumps(doc).encode()
 
 
 def spec(names: list[str]) -> dict[str, Any]:
+    """The document of the routes every gateway answers."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "kvserve gateway", "version": "1"},

@@ -18,6 +18,15 @@ class OutputMetrics:
         self.shadow_exact = Counter("kvserve:gateway_shadow_exact_matches",
                                     "Greedy shadow answers identical to the primary's", ["model", "version"],
                                     registry=r)
+        self.shadow_greedy = Counter("kvserve:gateway_shadow_greedy_comparisons",
+                                     "Shadow answers of greedy requests compared (exact match judged)",
+                                     ["model", "version"], registry=r)
+        self.shadow_chars = Counter("kvserve:gateway_shadow_answer_chars",
+                                    "Characters of compared answers (answer: primary, shadow)",
+                                    ["model", "version", "answer"], registry=r)
+        self.shadow_seconds = Counter("kvserve:gateway_shadow_answer_seconds",
+                                      "Seconds from start to last byte of compared answers (answer: primary, shadow)",
+                                      ["model", "version", "answer"], registry=r)
         self.shadow_similarity = Histogram("kvserve:gateway_shadow_similarity",
                                            "Embedding similarity of shadow and primary answers",
                                            ["model", "version"], buckets=SIMILARITY_BUCKETS, registry=r)

@@ -48,7 +48,8 @@ class GatewayState:
         self.backends = Backends(config, self.metrics.access)
         store = MemoryRollouts() if self.backends.link is None else RedisRollouts(self.backends.link)
         self.rollouts = RolloutController(config.rollouts, store, lambda: self.table,
-                                          RolloutMetrics(self.metrics.registry))
+                                          RolloutMetrics(self.metrics.registry), quality=self.backends.quality,
+                                          audit=lambda: self.backends.audit)
         memory_metrics.register(self.metrics.registry, self.backends.store)
         self._proxy: Proxy | None = None
         self._pipeline: Pipeline | None = None

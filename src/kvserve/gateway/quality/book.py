@@ -1,12 +1,15 @@
 """Per model version: how its answers compared with the primary's (shadow traffic) and what
 clients scored them (feedback). Plain counters in the gateway's process, reported by
-`GET /admin/quality` beside the same figures in the metrics (summed over gateways)."""
+`GET /admin/quality` beside the same figures in the metrics (summed over gateways), and
+read by the rollout controller when a rollout's plan judges quality."""
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
+
+from kvserve.control.rollout import QualityWindow
 
 RECENT = 20  # comparisons kept per version for the report (ids and figures, never text)
 
@@ -23,6 +26,16 @@ class Comparison:
     shadow_chars: int
     primary_s: float  # request start to the last byte
     shadow_s: float
+
+
+@dataclass
+class ShadowSums:
+    """A candidate's comparisons against one primary version (a rollout judges B against A only)."""
+
+    similarities: int = 0
+    similarity_sum: float = 0.0
+    greedy: int = 0
+    exact: int = 0
 
 
 @dataclass
@@ -43,8 +56,15 @@ class VersionQuality:
     thumbs_up: int = 0
     thumbs_down: int = 0
     recent: deque[Comparison] = field(default_factory=lambda: deque(maxlen=RECENT))
+    against: dict[str, ShadowSums] = field(default_factory=dict)  # primary version -> comparisons with it
 
     def add(self, c: Comparison) -> None:
+        sums = self.against.setdefault(c.primary_version, ShadowSums())
+        sums.greedy += c.exact is not None
+        sums.exact += bool(c.exact)
+        if c.similarity is not None:
+            sums.similarities += 1
+            sums.similarity_sum += c.similarity
         self.compared += 1
         self.greedy += c.exact is not None
         self.exact += bool(c.exact)
@@ -98,6 +118,15 @@ class QualityBook:
         q.score_sum += score
         q.thumbs_up += thumbs == "up"
         q.thumbs_down += thumbs == "down"
+
+    def window(self, model: str, candidate: str, baseline: str) -> QualityWindow:
+        """Everything this process counted of `candidate`: its shadow comparisons with
+        `baseline`'s answers and its client scores (a rollout subtracts what it found at its start)."""
+        q = self.versions.get((model, candidate))
+        if q is None:
+            return QualityWindow()
+        s = q.against.get(baseline, ShadowSums())
+        return QualityWindow(s.similarities, s.similarity_sum, s.greedy, s.exact, q.scores, q.score_sum)
 
     def report(self) -> dict[str, Any]:
         models: dict[str, dict[str, Any]] = {}

@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine
 from kvserve.gateway.metrics import GatewayMetrics
 from kvserve.gateway.output_config import ShadowConfig
 from kvserve.gateway.proxy import Proxy
-from kvserve.gateway.quality.book import QualityBook
+from kvserve.gateway.quality.book import Comparison, QualityBook
 from kvserve.gateway.quality.capture import Capture
 from kvserve.gateway.quality.compare import compare
 from kvserve.gateway.request import ClientRequest
@@ -88,8 +88,19 @@ class Mirror:
         result = await compare(request.request_id, primary.name, answer, shadow, greedy,
                                embedder if config.similarity else None)
         self.book.of(candidate.model, candidate.name).add(result)
-        if result.exact:
-            metrics.output.shadow_exact.labels(candidate.model, candidate.name).inc()
-        if result.similarity is not None:
-            metrics.output.shadow_similarity.labels(candidate.model, candidate.name).observe(result.similarity)
+        count(metrics, candidate, result)
         return None
+
+
+def count(metrics: GatewayMetrics, candidate: VersionRoute, c: Comparison) -> None:
+    """The comparison in the metrics: the admin report's figures, summed over gateways."""
+    m, labels = metrics.output, (candidate.model, candidate.name)
+    if c.exact is not None:
+        m.shadow_greedy.labels(*labels).inc()
+    if c.exact:
+        m.shadow_exact.labels(*labels).inc()
+    if c.similarity is not None:
+        m.shadow_similarity.labels(*labels).observe(c.similarity)
+    for answer, chars, seconds in (("primary", c.primary_chars, c.primary_s), ("shadow", c.shadow_chars, c.shadow_s)):
+        m.shadow_chars.labels(*labels, answer).inc(chars)
+        m.shadow_seconds.labels(*labels, answer).inc(seconds)

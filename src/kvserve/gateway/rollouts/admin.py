@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 
 from kvserve.control.ref import ModelRef, RefError, check_part
 from kvserve.control.rollout import RolloutError, RolloutPlan, Thresholds
+from kvserve.gateway.config import GatewayConfig
 from kvserve.gateway.errors import bad_request, not_found
 from kvserve.gateway.rollouts.controller import RolloutConflict, RolloutController
 from kvserve.gateway.rollouts.record import Rollout, TagMove
@@ -33,9 +34,11 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class RolloutAdmin:
-    def __init__(self, controller: RolloutController, table: Callable[[], RoutingTable]) -> None:
+    def __init__(self, controller: RolloutController, table: Callable[[], RoutingTable],
+                 config: Callable[[], GatewayConfig]) -> None:
         self.controller = controller
         self.table = table
+        self.config = config  # the current gateway config: what feeds the quality thresholds
 
     def route(self, method: str, path: str) -> Handler | None:
         """The handler of a rollout call, or None when the path is not one."""
@@ -59,6 +62,7 @@ class RolloutAdmin:
         model, baseline, candidate = (_text(body, "model"), _text(body, "from"), _text(body, "to"))
         self._check_versions(model, baseline, candidate)
         plan = _plan(body)
+        self._check_quality(plan.thresholds, model, candidate)
         tag = self._tag(body, model, candidate)
         try:
             rollout = await self.controller.begin(model, baseline, candidate, plan, tag)
@@ -107,6 +111,18 @@ class RolloutAdmin:
                 raise not_found(f"model '{model}' has no version '{name}'", param)
         if baseline == candidate:
             raise bad_request("'from' and 'to' must be different versions", "to")
+
+    def _check_quality(self, t: Thresholds, model: str, candidate: str) -> None:
+        """A quality threshold nothing measures would hold the rollout for ever: refuse it now."""
+        config = self.config()
+        shadow = config.shadow.models.get(model)
+        if t.judges_shadow and (shadow is None or shadow.candidate != candidate):
+            raise bad_request(f"shadow thresholds need shadow.models.{model}.candidate: {candidate} in the gateway "
+                              "config (B's answers are compared with A's on shadow copies)", "thresholds")
+        if t.min_shadow_similarity is not None and not config.shadow.similarity:
+            raise bad_request("min_shadow_similarity needs shadow.similarity: true in the gateway config", "thresholds")
+        if t.min_feedback_score is not None and not config.feedback.enabled:
+            raise bad_request("min_feedback_score needs feedback.enabled in the gateway config", "thresholds")
 
     def _tag(self, body: dict[str, Any], model: str, candidate: str) -> TagMove | None:
         if body.get("tag") is None:
@@ -161,9 +177,11 @@ def _thresholds(given: Any) -> Thresholds:
     for name, value in given.items():
         if name not in THRESHOLDS:
             raise bad_request(f"unknown threshold '{name}' (known: {', '.join(THRESHOLDS)})", "thresholds")
-        whole = name.startswith("min_")
+        whole, optional = THRESHOLDS[name] == "int", "None" in str(THRESHOLDS[name])
+        if value is None and optional:
+            continue  # not judged
         if not _number(value) or (whole and not isinstance(value, int)):
-            kind = "an integer" if whole else "a number"
+            kind = "an integer" if whole else "a number" + (" or null" if optional else "")
             raise bad_request(f"threshold '{name}' must be {kind}", "thresholds")
     try:
         return Thresholds(**given)

@@ -1,13 +1,15 @@
 """The rollout controller: runs the gateway's rollouts in the background.
 
 Every tick, each running rollout's window since its step began is judged by
-`kvserve.control.rollout.decide`, and the decision is carried out on the model's version
-weights: B gets the step's share and A the rest (other versions of the model get none
-while the rollout is active, and the weights are set again every tick, so a config
-reload or a hand-set weight cannot drift the split). A breach sends 100% back to A at
-once; a promotion sends 100% to B and may move a registry tag. Every change is an event
-(history, metric, JSON log line) and is saved, so a restarted gateway resumes the
-rollout at its step with its weights.
+`kvserve.control.rollout.decide`, together with B's answers against A's since the
+rollout began (shadow comparisons and client scores, from the quality book), and the
+decision is carried out on the model's version weights: B gets the step's share and A
+the rest (other versions of the model get none while the rollout is active, and the
+weights are set again every tick, so a config reload or a hand-set weight cannot drift
+the split). A breach sends 100% back to A at once; a promotion sends 100% to B and may
+move a registry tag. Every change is an event (history, metric, JSON log line, audit
+line) and is saved, so a restarted gateway resumes the rollout at its step with its
+weights.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from kvserve.control.registry_config import RegistryConfig
-from kvserve.control.rollout import Action, Decision, Phase, RolloutPlan, abort, apply, decide, pause, resume, start
+from kvserve.control.rollout import (
+    Action, Decision, Phase, QualityWindow, RolloutPlan, VersionWindow, abort, apply, decide, pause, resume, start,
+)
+from kvserve.gateway.audit import AuditLog
+from kvserve.gateway.quality.book import QualityBook
 from kvserve.gateway.rollouts.config import RolloutsConfig
 from kvserve.gateway.rollouts.metrics import RolloutMetrics
 from kvserve.gateway.rollouts.promotion import move_tag
@@ -39,11 +46,14 @@ class RolloutConflict(Exception):
 
 class RolloutController:
     def __init__(self, config: RolloutsConfig, store: RolloutStore, table: Callable[[], RoutingTable],
-                 metrics: RolloutMetrics, clock: Callable[[], float] = time.time) -> None:
+                 metrics: RolloutMetrics, clock: Callable[[], float] = time.time, quality: QualityBook | None = None,
+                 audit: Callable[[], AuditLog | None] = lambda: None) -> None:
         self.store = store
         self.table = table  # the current routing table (a reload swaps it)
         self.metrics = metrics
         self.clock = clock
+        self.quality = quality or QualityBook()  # shadow comparisons and feedback, per version
+        self.audit = audit  # the current audit log, if any (a reload may open another)
         self.window = OutcomeWindow(config.max_samples, clock)
         self.rollouts: dict[str, Rollout] = {}  # model -> its latest rollout
         self.lock = asyncio.Lock()  # ticks and admin calls change rollouts one at a time
@@ -110,6 +120,7 @@ class RolloutController:
                                       f"({current.baseline} -> {current.candidate}); abort it first")
             now = self.clock()
             rollout = Rollout(model, baseline, candidate, plan, start(now), now, tag)
+            rollout.quality_base = self.quality.window(model, candidate, baseline)
             self.rollouts[model] = rollout
             await self._changed(rollout, "started", f"{baseline} -> {candidate} in steps "
                                 f"{', '.join(f'{s:g}%' for s in plan.steps)}, {plan.bake_s:g} s each")
@@ -146,10 +157,13 @@ class RolloutController:
     async def _judge(self, rollout: Rollout, now: float) -> None:
         state = rollout.state
         snapshot = self.window.snapshot(rollout.model, rollout.baseline, rollout.candidate, state.step_started, now)
+        quality = self.quality.window(rollout.model, rollout.candidate, rollout.baseline).since(rollout.quality_base)
+        snapshot = replace(snapshot, quality=quality)
         decision = decide(rollout.plan, state, snapshot, now)
         rollout.last = decision
         rollout.window = {"start": snapshot.window_start, "end": snapshot.window_end,
-                          "baseline": _window_json(snapshot.baseline), "candidate": _window_json(snapshot.candidate)}
+                          "baseline": _window_json(snapshot.baseline), "candidate": _window_json(snapshot.candidate),
+                          "quality": _quality_json(quality)}
         if decision.action is Action.HOLD:
             return
         rollout.state = apply(state, decision, now)
@@ -203,6 +217,9 @@ class RolloutController:
                 "to": rollout.candidate, "phase": rollout.state.phase.value}
         level = logging.WARNING if event in ("rolled_back", "tag_failed") else logging.INFO
         log.log(level, json.dumps(line))
+        audit = self.audit()
+        if audit is not None:
+            audit.write("rollout", {**{k: v for k, v in line.items() if k != "time"}, "event": event})
 
     # -- saving and restoring --
 
@@ -232,6 +249,7 @@ class RolloutController:
                 continue
             if rollout.model in self.rollouts:
                 continue  # begun here while Redis was down: this gateway's is newer
+            rollout.quality_base = self.quality.window(rollout.model, rollout.candidate, rollout.baseline)
             self.rollouts[rollout.model] = rollout
             self._set_weights(rollout)
             if rollout.active:
@@ -241,6 +259,17 @@ class RolloutController:
             self._event(rollout, "restored", f"{rollout.state.phase.value} at step {rollout.state.step + 1}")
 
 
-def _window_json(window: Any) -> dict[str, Any]:
+def _window_json(window: VersionWindow) -> dict[str, Any]:
     return {"requests": window.requests, "errors": window.errors, "ttft_p95_s": window.ttft_p95_s,
             "tpot_p95_s": window.tpot_p95_s}
+
+
+def _quality_json(q: QualityWindow) -> dict[str, Any]:
+    """B's answers against A's since the rollout began (or since this gateway restarted)."""
+    return {"similarities": q.similarities, "similarity_mean": _rounded(q.similarity_mean), "greedy": q.greedy,
+            "exact_match_rate": _rounded(q.exact_match_rate), "scores": q.scores,
+            "score_mean": _rounded(q.score_mean)}
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kvserve.control.rollout import Decision, Phase, RolloutPlan, RolloutState, Thresholds
+from kvserve.control.rollout import Decision, Phase, QualityWindow, RolloutPlan, RolloutState, Thresholds
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class Rollout:
     events: list[dict[str, Any]] = field(default_factory=list)  # newest last
     last: Decision | None = None  # the latest decision of a tick (not saved)
     window: dict[str, Any] = field(default_factory=dict)  # the latest snapshot, for status (not saved)
+    quality_base: QualityWindow = QualityWindow()  # the quality book's counts of B when judging began (not saved)
 
     @property
     def active(self) -> bool:
