@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from kvserve.attention import AttentionMetadata
+from kvserve.attention.kv_format import kv_cache_dtype
 from kvserve.config import EngineConfig
 from kvserve.engine.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
 from kvserve.sampling_params import SamplingParams
@@ -58,6 +59,7 @@ class ModelRunner:
         self.info = model_info
         self.device = device
         self.dtype = dtype
+        self.kv_dtype = kv_cache_dtype(config.cache.kv_cache_dtype, dtype)  # the KV pool's storage
         self.block_size = config.cache.block_size
         self.states: dict[str, RequestState] = {}
         self.generators: dict[str, torch.Generator] = {}  # seeded requests, until they finish
@@ -72,9 +74,9 @@ class ModelRunner:
     def init_kv_cache(self, max_model_len: int) -> int:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
         capture the decode graphs (CUDA, unless enforce_eager). Returns the block count."""
-        num_blocks = num_kv_blocks(self.config, self.info, self.dtype, self.device,
+        num_blocks = num_kv_blocks(self.config, self.info, self.kv_dtype, self.device,
                                    lambda tokens: self._profile_run(tokens, max_model_len), tensor_bytes(self.model))
-        self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.dtype, self.device)
+        self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.kv_dtype, self.device)
         sched = self.config.scheduler
         max_blocks_per_seq = -(-max_model_len // self.block_size)
         self.buffers = InputBuffers(sched.max_num_batched_tokens + sched.max_num_seqs, sched.max_num_seqs,
@@ -326,7 +328,7 @@ class ModelRunner:
         packed) on a KV cache of their own, outside the pool and the scheduler."""
         bs, dev = self.block_size, self.device
         blocks = [-(-n // bs) for n in lens]
-        caches = allocate_kv_caches(sum(blocks), bs, self.info, self.dtype, dev)
+        caches = allocate_kv_caches(sum(blocks), bs, self.info, self.kv_dtype, dev)
         first = np.cumsum([0] + blocks)  # each sequence's blocks follow the one before's
         table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)
         for row, (start, count) in enumerate(zip(first, blocks)):
