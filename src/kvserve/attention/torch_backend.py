@@ -16,7 +16,10 @@ def gather_context(kv: torch.Tensor, block_table: torch.Tensor, seq_len: int) ->
     """Keys or values of one sequence, [seq_len, num_kv_heads, head_dim], from its blocks."""
     block_size = kv.shape[1]
     num_blocks = (seq_len + block_size - 1) // block_size
-    return kv[block_table[:num_blocks].long()].flatten(0, 1)[:seq_len]
+    blocks = block_table[:num_blocks].long()
+    if is_fp8(kv):  # gathered as bytes: not every device has float8 indexing kernels
+        return kv.view(torch.uint8)[blocks].view(kv.dtype).flatten(0, 1)[:seq_len]
+    return kv[blocks].flatten(0, 1)[:seq_len]
 
 
 def causal_mask(query_len: int, seq_len: int, device: torch.device) -> torch.Tensor:

@@ -47,8 +47,8 @@ def _store_kv_kernel(
     k = tl.load(k_ptr + token * stride_k_tok + heads[:, None] * stride_k_head + dims[None, :], mask=mask)
     v = tl.load(v_ptr + token * stride_v_tok + heads[:, None] * stride_v_head + dims[None, :], mask=mask)
     if FP8:
-        k = tl.clamp(k.to(tl.float32) * k_inv_scale, -_FP8_MAX, _FP8_MAX)
-        v = tl.clamp(v.to(tl.float32) * v_inv_scale, -_FP8_MAX, _FP8_MAX)
+        k = tl.minimum(tl.maximum(k.to(tl.float32) * k_inv_scale, -_FP8_MAX), _FP8_MAX)
+        v = tl.minimum(tl.maximum(v.to(tl.float32) * v_inv_scale, -_FP8_MAX), _FP8_MAX)
     tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
     tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
 
