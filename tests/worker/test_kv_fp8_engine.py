@@ -81,7 +81,7 @@ def test_logits_stay_close_to_the_float32_cache_and_greedy_agreement_is_reported
     with capsys.disabled():
         print(f"\nfp8 KV cache vs float32 (tiny llama): logits cosine min {cosine.min():.4f}, teacher-forced "
               f"argmax agreement {same_argmax:.1%}, greedy tokens before the first difference {share:.1%}")
-    assert cosine.min() > 0.99 and same_argmax >= 0.9  # measured 0.996 and 94%
+    assert cosine.min() > 0.99 and same_argmax >= 0.9  # measured 0.997 and 96%
     assert cosine.min() < 1.0  # the cache did quantize
 
 
@@ -102,3 +102,19 @@ def test_serve_has_the_flag(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "--kv-cache-dtype" in capsys.readouterr().out
+
+
+def test_each_layer_gets_scales_that_fill_the_e4m3_range(tiny_qwen3):
+    with LLM(model=str(tiny_qwen3), kv_cache_gib=0.01, dtype="float32", kv_cache_dtype="fp8") as llm:
+        llm.generate(PROMPTS, GREEDY, use_tqdm=False)
+        runner = llm.engine.core.runner
+        layers = [m for m in runner.model.modules() if hasattr(m, "layer_idx") and hasattr(m, "backend")]
+        backends = {m.layer_idx: m.backend for m in layers}
+        stored = [c.float().abs().amax(dim=(1, 2, 3, 4)) for c in runner.kv_caches]  # [2] per layer: K, V
+    assert len(runner.kv_scales) == len(stored) == len(backends)
+    assert [backends[i].kv_scales for i in sorted(backends)] == runner.kv_scales  # each layer its own
+    assert len({s.k for s in runner.kv_scales} | {s.v for s in runner.kv_scales}) == 2 * len(runner.kv_scales)
+    # the largest stored value sits near 448 / HEADROOM (calibration ids are not these prompts');
+    # with a scale of 1.0 these tiny layers' values would stay below 8
+    for k_max, v_max in stored:
+        assert 448 / 16 < k_max <= 448 and 448 / 16 < v_max <= 448

@@ -1,17 +1,16 @@
 """How K and V are stored in the paged cache: the model's dtype, or FP8 (E4M3) with scales.
 
 An FP8 cache holds `value / scale` as float8_e4m3fn, clamped to E4M3's finite range
-(±448: a cast past it would give NaN on some paths), one scale for all keys and one for
-all values. Attention reads it back as `stored * scale`: the kernels convert the tile to
+(±448: a cast past it would give NaN on some paths), one scale for a layer's keys and
+one for its values. Attention reads it back as `stored * scale`: the kernels convert the tile to
 the query's dtype in registers (exact: E4M3 fits in bfloat16) and fold the scales into
 arithmetic they already do (the key scale into the softmax scale, the value scale into
 the final normalisation), so dequantizing costs no extra pass over the tile.
 
-The scales default to 1.0. E4M3 keeps 3 mantissa bits over a range of 2^-6..448 (down
-to 2^-9 as subnormals), so a scale only decides where that window sits: keys and values
-of the models served here are well inside it (measured on the embedded model: docs/
-benchmarks.md), and a fixed scale needs no calibration pass and keeps every stored block
-valid for later readers (prefix caching) whatever they attend with.
+Each attention layer's backend carries its own scales (KVScales, 1.0 when not given);
+the engine measures them per layer at start-up (kvserve.worker.kv_calibration says why),
+before any block is stored, and never changes them: every stored block stays readable by
+later requests (prefix caching).
 """
 
 from __future__ import annotations

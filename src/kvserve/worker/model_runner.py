@@ -26,6 +26,7 @@ from kvserve.structured.guides import GuideTable
 from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs
 from kvserve.worker.input_buffers import InputBuffers
+from kvserve.worker.kv_calibration import calibrate_kv_scales
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
 from kvserve.worker.rejection_sampler import RejectionSampler
 from kvserve.worker.request_state import RequestState
@@ -60,6 +61,7 @@ class ModelRunner:
         self.device = device
         self.dtype = dtype
         self.kv_dtype = kv_cache_dtype(config.cache.kv_cache_dtype, dtype)  # the KV pool's storage
+        self.kv_scales: list = []  # KVScales per layer of an FP8 pool (kv_calibration), set by init_kv_cache
         self.block_size = config.cache.block_size
         self.states: dict[str, RequestState] = {}
         self.generators: dict[str, torch.Generator] = {}  # seeded requests, until they finish
@@ -74,6 +76,8 @@ class ModelRunner:
     def init_kv_cache(self, max_model_len: int) -> int:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
         capture the decode graphs (CUDA, unless enforce_eager). Returns the block count."""
+        if self.kv_dtype == torch.float8_e4m3fn:  # first: the pool is not there yet to crowd the calibration run
+            self.kv_scales = calibrate_kv_scales(self.model, self.prefill_forward, self.info.vocab_size, max_model_len)
         num_blocks = num_kv_blocks(self.config, self.info, self.kv_dtype, self.device,
                                    lambda tokens: self._profile_run(tokens, max_model_len), tensor_bytes(self.model))
         self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.kv_dtype, self.device)
