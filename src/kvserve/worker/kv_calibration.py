@@ -5,11 +5,13 @@ largest |K| and |V|; a layer's scale puts HEADROOM times that at E4M3's largest 
 448. Why measured and per layer: keys and values differ by layer far more than E4M3's
 window allows for one scale. On the embedded model (SmolLM2-135M) the largest |V| is 0.6
 in layer 0 and 14.5 in layer 28: with a scale of 1.0, 43% of layer 0's values fall below
-2^-6, where E4M3 has fewer mantissa bits; measured scales halve the perplexity cost of
-the FP8 cache there (+0.49% against float32, +0.90% with 1.0: docs/benchmarks.md). Random ids suffice: on that model they give each
-layer's largest |K| and |V| within 1.5x of two windows of English text, inside HEADROOM
-(values past it saturate, they do not overflow). The scales are fixed before the decode
-graphs are captured, and never change, so every stored block stays readable (prefix caching).
+2^-6, where E4M3 has fewer mantissa bits. (Its perplexity does not settle the choice:
++0.49% against float32 with these scales, +0.90% with 1.0 on the float32 model, the
+other way round on bfloat16: docs/results/dev-2026-12-01b.) Random ids suffice: on that
+model they give each layer's largest |K| and |V| within 1.5x of two windows of English
+text, inside HEADROOM (values past it saturate, they do not overflow). The scales are
+fixed before the decode graphs are captured and never change, so every stored block
+stays readable (prefix caching).
 
 Each attention layer (a module with `backend` and `layer_idx`, as models/llama.py's) gets
 its own copy of the backend carrying its scales.
