@@ -11,7 +11,7 @@ OUT=${OUT:-bench-results}; mkdir -p "$OUT"
 ARCH=${ARCH:-llama3-8b} WORKLOAD=${WORKLOAD:-batch512}
 ENGINE_ARGS=${ENGINE_ARGS:---max-model-len 2048 --max-num-seqs 512 --max-num-batched-tokens 16384}
 nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv,noheader
-timeout 60 python3 -m pytest -q -s -m gpu tests/gpu/test_kv_fp8_gpu.py -p no:cacheprovider 2>&1 \
+timeout 90 python3 -m pytest -q -s -m gpu tests/gpu/test_kv_fp8_gpu.py -p no:cacheprovider 2>&1 \
   | grep -E "passed|failed|skipped|error|Error|cosine|agree|assert" | tail -n 20
 batch512() {  # name, timeout, extra flags
   local name=$1 limit=$2; shift 2

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from kvserve.attention import AttentionMetadata
-from kvserve.attention.kv_format import kv_cache_dtype
+from kvserve.attention.kv_format import KVScales, kv_cache_dtype
 from kvserve.config import EngineConfig
 from kvserve.engine.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
 from kvserve.sampling_params import SamplingParams
@@ -61,7 +61,7 @@ class ModelRunner:
         self.device = device
         self.dtype = dtype
         self.kv_dtype = kv_cache_dtype(config.cache.kv_cache_dtype, dtype)  # the KV pool's storage
-        self.kv_scales: list = []  # KVScales per layer of an FP8 pool (kv_calibration), set by init_kv_cache
+        self.kv_scales: list[KVScales] = []  # per layer of an FP8 pool (kv_calibration), set by init_kv_cache
         self.block_size = config.cache.block_size
         self.states: dict[str, RequestState] = {}
         self.generators: dict[str, torch.Generator] = {}  # seeded requests, until they finish
