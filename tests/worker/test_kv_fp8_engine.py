@@ -30,11 +30,6 @@ def agreement(tokens: list[list[int]], reference: list[list[int]]) -> float:
     return same / sum(len(want) for want in reference)
 
 
-def greedy_tokens(model_dir, **settings) -> list[list[int]]:
-    with LLM(model=str(model_dir), kv_cache_gib=0.01, **settings) as llm:
-        return [list(o.outputs[0].token_ids) for o in llm.generate(PROMPTS, GREEDY, use_tqdm=False)]
-
-
 def test_bench_offline_reports_twice_the_kv_pool_tokens_with_fp8(tiny_llama, tmp_path, capsys):
     pools = {}
     for kv in ("auto", "fp8"):
@@ -58,26 +53,27 @@ def test_the_pool_stores_one_byte_an_element(tiny_llama):
     assert caches[0].shape[1] == num_blocks
 
 
-def prefill_logits(model_dir, text: str, **settings) -> torch.Tensor:
-    """Float32 logits [T, vocab] of a prompt teacher-forced in one prefill (whose attention
-    reads the keys and values back from the cache, so an FP8 cache shows)."""
+def logits_and_greedy(model_dir, **settings) -> tuple[torch.Tensor, list[list[int]]]:
+    """Float32 logits [T, vocab] of the prompts joined, teacher-forced in one prefill (whose
+    attention reads the keys and values back from the cache, so an FP8 cache shows), and
+    the greedy tokens of each prompt."""
     with LLM(model=str(model_dir), kv_cache_gib=0.01, **settings) as llm:
         runner = llm.engine.core.runner
-        ids = torch.tensor(llm.get_tokenizer().encode(text))
+        ids = torch.tensor(llm.get_tokenizer().encode(" ".join(PROMPTS) * 2))  # 120-odd tokens
         with torch.inference_mode():
-            return runner.model.compute_logits(runner.prefill_forward(ids, [ids.numel()])).float()
+            logits = runner.model.compute_logits(runner.prefill_forward(ids, [ids.numel()])).float()
+        tokens = [list(o.outputs[0].token_ids) for o in llm.generate(PROMPTS, GREEDY, use_tqdm=False)]
+    return logits, tokens
 
 
 def test_logits_stay_close_to_the_float32_cache_and_greedy_agreement_is_reported(tiny_llama, capsys):
-    text = " ".join(PROMPTS) * 2  # 120-odd tokens: several blocks
-    exact = prefill_logits(tiny_llama, text, dtype="float32")
-    fp8 = prefill_logits(tiny_llama, text, dtype="float32", kv_cache_dtype="fp8")
+    exact, reference = logits_and_greedy(tiny_llama, dtype="float32")
+    fp8, tokens = logits_and_greedy(tiny_llama, dtype="float32", kv_cache_dtype="fp8")
     cosine = torch.nn.functional.cosine_similarity(exact, fp8, dim=-1)
     same_argmax = (exact.argmax(-1) == fp8.argmax(-1)).float().mean().item()
     # free-running greedy diverges at the first near-tie and never comes back: on random
     # tiny weights (flat logits) that comes early, so it is reported, not asserted
-    share = agreement(greedy_tokens(tiny_llama, dtype="float32", kv_cache_dtype="fp8"),
-                      greedy_tokens(tiny_llama, dtype="float32"))
+    share = agreement(tokens, reference)
     with capsys.disabled():
         print(f"\nfp8 KV cache vs float32 (tiny llama): logits cosine min {cosine.min():.4f}, teacher-forced "
               f"argmax agreement {same_argmax:.1%}, greedy tokens before the first difference {share:.1%}")
