@@ -15,6 +15,7 @@ LOAD_FORMATS = ("auto", "dummy")
 QUANTIZATIONS = ("int8", "int4", "fp8")  # kvserve.models.quantization.QUANTIZERS
 GENERATION_CONFIGS = ("auto", "none")
 SPECULATIVE_METHODS = ("ngram",)  # kvserve.engine.ngram_proposer
+KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3")  # kvserve.attention.kv_format.STORAGE_DTYPES, and auto
 
 
 class ConfigError(ValueError):
@@ -71,6 +72,7 @@ class CacheConfig:
     kv_cache_gib: float = 1.0  # KV pool size on CPU (GiB); on GPU, if set > 0, overrides
     num_gpu_blocks_override: int | None = None  # exact KV pool size in blocks, instead of one sized from memory (tests, benchmarks)
     enable_prefix_caching: bool = True  # reuse computed blocks across requests
+    kv_cache_dtype: str = "auto"  # KV storage: auto = the model's dtype; fp8 (= fp8_e4m3): 1 byte an element, twice the tokens
 
     def __post_init__(self) -> None:
         _require(self.block_size in (8, 16, 32, 64, 128), f"block_size must be 8..128 (power of two), got {self.block_size}")
@@ -79,6 +81,8 @@ class CacheConfig:
             f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}",
         )
         _require(self.kv_cache_gib > 0, f"kv_cache_gib must be positive, got {self.kv_cache_gib}")
+        _require(self.kv_cache_dtype in KV_CACHE_DTYPES,
+                 f"kv_cache_dtype must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")
         _require(
             self.num_gpu_blocks_override is None or self.num_gpu_blocks_override > 0,
             f"num_gpu_blocks_override must be positive, got {self.num_gpu_blocks_override}",

@@ -5,8 +5,10 @@ kernel module was already imported in compiled mode (another test imported kvser
 first), routes every @triton.jit function to the interpreter when it runs. Where a GPU
 is present it does nothing and the kernels compile as usual. It also patches two gaps
 of Triton 3.6's interpreter that our kernels hit: loop bounds taken with int() on
-1-element arrays (refused by NumPy >= 2.4) and tl.dot on bfloat16, which it multiplies
-as raw uint16 bit patterns.
+1-element arrays (refused by NumPy >= 2.4), tl.dot on bfloat16, which it multiplies
+as raw uint16 bit patterns, and casts to float8_e4m3fn, which it rounds by cutting
+bits and dropping the carry (1.998 becomes 1.0): torch casts them instead, rounding to
+nearest even as the GPU's conversion does.
 """
 
 from __future__ import annotations
@@ -71,3 +73,18 @@ def _patch_interpreter() -> None:
         return create_dot(self, as_float32(a), as_float32(b), d, input_precision, max_num_imprecise_acc)
 
     interpreter.InterpreterBuilder.create_dot = create_dot_bf16
+    _patch_fp8_casts(interpreter, np)
+
+
+def _patch_fp8_casts(interpreter, np) -> None:
+    create_fp_to_fp = interpreter.InterpreterBuilder.create_fp_to_fp
+
+    def fp_to_fp(self, src, dst_type, rounding_mode):
+        if dst_type.scalar.name != "fp8e4nv" or src.dtype.scalar.name not in ("fp32", "fp16", "bf16"):
+            return create_fp_to_fp(self, src, dst_type, rounding_mode)
+        wide = create_fp_to_fp(self, src, interpreter.tl.float32, rounding_mode) if src.dtype.scalar.name == "bf16" \
+            else src
+        data = torch.from_numpy(np.ascontiguousarray(wide.data, dtype=np.float32)).to(torch.float8_e4m3fn)
+        return interpreter.TensorHandle(data.view(torch.uint8).numpy(), dst_type.scalar)
+
+    interpreter.InterpreterBuilder.create_fp_to_fp = fp_to_fp

@@ -1,7 +1,8 @@
 """The attention backend interface: what every backend reads and how it is called.
 
 A KV cache for one layer is a tensor [2, num_blocks, block_size, num_kv_heads, head_dim]
-(index 0 = keys, 1 = values). A step's tokens are packed: sequence i owns query rows
+(index 0 = keys, 1 = values), in the model's dtype or in FP8 with the backend's
+`kv_scales` (see kv_format). A step's tokens are packed: sequence i owns query rows
 query_start_loc[i]:query_start_loc[i+1], the last of its seq_lens[i] positions.
 """
 
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
+from kvserve.attention.kv_format import KVScales, is_fp8, quantize_fp8
 
 
 @dataclass
@@ -33,6 +36,7 @@ class AttentionBackend(Protocol):
     """Writes this step's K/V into the cache, then attends over each sequence's context."""
 
     name: str
+    kv_scales: KVScales  # how an FP8 cache's values are scaled (unused for other caches)
 
     def check_head_dim(self, head_dim: int) -> None:
         """Raise ValueError, naming the value and the sizes supported, for heads it cannot take."""
@@ -50,8 +54,12 @@ class AttentionBackend(Protocol):
         ...
 
 
-def write_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+def write_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor,
+             scales: KVScales = KVScales()) -> None:
     """Store new keys and values into their slots (reference version, any device)."""
     num_kv_heads, head_dim = kv_cache.shape[-2:]
+    if is_fp8(kv_cache):  # index_copy_ has no float8 kernel on the CPU: copy the bytes
+        k, v = quantize_fp8(k, scales.k).view(torch.uint8), quantize_fp8(v, scales.v).view(torch.uint8)
+        kv_cache = kv_cache.view(torch.uint8)
     kv_cache[0].view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, k.to(kv_cache.dtype))
     kv_cache[1].view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, v.to(kv_cache.dtype))

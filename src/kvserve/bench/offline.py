@@ -176,6 +176,7 @@ def build_engine(args: argparse.Namespace):
     from kvserve.models.shapes import with_shape_dir
 
     settings = dict(model=args.model, arch=args.arch, dtype=args.dtype, quantization=args.quantization,
+                    kv_cache_dtype=args.kv_cache_dtype,
                     max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, threads=args.threads)
     if args.max_num_seqs:
         settings["max_num_seqs"] = args.max_num_seqs
@@ -214,7 +215,7 @@ def measure(core, args: argparse.Namespace) -> int:
     if args.warmup:
         run_engine(core, make_requests(WORKLOADS["smoke"], core.info.vocab_size, 1), "warmup", False,
                    args.frequency_penalty)
-    report = {"device": _device_name(), "workload": asdict(workload)}
+    report = {"device": _device_name(), "workload": asdict(workload), "kv_cache_dtype": core.config.cache.kv_cache_dtype}
     if core.speculator is not None:
         baseline, baseline_ids = _baseline(core, requests, workload, args)
         report["no_speculation"] = asdict(baseline)
@@ -325,6 +326,8 @@ def register(bench_subparsers) -> None:
                                                    "float32, bfloat16, float16")
     p.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
                    help="int8 / int4 weights (CPU), fp8 weights and activations (GPU)")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3"],
+                   help="KV cache storage: auto = the model's dtype; fp8 = E4M3, twice the tokens (default: auto)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for the model's math (default: usable cores minus one)")
     p.add_argument("--max-model-len", type=int, default=None, help="context length in tokens (default: the model's)")

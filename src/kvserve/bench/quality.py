@@ -15,8 +15,15 @@ For each it reports
   first difference from the reference's, and the share of prompts answered identically.
 
 The first method listed is the reference. A method may name its own dtype after a colon
-(`none:float32,int8,int4`: a float32 reference for bfloat16 quantized formats). Everything is deterministic (greedy, fixed
-text and prompts), so the figures depend on the model and the formats, not the machine.
+(`none:float32,int8,int4`: a float32 reference for bfloat16 quantized formats).
+
+With `--kv-cache-dtype fp8`, every method but the reference runs on an FP8 KV cache (its
+rows say `kv fp8`): `--methods none:float32,none:float32 --kv-cache-dtype fp8` is the
+cost of the cache alone. The perplexity windows are prefills that read their keys and
+values back from the cache, so they pay that cost as generation does.
+
+Everything is deterministic (greedy, fixed text and prompts), so the figures depend on
+the model and the formats, not the machine.
 """
 
 from __future__ import annotations
@@ -106,12 +113,12 @@ def agreement(tokens: list[list[int]], reference: list[list[int]]) -> tuple[floa
     return same / max(1, total), identical / max(1, len(reference))
 
 
-def evaluate(spec: str, args: argparse.Namespace):
+def evaluate(spec: str, args: argparse.Namespace, kv_cache_dtype: str = "auto"):
     """(ids of the text, window logits, greedy tokens) of one format, `METHOD[:DTYPE]`."""
     from kvserve import LLM, SamplingParams
 
     method, _, dtype = spec.partition(":")
-    settings = dict(dtype=dtype or args.dtype, threads=args.threads, enforce_eager=True)
+    settings = dict(dtype=dtype or args.dtype, threads=args.threads, enforce_eager=True, kv_cache_dtype=kv_cache_dtype)
     if method != "none":
         settings["quantization"] = method
     with LLM(model=args.model, **settings) as llm:
@@ -138,18 +145,21 @@ def run(args: argparse.Namespace) -> int:
     results: list[Result] = []
     reference = None
     for method in methods:
-        ids, logits, tokens = evaluate(method, args)
+        kv = "auto" if reference is None else args.kv_cache_dtype
+        ids, logits, tokens = evaluate(method, args, kv)
         ppl = perplexity(logits, ids)
         if reference is None:
             reference = (ppl, logits, tokens)
         cos = cosines(logits, reference[1])
         token_share, identical = agreement(tokens, reference[2])
-        results.append(Result(method, ppl, (ppl / reference[0] - 1) * 100, cos.mean().item(), cos.min().item(),
+        label = method if kv == "auto" else f"{method} kv {kv}"
+        results.append(Result(label, ppl, (ppl / reference[0] - 1) * 100, cos.mean().item(), cos.min().item(),
                               token_share, identical))
         print_row(results[-1], header=len(results) == 1)
     if args.output_json:
         with open(args.output_json, "w") as f:
             json.dump({"model": args.model, "dtype": args.dtype, "reference": methods[0],
+                       "kv_cache_dtype": args.kv_cache_dtype,
                        "text_tokens": len(ids), "prompts": len(PROMPTS), "max_tokens": args.max_tokens,
                        "results": [asdict(r) for r in results]}, f, indent=2)
     return 0
@@ -157,9 +167,9 @@ def run(args: argparse.Namespace) -> int:
 
 def print_row(r: Result, header: bool) -> None:
     if header:
-        print(f"{'method':13s} {'perplexity':>10s} {'change':>8s} {'cos mean':>9s} {'cos min':>8s} "
+        print(f"{'method':20s} {'perplexity':>10s} {'change':>8s} {'cos mean':>9s} {'cos min':>8s} "
               f"{'greedy tokens':>13s} {'identical':>9s}")
-    print(f"{r.method:13s} {r.perplexity:10.3f} {r.perplexity_change_pct:+7.2f}% {r.logits_cosine_mean:9.4f} "
+    print(f"{r.method:20s} {r.perplexity:10.3f} {r.perplexity_change_pct:+7.2f}% {r.logits_cosine_mean:9.4f} "
           f"{r.logits_cosine_min:8.4f} {r.greedy_token_agreement:12.1%} {r.greedy_identical:9.1%}", flush=True)
 
 
@@ -171,6 +181,8 @@ def register(subparsers) -> None:
                    help=f"comma-separated METHOD[:DTYPE], the first is the reference; methods: {', '.join(METHODS)} "
                         "(default: none,int8,int4)")
     p.add_argument("--dtype", default="bfloat16", help="activations and unquantized weights (default: bfloat16)")
+    p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3"],
+                   help="KV cache of every method but the reference: fp8 = E4M3 (default: auto, the model's dtype)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--window", type=int, default=512, help="tokens per perplexity window (default: 512)")
     p.add_argument("--max-tokens", type=int, default=32, help="greedy tokens per prompt (default: 32)")

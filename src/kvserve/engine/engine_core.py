@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from kvserve.attention import get_backend
+from kvserve.attention.kv_format import fp8_unsupported_reason
 from kvserve.config import ConfigError, EngineConfig
 from kvserve.engine.kv_cache_manager import KVCacheManager
 from kvserve.engine.outputs import EngineOutput, EngineStats
@@ -88,6 +89,8 @@ class EngineCore:
         if method and device.type not in QUANTIZATION_DEVICES[method]:
             raise ConfigError(f"quantization={method} runs on {' and '.join(QUANTIZATION_DEVICES[method])}, "
                               f"not on {device.type}")
+        if self.config.cache.kv_cache_dtype != "auto" and (reason := fp8_unsupported_reason(device, backend.name)):
+            raise ConfigError(reason)
         if device.type == "cuda":
             with torch.device("meta"):
                 shape_only = ARCHITECTURES[architecture_of(hf_config, self.model_dir)](hf_config, backend)

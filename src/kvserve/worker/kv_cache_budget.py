@@ -14,7 +14,7 @@ GIB = 1 << 30
 
 
 def bytes_per_block(block_size: int, info, dtype: torch.dtype) -> int:
-    """K and V, every layer, one block."""
+    """K and V, every layer, one block, stored as `dtype` (the KV cache's: 1 byte for FP8)."""
     elem = torch.empty((), dtype=dtype).element_size()
     return 2 * info.num_layers * block_size * info.num_kv_heads * info.head_dim * elem
 

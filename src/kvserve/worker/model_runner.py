@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from kvserve.attention import AttentionMetadata
+from kvserve.attention.kv_format import KVScales, kv_cache_dtype
 from kvserve.config import EngineConfig
 from kvserve.engine.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
 from kvserve.sampling_params import SamplingParams
@@ -25,6 +26,7 @@ from kvserve.structured.guides import GuideTable
 from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs
 from kvserve.worker.input_buffers import InputBuffers
+from kvserve.worker.kv_calibration import calibrate_kv_scales
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
 from kvserve.worker.rejection_sampler import RejectionSampler
 from kvserve.worker.request_state import RequestState
@@ -60,6 +62,8 @@ class ModelRunner:
         self.info = model_info
         self.device = device
         self.dtype = dtype
+        self.kv_dtype = kv_cache_dtype(config.cache.kv_cache_dtype, dtype)  # the KV pool's storage
+        self.kv_scales: list[KVScales] = []  # per layer of an FP8 pool (kv_calibration), set by init_kv_cache
         self.block_size = config.cache.block_size
         self.states: dict[str, RequestState] = {}
         self.generators: dict[str, torch.Generator] = {}  # seeded requests, until they finish
@@ -76,9 +80,11 @@ class ModelRunner:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
         capture the decode graphs and, with speculation, the verification graphs (CUDA,
         unless enforce_eager). Returns the block count."""
-        num_blocks = num_kv_blocks(self.config, self.info, self.dtype, self.device,
+        if self.kv_dtype == torch.float8_e4m3fn:  # first: the pool is not there yet to crowd the calibration run
+            self.kv_scales = calibrate_kv_scales(self.model, self.prefill_forward, self.info.vocab_size, max_model_len)
+        num_blocks = num_kv_blocks(self.config, self.info, self.kv_dtype, self.device,
                                    lambda tokens: self._profile_run(tokens, max_model_len), tensor_bytes(self.model))
-        self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.dtype, self.device)
+        self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.kv_dtype, self.device)
         sched = self.config.scheduler
         max_blocks_per_seq = -(-max_model_len // self.block_size)
         max_tokens = sched.max_num_batched_tokens + sched.max_num_seqs
@@ -373,7 +379,7 @@ class ModelRunner:
         packed) on a KV cache of their own, outside the pool and the scheduler."""
         bs, dev = self.block_size, self.device
         blocks = [-(-n // bs) for n in lens]
-        caches = allocate_kv_caches(sum(blocks), bs, self.info, self.dtype, dev)
+        caches = allocate_kv_caches(sum(blocks), bs, self.info, self.kv_dtype, dev)
         first = np.cumsum([0] + blocks)  # each sequence's blocks follow the one before's
         table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)
         for row, (start, count) in enumerate(zip(first, blocks)):

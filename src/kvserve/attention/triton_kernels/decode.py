@@ -16,10 +16,11 @@ import torch
 import triton
 import triton.language as tl
 
+from kvserve.attention.kv_format import KVScales
 from kvserve.attention.triton_kernels.tile import (
-    LOG2E,
     cache_strides,
     check_head_dim,
+    softmax_scales,
     dot_precision,
     head_mask,
     head_pad,
@@ -43,7 +44,8 @@ def _decode_split_kernel(
     out_ptr,  # [T, num_heads, HEAD_DIM], written when DIRECT
     part_out_ptr,  # [B, num_heads, num_splits, HEAD_PAD] float32, contiguous, written unless DIRECT
     part_lse_ptr,  # [B, num_heads, num_splits] float32, contiguous (log2 domain)
-    scale_log2e,
+    scale_log2e,  # softmax scale * log2(e), times the key scale of an FP8 cache
+    v_scale,  # the value scale of an FP8 cache (1.0 otherwise): attention is linear in V
     num_heads,
     group_size,
     num_splits,
@@ -91,7 +93,7 @@ def _decode_split_kernel(
         scores = tl.where((n + tl.arange(0, BLOCK_N))[None, :] < end, scores, float("-inf"))
         m, l, acc = online_softmax_step(scores, v, m, l, acc, scale_log2e, DOT_PRECISION)
 
-    out = acc / tl.where(l > 0, l, 1.0)[:, None]  # empty range (seq_len 0, trailing split): zeros
+    out = acc * (v_scale / tl.where(l > 0, l, 1.0))[:, None]  # empty range (seq_len 0, trailing split): zeros
     if DIRECT:
         o_rows = out_ptr + row.to(tl.int64) * stride_o_tok + heads[:, None] * stride_o_head
         tl.store(o_rows + dims[None, :], out.to(out_ptr.dtype.element_ty), mask=mask)
@@ -162,6 +164,7 @@ def decode_attention(
     num_splits: int = 1,
     out: torch.Tensor | None = None,  # [T, num_heads, head_dim]
     query_start_loc: torch.Tensor | None = None,  # [B + 1] int32: mixed batch, only query_len == 1 rows
+    scales: KVScales = KVScales(),  # of an FP8 cache (read as stored * scale)
     block_n: int = 64,
     num_warps: int = 4,
     num_stages: int = 3,
@@ -188,7 +191,7 @@ def decode_attention(
     qsl = query_start_loc if mixed else seq_lens
     _decode_split_kernel[(num_seqs, num_kv_heads, num_splits)](
         q, kv_cache[0], kv_cache[1], block_tables, seq_lens, qsl, out, part_out, part_lse,
-        scale * LOG2E, num_heads, group, num_splits,
+        *softmax_scales(kv_cache, scale, scales), num_heads, group, num_splits,
         q.stride(0), q.stride(1), *cache_strides(kv_cache), block_tables.stride(0),
         out.stride(0), out.stride(1),
         BLOCK_SIZE=block_size, BLOCK_N=block_n, HEAD_DIM=head_dim, HEAD_PAD=pad,

@@ -18,10 +18,11 @@ import torch
 import triton
 import triton.language as tl
 
+from kvserve.attention.kv_format import KVScales
 from kvserve.attention.triton_kernels.tile import (
-    LOG2E,
     cache_strides,
     check_head_dim,
+    softmax_scales,
     dot_precision,
     head_mask,
     head_pad,
@@ -39,7 +40,8 @@ def _prefill_kernel(
     seq_lens_ptr,  # [B] int32
     query_start_loc_ptr,  # [B + 1] int32
     out_ptr,  # [T, num_heads, HEAD_DIM]
-    scale_log2e,
+    scale_log2e,  # softmax scale * log2(e), times the key scale of an FP8 cache
+    v_scale,  # the value scale of an FP8 cache (1.0 otherwise): attention is linear in V
     group_size,
     stride_q_tok, stride_q_head,
     stride_c_block, stride_c_tok, stride_c_head,
@@ -96,7 +98,7 @@ def _prefill_kernel(
         m, l, acc = online_softmax_step(tl.where(visible, scores, float("-inf")), v, m, l, acc, scale_log2e,
                                         DOT_PRECISION)
 
-    out = acc / tl.where(l > 0, l, 1.0)[:, None]
+    out = acc * (v_scale / tl.where(l > 0, l, 1.0))[:, None]
     tl.store(out_ptr + tokens[:, None] * stride_o_tok + head * stride_o_head + dims[None, :],
              out.to(out_ptr.dtype.element_ty), mask=q_mask)
 
@@ -128,6 +130,7 @@ def prefill_attention(
     scale: float,
     out: torch.Tensor | None = None,  # [T, num_heads, head_dim]
     skip_decode: bool = False,
+    scales: KVScales = KVScales(),  # of an FP8 cache (read as stored * scale)
     **config,  # block_m, block_n, num_warps, num_stages: overrides of prefill_config
 ) -> torch.Tensor:
     """Causal attention of each sequence's query chunk over its whole context.
@@ -145,7 +148,7 @@ def prefill_attention(
     grid = (num_seqs, triton.cdiv(max_query_len, cfg["block_m"]), num_heads)
     _prefill_kernel[grid](
         q, kv_cache[0], kv_cache[1], block_tables, seq_lens, query_start_loc, out,
-        scale * LOG2E, num_heads // num_kv_heads,
+        *softmax_scales(kv_cache, scale, scales), num_heads // num_kv_heads,
         q.stride(0), q.stride(1), *cache_strides(kv_cache), block_tables.stride(0),
         out.stride(0), out.stride(1),
         BLOCK_SIZE=block_size, BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"], HEAD_DIM=head_dim,

@@ -12,12 +12,21 @@ import torch
 import triton
 import triton.language as tl
 
+from kvserve.attention.kv_format import KVScales, is_fp8
 LOG2E = 1.0 / math.log(2.0)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot input precision: exact float32 for float32 inputs (tests, greedy checks), else tensor cores."""
     return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def softmax_scales(kv_cache: torch.Tensor, scale: float, scales: KVScales) -> tuple[float, float]:
+    """(scale_log2e, v_scale) kernel arguments: an FP8 cache's key scale multiplies every
+    score, so it joins the softmax scale; its value scale multiplies the output."""
+    if not is_fp8(kv_cache):
+        return scale * LOG2E, 1.0
+    return scale * scales.k * LOG2E, scales.v
 
 
 MAX_HEAD_DIM = 256  # larger heads need tiles that do not fit shared memory at these block sizes
@@ -95,7 +104,9 @@ def score_kv_tile(
     HEAD_PAD: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    """Raw scores q.k [M, BLOCK_N] and values [BLOCK_N, HEAD_PAD] (q's dtype) of positions start.. ."""
+    """Raw scores q.k [M, BLOCK_N] and values [BLOCK_N, HEAD_PAD] (q's dtype) of positions start.. .
+    An FP8 tile is converted to q's dtype in registers (exactly: E4M3 fits in 16 bits);
+    its scales are applied by the caller (softmax_scales)."""
     k = load_kv_tile(k_cache_ptr, block_table_ptr, kv_head, start, end, stride_block, stride_token, stride_head,
                      BLOCK_SIZE, BLOCK_N, HEAD_DIM, HEAD_PAD)
     v = load_kv_tile(v_cache_ptr, block_table_ptr, kv_head, start, end, stride_block, stride_token, stride_head,
