@@ -12,7 +12,7 @@ from the previous step's sampled ids.
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from kvserve.sampling_params import SamplingParams
 from kvserve.structured.guides import GuideTable
 from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs
+from kvserve.worker.draft_model import DraftModel
 from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
 from kvserve.worker.rejection_sampler import RejectionSampler
@@ -52,9 +53,10 @@ class StepInputs:
 
 class ModelRunner:
     def __init__(self, config: EngineConfig, model, model_info, device: torch.device, dtype: torch.dtype,
-                 tokenizer_path: str | None = None) -> None:
+                 tokenizer_path: str | None = None, draft: DraftModel | None = None) -> None:
         self.config = config
         self.model = model
+        self.draft = draft  # speculative_config method draft_model: proposes the drafts, follows every step
         self.info = model_info
         self.device = device
         self.dtype = dtype
@@ -72,9 +74,14 @@ class ModelRunner:
     def init_kv_cache(self, max_model_len: int) -> int:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
         capture the decode graphs (CUDA, unless enforce_eager). Returns the block count."""
+        draft = self.draft
         num_blocks = num_kv_blocks(self.config, self.info, self.dtype, self.device,
-                                   lambda tokens: self._profile_run(tokens, max_model_len), tensor_bytes(self.model))
+                                   lambda tokens: self._profile_run(tokens, max_model_len),
+                                   tensor_bytes(self.model) + (draft.weight_bytes if draft else 0),
+                                   draft.bytes_per_block(self.block_size) if draft else 0)
         self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.dtype, self.device)
+        if draft is not None:
+            draft.allocate(num_blocks, self.block_size)
         sched = self.config.scheduler
         max_blocks_per_seq = -(-max_model_len // self.block_size)
         self.buffers = InputBuffers(sched.max_num_batched_tokens + sched.max_num_seqs, sched.max_num_seqs,
@@ -93,6 +100,8 @@ class ModelRunner:
         self._wait_for_all()
         self.graphs = None
         self.kv_caches = []
+        if self.draft is not None:
+            self.draft.kv_caches = []
         self._free_device_memory()
 
     def shutdown(self) -> None:
@@ -105,6 +114,7 @@ class ModelRunner:
         self.kv_caches = []
         self.buffers = None
         self.model = None
+        self.draft = None
         self.states.clear()
         self.generators.clear()
         self._free_device_memory()
@@ -124,12 +134,16 @@ class ModelRunner:
         self._update_states(sched)
         if sched.is_empty:
             return self._launch(StepHandle.empty())
+        if self.draft is not None and sched.scheduled_spec_decode_tokens:  # fill in the reserved draft slots
+            sched = replace(sched, scheduled_spec_decode_tokens=self.draft.propose(sched, self.states))
         self.buffers.flip()
         inputs = self._prepare_inputs(sched)
         if inputs.graph_size:
             hidden = self.graphs.replay(inputs.meta.num_seqs, inputs.graph_size)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        if self.draft is not None and not sched.scheduled_spec_decode_tokens:  # a proposal wrote its own KV
+            self.draft.follow(inputs.input_ids, inputs.positions, inputs.meta)
         states = inputs.sample_states
         if not states:
             return self._launch(StepHandle.empty())
