@@ -16,6 +16,7 @@ the request's next tokens. A prefix-cache hit therefore finds the draft's KV as 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -62,12 +63,9 @@ class DraftModel:
         """Write the KV of a step's tokens, from the target's own device inputs (a decode step
         replayed from a CUDA graph has padding rows past the real ones: cut off here)."""
         tokens, seqs = sum(meta.query_lens_cpu), meta.num_seqs
-        meta = AttentionMetadata(
-            slot_mapping=meta.slot_mapping[:tokens], query_start_loc=meta.query_start_loc[: seqs + 1],
-            seq_lens=meta.seq_lens[:seqs], block_tables=meta.block_tables[:seqs],
-            query_lens_cpu=meta.query_lens_cpu, seq_lens_cpu=meta.seq_lens_cpu,
-            max_query_len=meta.max_query_len, max_seq_len=meta.max_seq_len,
-        )
+        meta = dataclasses.replace(meta, slot_mapping=meta.slot_mapping[:tokens],
+                                   query_start_loc=meta.query_start_loc[: seqs + 1], seq_lens=meta.seq_lens[:seqs],
+                                   block_tables=meta.block_tables[:seqs])
         self.model(input_ids[:tokens], positions[:tokens], self.kv_caches, meta)
 
     def propose(self, sched: SchedulerOutput, states: dict[str, RequestState]) -> dict[str, list[int]]:
