@@ -126,5 +126,8 @@ def test_a_draft_of_another_vocabulary_is_refused_with_the_reason(tiny_llama, tm
     swapped = _with_swapped_tokens(tiny_llama, tmp_path / "swapped")
     with pytest.raises(ConfigError, match="another tokenizer than the target.*4 \\(token, id\\) pairs"):
         LLM(model=str(tiny_llama), **SETTINGS, speculative_config=draft_config(swapped))
+    short = build_model("llama", tmp_path / "short-context", max_position_embeddings=128)
+    with pytest.raises(ConfigError, match="takes 128 positions, fewer than max_model_len=256"):
+        LLM(model=str(tiny_llama), **SETTINGS, speculative_config=draft_config(short))
     with pytest.raises(ConfigError, match="in 1..8 with a draft model"):
         LLM(model=str(tiny_llama), **SETTINGS, speculative_config=draft_config(tiny_llama, 9))
