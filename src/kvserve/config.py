@@ -14,7 +14,8 @@ POLICIES = ("fcfs", "priority")
 LOAD_FORMATS = ("auto", "dummy")
 QUANTIZATIONS = ("int8", "int4", "fp8")  # kvserve.models.quantization.QUANTIZERS
 GENERATION_CONFIGS = ("auto", "none")
-SPECULATIVE_METHODS = ("ngram",)  # kvserve.engine.ngram_proposer
+SPECULATIVE_METHODS = ("ngram", "draft_model")  # kvserve.engine.speculator.PROPOSERS
+MAX_DRAFT_MODEL_TOKENS = 8  # draft_model: k one-token draft forwards a step
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3")  # kvserve.attention.kv_format.STORAGE_DTYPES, and auto
 
 
@@ -156,8 +157,11 @@ class SpeculativeConfig:
     """Speculative decoding, with vLLM's `speculative_config` keys: proposals are verified
     in one forward, so the output is that of plain decoding (lossless)."""
 
-    method: str = "ngram"  # ngram = proposals looked up in the request's own prompt and output
+    # ngram = proposals looked up in the request's own prompt and output; draft_model = a small
+    # model of the same vocabulary proposes them; unset: draft_model if `model` is given, else ngram
+    method: str | None = None
     num_speculative_tokens: int = 4  # tokens proposed per request and step (k)
+    model: str | None = None  # draft_model: the draft's directory or Hugging Face id
     prompt_lookup_max: int = 4  # ngram: the longest suffix looked up earlier in the request
     prompt_lookup_min: int = 1  # ngram: the shortest
     disable_by_batch_size: int | None = None  # no speculation while more requests than this are running
@@ -165,6 +169,8 @@ class SpeculativeConfig:
     backoff_steps: int = 8  # ... for this many steps, doubled at each pause in a row (up to 256)
 
     def __post_init__(self) -> None:
+        if self.method is None:
+            self.method = "draft_model" if self.model is not None else "ngram"
         _require(self.method in SPECULATIVE_METHODS,
                  f"speculative_config method must be one of {SPECULATIVE_METHODS}, got {self.method!r}")
         _require(1 <= self.num_speculative_tokens <= 16,
@@ -176,6 +182,18 @@ class SpeculativeConfig:
                  f"speculative_config disable_by_batch_size must be at least 1, got {self.disable_by_batch_size}")
         _require(self.backoff_misses >= 1, f"speculative_config backoff_misses must be at least 1, got {self.backoff_misses}")
         _require(self.backoff_steps >= 1, f"speculative_config backoff_steps must be at least 1, got {self.backoff_steps}")
+        self._check_draft_model()
+
+    def _check_draft_model(self) -> None:
+        if self.method != "draft_model":
+            _require(self.model is None, f"speculative_config model is the draft model of method draft_model, "
+                                         f"not of {self.method!r}")
+            return
+        _require(bool(self.model), "speculative_config method draft_model needs a model: the draft's directory "
+                                   "or Hugging Face id")
+        _require(self.num_speculative_tokens <= MAX_DRAFT_MODEL_TOKENS,
+                 f"speculative_config num_speculative_tokens must be in 1..{MAX_DRAFT_MODEL_TOKENS} with a draft "
+                 f"model, got {self.num_speculative_tokens}")
 
     @classmethod
     def from_value(cls, value: "SpeculativeConfig | dict | str | None") -> "SpeculativeConfig | None":
@@ -192,9 +210,9 @@ class SpeculativeConfig:
         unknown = sorted(set(value) - set(known))
         _require(not unknown, f"speculative_config has unknown key(s) {unknown}; known: {sorted(known)}")
         for key, item in value.items():
-            wanted = int if key not in ("method",) else str
+            wanted = int if key not in ("method", "model") else str
             ok = isinstance(item, wanted) and not isinstance(item, bool)
-            _require(ok or (item is None and key == "disable_by_batch_size"),
+            _require(ok or (item is None and key in ("disable_by_batch_size", "method", "model")),
                      f"speculative_config {key} must be {wanted.__name__}, got {item!r}")
         return cls(**value)
 

@@ -9,7 +9,7 @@ from kvserve.engine.ngram_proposer import NgramIndex
 from kvserve.engine.request import FinishReason
 from kvserve.engine.scheduler import Scheduler
 from kvserve.engine.scheduler_output import ModelRunnerOutput
-from kvserve.engine.speculator import Speculator
+from kvserve.engine.speculator import DRAFT_SLOT, Speculator
 from tests.engine.factories import FakeClock, make_request
 
 REPEAT = [10, 11, 12, 13, 10, 11, 12]  # its next token 13 makes the last 4 tokens repeat the first 4
@@ -127,6 +127,10 @@ def test_a_full_pool_drops_the_drafts_before_preempting_anyone():
     ({"prompt_lookup_min": 3, "prompt_lookup_max": 2}, "prompt_lookup_min <= prompt_lookup_max"),
     ({"num_speculative_tokens": "4"}, "num_speculative_tokens must be int"),
     ({"draft": 1}, "unknown key"),
+    ({"method": "draft_model"}, "draft_model needs a model"),
+    ({"model": "./draft", "num_speculative_tokens": 9}, "in 1..8 with a draft model"),
+    ({"method": "ngram", "model": "./draft"}, "model is the draft model of method draft_model"),
+    ({"model": 3}, "model must be str"),
     ("{not json", "not valid JSON"),
 ])
 def test_bad_speculative_configs_are_refused_with_the_setting_named(bad, message):
@@ -155,3 +159,20 @@ def test_the_yaml_mapping_and_the_flag_reach_the_engine_config(tmp_path):
     flag = engine_config_from_args(parser.parse_args(["--config", str(path), "--speculative-config",
                                                       '{"num_speculative_tokens": 3}']))
     assert flag.speculative.num_speculative_tokens == 3  # the flag wins over the file
+
+
+def test_a_config_with_a_draft_model_and_no_method_is_the_draft_model_method():
+    spec = EngineConfig.from_flat(speculative_config='{"model": "./draft", "num_speculative_tokens": 3}').speculative
+    assert (spec.method, spec.model, spec.num_speculative_tokens) == ("draft_model", "./draft", 3)
+
+
+def test_a_draft_model_reserves_k_slots_for_the_runner_and_is_rolled_back_like_ngram():
+    s = make(method="draft_model", model="./draft", num_speculative_tokens=3)
+    req = prefill(s, tokens=[1, 2, 3, 4, 5], first=6)  # no repetition: an n-gram would propose nothing
+    out = s.schedule()
+    assert out.scheduled_spec_decode_tokens == {"r": [DRAFT_SLOT] * 3}  # the runner's draft model fills them in
+    assert out.num_scheduled_tokens == {"r": 4} and req.num_computed_tokens == 9
+    result = ModelRunnerOutput({"r": 9}, accepted_token_ids={"r": [7, 8]})  # the runner's drafts 7, 8 (and a third)
+    s.update_from_output(result)
+    assert req.output_token_ids == [6, 7, 8, 9] and req.num_computed_tokens == 8
+    assert s.speculator.stats.num_draft_tokens == 3 and s.speculator.stats.num_accepted_tokens == 2

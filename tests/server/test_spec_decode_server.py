@@ -64,3 +64,37 @@ def test_a_bad_speculative_config_stops_the_server_with_the_setting_named(tiny_l
                                     '{"method": "ngram", "num_speculative_tokens": 99}'),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "num_speculative_tokens must be in 1..16" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def draft_server(tiny_llama, tmp_path_factory):
+    draft = {"method": "draft_model", "model": str(tiny_llama), "num_speculative_tokens": 3}
+    proc = start_server(tmp_path_factory, tiny_llama, "--served-model-name", MODEL_NAME, "--max-model-len", "256",
+                        "--speculative-config", json.dumps(draft))
+    yield proc
+    proc.stop()
+
+
+def test_a_draft_model_server_answers_as_the_plain_one_with_every_draft_accepted(server, draft_server):
+    """The target as its own draft: its proposals are the target's argmax."""
+    before = draft_server.metrics()
+    for prompt in PROMPTS:
+        assert complete(draft_server, prompt) == complete(server, prompt)
+    after = draft_server.wait_idle()
+    drafts = after["vllm:spec_decode_num_draft_tokens_total"] - before.get("vllm:spec_decode_num_draft_tokens_total")
+    accepted = after["vllm:spec_decode_num_accepted_tokens_total"] - before.get(
+        "vllm:spec_decode_num_accepted_tokens_total")
+    assert drafts > 0 and accepted == drafts
+
+
+def test_a_draft_of_another_vocabulary_stops_the_server_with_the_reason(tiny_llama, tmp_path):
+    import subprocess
+
+    from tests.conftest import build_model
+    from tests.helpers import kvserve
+
+    draft = build_model("llama", tmp_path / "draft", vocab_size=400)
+    result = subprocess.run(kvserve("serve", "--model", str(tiny_llama), "--speculative-config",
+                                    json.dumps({"model": str(draft)})),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "has a vocabulary of 400 ids, the target 384" in result.stderr

@@ -36,7 +36,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
             _add_flag(group, f, hints[f.name], comments.get(f.name, ""))
     parser.add_argument("--speculative-config", metavar="JSON", dest="speculative_config", default=argparse.SUPPRESS,
                         help='speculative decoding, as vLLM\'s: \'{"method": "ngram", "num_speculative_tokens": 4, '
-                             '"prompt_lookup_max": 4}\' (default: off)')
+                             '"prompt_lookup_max": 4}\' or \'{"method": "draft_model", "model": DIR_OR_ID, '
+                             '"num_speculative_tokens": 4}\' (default: off)')
 
 
 def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:

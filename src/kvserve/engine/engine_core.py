@@ -26,6 +26,7 @@ from kvserve.models.dummy import load_dummy_model
 from kvserve.models.loader import architecture_of, load_hf_config, load_model, model_info, resolve_dtype
 from kvserve.models.quantization import DEVICES as QUANTIZATION_DEVICES
 from kvserve.models.quantization import quantize
+from kvserve.worker.draft_model import load_draft_model
 from kvserve.worker.kv_cache_budget import check_fits, check_gpu_memory, tensor_bytes
 from kvserve.worker.model_runner import ModelRunner
 from kvserve.worker.step_handle import StepHandle
@@ -61,7 +62,10 @@ class EngineCore:
         model = MODEL_LOADERS[config.model.load_format](self.model_dir, backend, dtype, device)
         if config.model.quantization:
             model = quantize(model, config.model.quantization)
-        self.runner = ModelRunner(config, model, self.info, device, dtype, str(self.tokenizer_path))
+        draft = load_draft_model(config.speculative, self.info, self.max_model_len, self.tokenizer_path,
+                                 lambda path: MODEL_LOADERS[config.model.load_format](path, backend, dtype, device),
+                                 backend, dtype, device)
+        self.runner = ModelRunner(config, model, self.info, device, dtype, str(self.tokenizer_path), draft)
         logger.info("sizing the KV pool%s", " and warming up" if device.type == "cuda" else "")
         num_blocks = self.runner.init_kv_cache(self.max_model_len)
         check_fits(num_blocks, config.cache.block_size, self.max_model_len)
@@ -173,10 +177,12 @@ class EngineCore:
         acceptance counters keep their values."""
         speculator, self.speculator = self.speculator, None
         self.scheduler.speculator = None
+        draft, self.runner.draft = self.runner.draft, None  # a draft model's forwards are speculation's cost
         try:
             yield
         finally:
             self.speculator = self.scheduler.speculator = speculator
+            self.runner.draft = draft
 
     def _apply_pending(self) -> list[EngineOutput]:
         handle, self._pending = self._pending, None

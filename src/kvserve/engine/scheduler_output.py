@@ -42,7 +42,8 @@ class SchedulerOutput:
     # sampling generator, so that a seeded request resumes exactly where it was
     preempted_req_ids: set[str] = field(default_factory=set)
     # req_id -> draft ids computed after its known tokens and verified this step; counted in
-    # num_scheduled_tokens (1 + len(drafts) for a decoding request)
+    # num_scheduled_tokens (1 + len(drafts) for a decoding request). With a draft model these
+    # are reserved slots (speculator.DRAFT_SLOT) whose ids the runner's draft model chooses
     scheduled_spec_decode_tokens: dict[str, list[int]] = field(default_factory=dict)
 
     @property

@@ -8,17 +8,74 @@ scheduling, the CPU/GPU overlap of that step, so they back off: a request whose 
 `backoff_steps` steps, twice as long at each pause in a row; an accepted token resets
 it. Above `disable_by_batch_size` running requests nothing is proposed (a large batch
 is bound by the KV cache, not by the weights that speculation amortises). Plain Python.
+
+Where the drafts come from is the method's proposer (PROPOSERS): `ngram` looks them up
+on the host; `draft_model` only reserves their slots (DRAFT_SLOT ids) and the model
+runner's draft model chooses them in the step that verifies them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collections.abc import Callable
+from typing import Protocol
+
 from kvserve.config import SpeculativeConfig
 from kvserve.engine.ngram_proposer import NgramIndex
 from kvserve.engine.request import Request
 
 MAX_BACKOFF_STEPS = 256
+DRAFT_SLOT = 0  # the id a draft_model proposal carries until the runner's draft model fills it in
+
+
+class Proposer(Protocol):
+    """Draft ids for one request's next step; a proposer keeps what it needs per request."""
+
+    def propose(self, req: Request, limit: int) -> list[int]:
+        """Up to `limit` draft ids to verify after `req`'s known tokens ([] for none)."""
+        ...
+
+    def forget(self, req_id: str) -> None: ...
+
+
+class NgramProposer:
+    """Prompt lookup: each request's n-gram index, brought up to date before a lookup."""
+
+    def __init__(self, config: SpeculativeConfig) -> None:
+        self.n_min, self.n_max = config.prompt_lookup_min, config.prompt_lookup_max
+        self._indexes: dict[str, NgramIndex] = {}
+
+    def propose(self, req: Request, limit: int) -> list[int]:
+        index = self._indexes.get(req.request_id)
+        if index is None:
+            index = self._indexes[req.request_id] = NgramIndex(self.n_min, self.n_max)
+        index.extend(req.all_token_ids[len(index.tokens):])
+        return index.propose(limit)
+
+    def forget(self, req_id: str) -> None:
+        self._indexes.pop(req_id, None)
+
+
+class DraftModelProposer:
+    """A draft model proposes on the device, in the step that verifies: the scheduler only
+    reserves `limit` slots, whose ids the runner fills in (worker/draft_model.py)."""
+
+    def __init__(self, config: SpeculativeConfig) -> None:
+        pass
+
+    def propose(self, req: Request, limit: int) -> list[int]:
+        return [DRAFT_SLOT] * limit
+
+    def forget(self, req_id: str) -> None:
+        pass
+
+
+# speculative_config method -> its proposer
+PROPOSERS: dict[str, Callable[[SpeculativeConfig], Proposer]] = {
+    "ngram": NgramProposer,
+    "draft_model": DraftModelProposer,
+}
 
 
 @dataclass
@@ -37,7 +94,6 @@ class SpecStats:
 
 @dataclass
 class _RequestSpec:
-    index: NgramIndex
     misses: int = 0  # steps in a row that gained nothing
     paused_until: int = 0  # step number before which it proposes nothing
     pauses: int = 0  # pauses in a row (doubles the next one)
@@ -46,6 +102,7 @@ class _RequestSpec:
 class Speculator:
     def __init__(self, config: SpeculativeConfig) -> None:
         self.config = config
+        self.proposer = PROPOSERS[config.method](config)
         self.stats = SpecStats(accepted_per_pos=[0] * config.num_speculative_tokens)
         self._reqs: dict[str, _RequestSpec] = {}
         self._step = 0
@@ -75,19 +132,11 @@ class Speculator:
         limit = min(limit, self.config.num_speculative_tokens)
         if limit <= 0 or not self._may_propose(req):
             return []
-        spec = self._state(req)
-        drafts = spec.index.propose(limit)
+        spec = self._reqs.setdefault(req.request_id, _RequestSpec())
+        drafts = self.proposer.propose(req, limit)
         if not drafts:
             self._missed(spec)
         return drafts
-
-    def _state(self, req: Request) -> _RequestSpec:
-        spec = self._reqs.get(req.request_id)
-        if spec is None:
-            spec = self._reqs[req.request_id] = _RequestSpec(
-                NgramIndex(self.config.prompt_lookup_min, self.config.prompt_lookup_max))
-        spec.index.extend(req.all_token_ids[len(spec.index.tokens):])
-        return spec
 
     def record(self, req_id: str, num_drafts: int, num_accepted: int) -> None:
         """Count one verified proposal of `num_drafts` tokens, `num_accepted` of them taken."""
@@ -114,3 +163,4 @@ class Speculator:
 
     def forget(self, req_id: str) -> None:
         self._reqs.pop(req_id, None)
+        self.proposer.forget(req_id)

@@ -55,9 +55,10 @@ def check_gpu_memory(config: EngineConfig, device: torch.device, weight_bytes: i
 
 
 def num_kv_blocks(config: EngineConfig, info, dtype: torch.dtype, device: torch.device,
-                  profile_run: Callable[[int], None], weight_bytes: int) -> int:
+                  profile_run: Callable[[int], None], weight_bytes: int, extra_bytes_per_block: int = 0) -> int:
+    """`extra_bytes_per_block`: another pool of the same block count shares the budget (a draft model's)."""
     cache = config.cache
-    per_block = bytes_per_block(cache.block_size, info, dtype)
+    per_block = bytes_per_block(cache.block_size, info, dtype) + extra_bytes_per_block
     if cache.num_gpu_blocks_override:
         return cache.num_gpu_blocks_override
     if device.type == "cuda":

@@ -12,7 +12,7 @@ from the previous step's sampled ids.
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from kvserve.sampling_params import SamplingParams
 from kvserve.structured.guides import GuideTable
 from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs
+from kvserve.worker.draft_model import DraftModel
 from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_calibration import calibrate_kv_scales
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
@@ -56,9 +57,10 @@ class StepInputs:
 
 class ModelRunner:
     def __init__(self, config: EngineConfig, model, model_info, device: torch.device, dtype: torch.dtype,
-                 tokenizer_path: str | None = None) -> None:
+                 tokenizer_path: str | None = None, draft: DraftModel | None = None) -> None:
         self.config = config
         self.model = model
+        self.draft = draft  # speculative_config method draft_model: proposes the drafts, follows every step
         self.info = model_info
         self.device = device
         self.dtype = dtype
@@ -82,9 +84,14 @@ class ModelRunner:
         unless enforce_eager). Returns the block count."""
         if self.kv_dtype == torch.float8_e4m3fn:  # first: the pool is not there yet to crowd the calibration run
             self.kv_scales = calibrate_kv_scales(self.model, self.prefill_forward, self.info.vocab_size, max_model_len)
+        draft = self.draft
         num_blocks = num_kv_blocks(self.config, self.info, self.kv_dtype, self.device,
-                                   lambda tokens: self._profile_run(tokens, max_model_len), tensor_bytes(self.model))
+                                   lambda tokens: self._profile_run(tokens, max_model_len),
+                                   tensor_bytes(self.model) + (draft.weight_bytes if draft else 0),
+                                   draft.bytes_per_block(self.block_size) if draft else 0)
         self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.kv_dtype, self.device)
+        if draft is not None:
+            draft.allocate(num_blocks, self.block_size)
         sched = self.config.scheduler
         max_blocks_per_seq = -(-max_model_len // self.block_size)
         max_tokens = sched.max_num_batched_tokens + sched.max_num_seqs
@@ -110,6 +117,8 @@ class ModelRunner:
         self._wait_for_all()
         self.graphs = self.verify_graphs = None
         self.kv_caches = []
+        if self.draft is not None:
+            self.draft.kv_caches = []
         self._free_device_memory()
 
     def shutdown(self) -> None:
@@ -122,6 +131,7 @@ class ModelRunner:
         self.kv_caches = []
         self.buffers = None
         self.model = None
+        self.draft = None
         self.states.clear()
         self.generators.clear()
         self._free_device_memory()
@@ -141,6 +151,8 @@ class ModelRunner:
         self._update_states(sched)
         if sched.is_empty:
             return self._launch(StepHandle.empty())
+        if self.draft is not None and sched.scheduled_spec_decode_tokens:  # fill in the reserved draft slots
+            sched = replace(sched, scheduled_spec_decode_tokens=self.draft.propose(sched, self.states))
         self.buffers.flip()
         inputs = self._prepare_inputs(sched)
         if inputs.graph_size:
@@ -149,6 +161,8 @@ class ModelRunner:
             hidden = self.verify_graphs.replay(inputs.meta.num_seqs, inputs.verify_graph_size)
         else:
             hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        if self.draft is not None and not sched.scheduled_spec_decode_tokens:  # a proposal wrote its own KV
+            self.draft.follow(inputs.input_ids, inputs.positions, inputs.meta)
         states = inputs.sample_states
         if not states:
             return self._launch(StepHandle.empty())
