@@ -81,6 +81,9 @@ class StreamsConfig(Section):
     idempotency_ttl_s: float = Field(86400.0, gt=0)  # stored answers for Idempotency-Key
     idempotency_claim_s: float = Field(600.0, gt=0)  # a running request's hold on its key (freed at its end)
     idempotency_max_bytes: int = Field(1 << 20, gt=0)  # larger answers are not kept (the key is freed)
+    # while the gateway's core is busy, a stream's chunks may wait this long to be relayed
+    # together (fleet/pacer.py); 0: every chunk as it comes
+    coalesce_ms: float = Field(10.0, ge=0, le=100)
 
 
 class MemoryConfig(Section):

@@ -70,6 +70,7 @@ class Proxy:
         self.forward_priority = config.priority.forward_in_body
         self.priority_header = config.priority.header.lower()
         self.client.connect_timeout = t.connect_s
+        self.client.pacer.max_interval_s = config.streams.coalesce_ms / 1000
         # streams may be silent for idle_s; a plain answer comes whole after generation
         self.stream_read_timeout = t.idle_s
         self.plain_read_timeout = max(t.idle_s, t.first_byte_s)

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer
+from kvserve.gateway.fleet.pacer import StreamPacer
 from kvserve.gateway.fleet.upstream import Origin, UpstreamClient, UpstreamClosed, UpstreamReadTimeout, encode_request
 from tests.helpers import wait_until
 
@@ -144,3 +145,44 @@ def test_request_encoding_refuses_header_injection():
     with pytest.raises(ValueError):
         encode_request(origin, "POST", "/p", {"x-a": "1\r\nevil: yes"}, b"")
     assert Origin.parse("https://h") == Origin("https", "h", 443)
+
+
+def test_a_busy_gateway_relays_a_streams_chunks_together_but_never_holds_the_first(upstream):
+    server = upstream(num_tokens=24, tokens_per_second=100)  # a token every 10 ms
+    origin = Origin.parse(server.url)
+
+    async def main():
+        relaxed = UpstreamClient()
+        _, one_by_one, _ = await stream(relaxed, origin)
+        busy = UpstreamClient(pacer=StreamPacer(0.05))
+        busy.pacer.interval_s = 0.05  # as update() sets it when the core is busy
+        start = time.perf_counter()
+        response = await busy.request(origin, "POST", "/v1/chat/completions", HEADERS, BODY, 5.0)
+        first = await response.read()
+        first_at = time.perf_counter() - start
+        paced = [first]
+        while chunk := await response.read():
+            paced.append(chunk)
+        response.release()
+        await relaxed.close()
+        await busy.close()
+        return one_by_one, paced, first_at
+
+    one_by_one, paced, first_at = run(main())
+    assert b"".join(paced).count(b"\n\n") == b"".join(one_by_one).count(b"\n\n")
+    assert len(one_by_one) >= 20  # each token on its own
+    assert len(paced) <= 12  # ~5 tokens per 50 ms read
+    assert first_at < 0.2  # the first chunk was not held
+
+
+def test_the_pacer_turns_on_above_busy_and_off_below_idle():
+    cpu, clock = [0.0], [0.0]
+    pacer = StreamPacer(0.01, cpu=lambda: cpu[0], clock=lambda: clock[0])
+
+    def tick(share: float) -> float:
+        clock[0] += 1.0
+        cpu[0] += share
+        pacer.update()
+        return pacer.interval_s
+
+    assert [tick(s) for s in (0.3, 0.7, 0.5, 0.45, 0.35, 0.5)] == [0.0, 0.01, 0.01, 0.01, 0.0, 0.0]

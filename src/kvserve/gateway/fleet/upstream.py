@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from kvserve.gateway.fleet.pacer import StreamPacer
+
 T = TypeVar("T")
 MAX_BUFFER = 1 << 20  # bytes buffered from upstream before reading pauses (client too slow)
 
@@ -67,6 +69,8 @@ class Response:
         self._buffered = 0
         self._started = conn.loop.create_future()
         self._waiter: asyncio.Future[None] | None = None
+        self._last_read = 0.0  # loop time read() last returned data (pacing: fleet/pacer.py)
+        self._flush: asyncio.TimerHandle | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -88,6 +92,7 @@ class Response:
                 self._chunks.clear()
                 self._buffered = 0
                 self.conn.resume()
+                self._last_read = self.conn.loop.time()
                 return data
             if self.error is not None:
                 raise self.error
@@ -125,7 +130,13 @@ class Response:
         self._buffered += len(data)
         if self._buffered > MAX_BUFFER:
             self.conn.pause()
-        self._wake()
+            self._wake()
+        elif self._flush is None:
+            due = self._last_read + self.conn.pool.pacer.interval_s
+            if due > self.conn.loop.time():  # paced: this chunk leaves with the ones that follow it
+                self._flush = self.conn.loop.call_at(due, self._wake)
+            else:
+                self._wake()
 
     def _on_complete(self, keep_alive: bool) -> None:
         self.complete, self.keep_alive = True, keep_alive
@@ -140,6 +151,9 @@ class Response:
         self._wake()
 
     def _wake(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -243,8 +257,10 @@ class UpstreamClient:
     headers arrived; a reused connection that fails before any answer (the server
     closed it while idle) is replaced by a fresh one, once."""
 
-    def __init__(self, connect_timeout: float = 2.0, keepalive_s: float = 4.0, sweep_s: float = 0.25) -> None:
+    def __init__(self, connect_timeout: float = 2.0, keepalive_s: float = 4.0, sweep_s: float = 0.25,
+                 pacer: StreamPacer | None = None) -> None:
         self.connect_timeout = connect_timeout
+        self.pacer = pacer or StreamPacer(0.0)
         self.keepalive_s = keepalive_s  # below uvicorn's default 5 s server-side keep-alive
         self.sweep_s = sweep_s
         self.idle: dict[Origin, list[tuple[float, Connection]]] = {}
@@ -303,6 +319,7 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.sweep_s)
+            self.pacer.update()
             now = loop.time()
             for conn in [c for c in self.active if c.lost or c.response is None]:
                 self.active.discard(conn)

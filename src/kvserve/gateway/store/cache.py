@@ -108,7 +108,7 @@ def entry_from_json(body: bytes, chat: bool) -> Entry | None:
                  data.get("usage"))
 
 
-DATA_LINE = re.compile(rb"^data:[ ]?(.*?)\r?$", re.MULTILINE)
+DATA_LINE = re.compile(rb"^data:[ ]?([^\r\n]*)", re.MULTILINE)
 MAX_STREAM_BYTES = 8 << 20  # a longer stream is relayed but not assembled
 
 
