@@ -21,7 +21,6 @@ from kvserve.server.batches.files import FileDir
 from kvserve.server.batches.runner import BatchRunner
 from kvserve.server.batches.settings import BATCH_PRIORITY, BatchSettings
 from kvserve.server.batches.store import BatchStore
-from kvserve.server.batches.traffic import MARK_HEADER, InteractiveTraffic
 
 logger = logging.getLogger("kvserve.batches")
 BASE_URL = "http://batch.internal"  # the in-process app, as the runner's client names it
@@ -64,11 +63,9 @@ class Unavailable:
         return None
 
 
-def open_batches(settings: BatchSettings, app: Any, api_key: str | None,
-                 traffic: InteractiveTraffic) -> BatchService | Unavailable:
+def open_batches(settings: BatchSettings, app: Any, api_key: str | None) -> BatchService | Unavailable:
     """The service over `settings.data_dir`, running lines through `app` itself (its own
-    routes, validation and errors, over an in-process ASGI transport) while `traffic`
-    counts no interactive request."""
+    routes, validation and errors, over an in-process ASGI transport)."""
     if not settings.enabled:
         return Unavailable(OpenAIError(404, "The batch API is turned off on this server (--batch-concurrency 0).",
                                        code="not_found"))
@@ -83,12 +80,12 @@ def open_batches(settings: BatchSettings, app: Any, api_key: str | None,
         return Unavailable(OpenAIError(503, "The batch API is unavailable: its data directory is in use by another "
                                        "server.", "service_unavailable_error", code="batches_unavailable"))
     store, files = BatchStore(root / "batches.db"), FileDir(root / "files")
-    headers = {MARK_HEADER: traffic.token}
+    headers = {}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
                                base_url=BASE_URL, headers=headers, timeout=None)
-    runner = BatchRunner(store, files, _executor(client), settings, traffic)
+    runner = BatchRunner(store, files, _executor(client), settings)
     return BatchService(settings, store, files, runner, lock, client)
 
 
