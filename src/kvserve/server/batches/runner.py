@@ -26,7 +26,9 @@ from kvserve.server.batches.files import FileDir
 from kvserve.server.batches.lines import error_row, parse_input, response_row
 from kvserve.server.batches.records import BatchRecord, FileRecord
 from kvserve.server.batches.settings import BatchSettings
-from kvserve.server.batches.store import BatchStore, Line
+from kvserve.server.batches.redis_store import StoreUnavailable
+from kvserve.server.batches.store import Line
+from kvserve.server.batches.stores import Store
 
 logger = logging.getLogger("kvserve.batches")
 
@@ -38,7 +40,7 @@ FINAL_OF = {"finalizing": "completed", "cancelling": "cancelled", "in_progress":
 
 
 class BatchRunner:
-    def __init__(self, store: BatchStore, files: FileDir, execute: Execute, settings: BatchSettings,
+    def __init__(self, store: Store, files: FileDir, execute: Execute, settings: BatchSettings,
                  clock: Callable[[], float] = time.time) -> None:
         self.store, self.files, self.execute = store, files, execute
         self.settings, self.clock = settings, clock
@@ -61,18 +63,28 @@ class BatchRunner:
 
     async def run(self) -> None:
         while True:
-            batch = await asyncio.to_thread(self.store.next_active)
+            try:
+                batch = await asyncio.to_thread(self.store.next_active)
+            except StoreUnavailable:
+                await self._store_down()
+                continue
             if batch is None:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
             try:
                 await self._step(batch)
+            except StoreUnavailable:  # nothing is lost: the store's state is where the job resumes
+                await self._store_down()
             except Exception:  # a bug: fail this job rather than loop on it
                 logger.exception("batch %s failed", batch.id)
                 await asyncio.to_thread(self.store.transition, batch.id, "failed", self._now(), (batch.status,),
                                         errors=[{"code": "internal_error", "message": "The batch runner failed.",
                                                  "line": None}])
+
+    async def _store_down(self) -> None:
+        logger.warning("batch store unavailable: jobs resume when it answers again")
+        await asyncio.sleep(RETRY_S)
 
     async def _step(self, batch: BatchRecord) -> None:
         if batch.status == "validating":
@@ -105,11 +117,14 @@ class BatchRunner:
         self._current = batch.id
         self._workers = {asyncio.create_task(self._work(batch, pending)) for _ in range(self.settings.concurrency)}
         try:
-            await asyncio.wait(self._workers)
+            await asyncio.wait(self._workers, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t.exception() for t in self._workers if t.done() and not t.cancelled() and t.exception()]
         finally:
             for task in self._workers:
                 task.cancel()
             self._workers, self._current = set(), None
+        if failed:  # a line got no answer (the store went away): the job is not done
+            raise failed[0]
         if batch.id in self._halted:
             self._halted.discard(batch.id)
             return  # cancelling: the next look finalizes it

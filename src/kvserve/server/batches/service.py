@@ -20,7 +20,8 @@ from kvserve.openai_error import OpenAIError
 from kvserve.server.batches.files import FileDir
 from kvserve.server.batches.runner import BatchRunner
 from kvserve.server.batches.settings import BATCH_PRIORITY, BatchSettings
-from kvserve.server.batches.store import BatchStore
+from kvserve.server.batches.redis_store import StoreUnavailable
+from kvserve.server.batches.stores import Store, open_store
 
 logger = logging.getLogger("kvserve.batches")
 BASE_URL = "http://batch.internal"  # the in-process app, as the runner's client names it
@@ -29,7 +30,7 @@ logging.getLogger("httpx").addFilter(lambda record: BASE_URL not in record.getMe
 
 
 class BatchService:
-    def __init__(self, settings: BatchSettings, store: BatchStore, files: FileDir, runner: BatchRunner,
+    def __init__(self, settings: BatchSettings, store: Store, files: FileDir, runner: BatchRunner,
                  lock: BinaryIO, client: httpx.AsyncClient) -> None:
         self.settings, self.store, self.files, self.runner = settings, store, files, runner
         self._lock, self._client = lock, client
@@ -79,7 +80,20 @@ def open_batches(settings: BatchSettings, app: Any, api_key: str | None) -> Batc
         logger.warning("batch API off: another server holds the data directory %s (pick one with --data-dir)", root)
         return Unavailable(OpenAIError(503, "The batch API is unavailable: its data directory is in use by another "
                                        "server.", "service_unavailable_error", code="batches_unavailable"))
-    store, files = BatchStore(root / "batches.db"), FileDir(root / "files")
+    try:
+        store = open_store(settings.store, root)
+        claimed = store.claim(str(root))
+    except (OpenAIError, ValueError) as exc:  # Redis down or a bad URL: serve without batches, say why
+        lock.close()
+        logger.warning("batch API off: the batch store did not open (%s)", exc)
+        return Unavailable(StoreUnavailable())
+    if not claimed:
+        store.close()
+        lock.close()
+        logger.warning("batch API off: another server holds the jobs in the batch store")
+        return Unavailable(OpenAIError(503, "The batch API is unavailable: its store is in use by another server.",
+                                       "service_unavailable_error", code="batches_unavailable"))
+    files = FileDir(root / "files")
     headers = {}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
