@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
@@ -94,7 +93,7 @@ def open_batches(settings: BatchSettings, app: Any, api_key: str | None) -> Batc
         return Unavailable(OpenAIError(503, "The batch API is unavailable: its store is in use by another server.",
                                        "service_unavailable_error", code="batches_unavailable"))
     files = FileDir(root / "files")
-    headers = {}
+    headers: dict[str, str] = {}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
