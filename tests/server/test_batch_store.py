@@ -126,6 +126,13 @@ def test_redis_lease_keeps_a_second_server_off_the_jobs(redis_server):  # noqa: 
     assert first.claim("/data/a")
     assert not second.claim("/data/b")  # another data directory: another server
     assert restarted.claim("/data/a")  # the same one, restarted: it takes its jobs back at once
+    job(restarted)
+    restarted.start_lines("batch_1", [Line(0, "a", body="{}"), Line(1, "b", body="{}")], now=101)
+    assert restarted.record_line("batch_1", 0, True, "{}")
+    restarted._r.set(restarted._k("owner"), "elsewhere:/data/b")  # its lease lapsed; another took it
+    with pytest.raises(StoreUnavailable):
+        restarted.record_line("batch_1", 1, True, "{}")
+    assert [line.idx for line in restarted.pending_lines("batch_1")] == [1]  # left for the holder
     for store in (first, second, restarted):
         store.close()
 

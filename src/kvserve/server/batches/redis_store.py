@@ -13,7 +13,7 @@ Keys, all under a prefix (`kvserve:batches` unless the URL says `?prefix=NAME`):
     owner                the lease of the server that runs the jobs
 
 A line's answer is recorded by one Lua script (taken from `pending` only if it is still
-there), so it is never answered twice; a transition checks the job's status and applies
+there, and only while this server holds the lease), so it is never answered twice; a transition checks the job's status and applies
 its writes in one WATCH/MULTI transaction, so that a cancel and the runner's own step
 cannot both win. A job that reaches a final status drops its line data (its answers are
 in its output and error files by then) and its record and counts expire FINISHED_TTL_S
@@ -41,8 +41,10 @@ FINISHED_TTL_S = 30 * 24 * 3600  # a final job's record and counts, then they ex
 LEASE_S = 30  # a server's claim on the jobs lasts this long unless renewed (every third of it)
 PAGE = 100  # ids read at a time when a listing skips some
 
-# KEYS: pending, lines, results, counts; ARGV: idx, answer row, the count to raise
+# KEYS: pending, lines, results, counts, owner; ARGV: idx, answer row, the count to raise,
+# this server's identity ('' before it claims: no lease to hold)
 RECORD_LINE = """
+if ARGV[4] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[4] then return -1 end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
@@ -209,9 +211,12 @@ class RedisBatchStore:
     @_guarded
     def record_line(self, batch_id: str, idx: int, ok: bool, result: str) -> bool:
         """Commit a line's answer; False if it already had one (it is never answered twice)."""
-        keys = [self._k(kind, batch_id) for kind in ("pending", "lines", "results", "counts")]
-        return self._record_line(keys=keys, args=[idx, ("1" if ok else "0") + result,
-                                                  "completed" if ok else "failed"]) == 1
+        keys = [self._k(kind, batch_id) for kind in ("pending", "lines", "results", "counts")] + [self._k("owner")]
+        recorded = self._record_line(keys=keys, args=[idx, ("1" if ok else "0") + result,
+                                                      "completed" if ok else "failed", self._identity or ""])
+        if recorded == -1:  # the lease lapsed (Redis stalled past it) and another server may run the job
+            raise StoreUnavailable()
+        return recorded == 1
 
     @_guarded
     def results(self, batch_id: str, ok: bool) -> list[str]:
