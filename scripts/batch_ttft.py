@@ -7,8 +7,9 @@ It starts `kvserve serve` (batches on, a temporary data directory), uploads one 
 batch file, then runs the same open-loop Poisson load of streaming chat requests in
 phases A B A B ...: A alone, B while a batch job made from that file runs (created before
 the phase, cancelled after it), so that drift hits both. It prints TTFT p50/p95 of the
-interactive requests per kind of phase, their ratio, and how many batch lines finished
-per second during B (the idle capacity the job used).
+interactive requests per kind of phase, their ratio, how many batch lines finished during
+the B phases (in all and per second: the idle capacity the job used) and the 1-minute load
+average at the end of each phase (the box's other work, which hits both kinds of phase).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import random
 import signal
 import socket
@@ -135,32 +137,36 @@ def run(url: str, args: argparse.Namespace) -> None:
     asyncio.run(load(url, model, argparse.Namespace(**{**vars(args), "seconds": 3.0}), seed=0))  # warm-up
     source = sdk.files.create(file=("bg.jsonl", io.BytesIO(batch_file(model, args.batch_lines,
                                                                       args.batch_max_tokens))), purpose="batch")
-    alone, beside, lines_per_s = [], [], []
+    alone, beside, lines, seconds, loads = [], [], [], [], {"without": [], "with": []}
     for round_ in range(args.rounds):
         alone += asyncio.run(load(url, model, args, seed=round_))
+        loads["without"].append(os.getloadavg()[0])
         batch = sdk.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions", completion_window="24h")
         before = wait_for(sdk, batch.id, lambda b: b.request_counts.completed > 0)
         began = time.monotonic()
         beside += asyncio.run(load(url, model, args, seed=round_))
         after = sdk.batches.retrieve(batch.id)
-        lines_per_s.append((after.request_counts.completed - before.request_counts.completed)
-                           / (time.monotonic() - began))
+        loads["with"].append(os.getloadavg()[0])
+        lines.append(after.request_counts.completed - before.request_counts.completed)
+        seconds.append(time.monotonic() - began)
         if after.status != "in_progress":
             raise SystemExit(f"the batch job ended during the phase ({after.status}): use more --batch-lines")
         sdk.batches.cancel(batch.id)
         wait_for(sdk, batch.id, lambda b: b.status == "cancelled")
-    report(alone, beside, lines_per_s, args)
+    report(alone, beside, (sum(lines), sum(seconds)), loads, args)
 
 
-def report(alone: list[float], beside: list[float], lines_per_s: list[float], args: argparse.Namespace) -> None:
+def report(alone: list[float], beside: list[float], job: tuple[int, float], loads: dict[str, list[float]],
+           args: argparse.Namespace) -> None:
     print(f"load: {args.rate} req/s for {args.seconds:.0f} s x {args.rounds} rounds, {args.max_tokens}-token "
           f"answers; batch lines of {args.batch_max_tokens} tokens, {args.batch_concurrency} at once")
-    for name, values in (("without batch", alone), ("with batch", beside)):
-        print(f"{name:>14}: {len(values)} requests, TTFT p50 {percentile(values, 50) * 1000:.1f} ms, "
-              f"p95 {percentile(values, 95) * 1000:.1f} ms")
+    for name, values in (("without", alone), ("with", beside)):
+        averages = ", ".join(f"{a:.2f}" for a in loads[name])
+        print(f"{name + ' batch':>14}: {len(values)} requests, TTFT p50 {percentile(values, 50) * 1000:.1f} ms, "
+              f"p95 {percentile(values, 95) * 1000:.1f} ms; load averages {averages}")
     ratio = percentile(beside, 95) / percentile(alone, 95)
-    print(f"TTFT p95 ratio (with / without): {ratio:.3f}; batch lines done: "
-          f"{statistics.mean(lines_per_s):.1f} per s during the phases")
+    print(f"TTFT p95 ratio (with / without): {ratio:.3f}; batch lines done during the phases with it: "
+          f"{job[0]} in {job[1]:.0f} s ({job[0] / job[1]:.2f} per s)")
 
 
 if __name__ == "__main__":

@@ -106,10 +106,12 @@ def test_priority_policy_orders_admission_and_victims():
 
 def test_priority_victim_is_lowest_priority():
     s = make_scheduler(num_blocks=6, block_size=4, prefix=False, policy="priority")
-    s.add_request(make_request("vip", prompt_len=8, max_tokens=8, priority=0, arrival=5.0))
-    s.add_request(make_request("batch", prompt_len=8, max_tokens=8, priority=9, arrival=0.0))
-    s.add_request(make_request("normal", prompt_len=8, max_tokens=8, priority=1, arrival=1.0))
+    s.add_request(make_request("batch", prompt_len=7, max_tokens=8, priority=9, arrival=0.0))
+    s.add_request(make_request("normal", prompt_len=7, max_tokens=8, priority=1, arrival=1.0))
+    step(s)  # a prefill step admits no lower prefill: they start one step after another
     step(s)
+    assert {r.request_id for r in s.running} == {"batch", "normal"}
+    s.add_request(make_request("vip", prompt_len=7, max_tokens=8, priority=0, arrival=5.0))
     out, _ = step(s)
     assert out.preempted_req_ids == {"batch"}
 

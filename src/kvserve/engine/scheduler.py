@@ -7,7 +7,11 @@ chunks. When the KV pool runs dry, the worst running request (lowest priority, l
 arrival) is preempted: its blocks are freed and it is recomputed later. Under the
 priority policy a waiting request also preempts running requests of a lower priority
 when there is no room for it (no sequence slot, or not enough blocks for its prompt's
-first chunk). Plain Python.
+first chunk), and it is admitted before the running requests it outranks get their tokens;
+a step that prefills a request prefills nothing of a lower priority (decodes go on).
+Low-priority work (batch lines) thus fills the room interactive requests leave, gives it
+back first, never takes the budget of the step an interactive request could start in, and
+adds only its decodes to the step that computes that request's first token. Plain Python.
 
 Scheduling may run one step ahead of the results (the engine schedules and launches
 step N+1 before it reads step N's sampled ids): a request's computed count advances
@@ -145,13 +149,41 @@ class Scheduler:
             self._make_room_for_priority()
         if self.speculator is not None:
             self.speculator.next_step()
-        preempted = self._schedule_running(budget, out)
+        self.running.sort(key=self.key)
+        self._speculate = self._may_speculate()
+        ahead, behind = self._split_running()
+        preempted = self._schedule_running(ahead, budget, out)
+        if behind and not preempted:  # the waiting requests that outrank them come first
+            self._schedule_waiting(budget, out, below=behind[0].priority)
+        cap = self._prefill_priority(out)
+        preempted = self._schedule_running(behind, budget, out, prefill_cap=cap) or preempted
         if not preempted:
-            self._schedule_waiting(budget, out)
+            self._schedule_waiting(budget, out, below=None if cap is None else cap + 1)
         out.total_num_scheduled_tokens = sum(out.num_scheduled_tokens.values())
         out.preempted_req_ids |= self._preempted_ids
         self._preempted_ids = set()
         return out
+
+    def _split_running(self) -> tuple[list[Request], list[Request]]:
+        """The running requests (sorted) that the first waiting one does not outrank, and those
+        it does: under the priority policy a waiting request is admitted before lower-priority
+        running ones get tokens, so that they never take the budget of its step."""
+        req = self.waiting.peek()
+        if self.config.policy != "priority" or req is None or req.num_inflight_tokens:
+            return self.running, []
+        cut = next((i for i, r in enumerate(self.running) if r.priority > req.priority), len(self.running))
+        return self.running[:cut], self.running[cut:]
+
+    def _prefill_priority(self, out: SchedulerOutput) -> int | None:
+        """Under the priority policy, the best priority among the requests that prefill in this
+        step: no prefill of a lower priority shares the step (decodes do), so that its first
+        token comes about as fast as it would without them. None when no request prefills
+        (or under fcfs)."""
+        if self.config.policy != "priority":
+            return None
+        prefilling = [self.requests[rid].priority for rid, n in out.num_scheduled_tokens.items()
+                      if n - len(out.scheduled_spec_decode_tokens.get(rid, ())) > 1]
+        return min(prefilling, default=None)
 
     def _make_room_for_priority(self) -> None:
         """Preempt running requests of a lower priority than the first waiting one, the
@@ -177,24 +209,28 @@ class Scheduler:
                      for r in self.running)
         return growth + self.kv_cache.blocks_needed(req, num_new, hits) <= self.kv_cache.num_free_blocks
 
-    def _schedule_running(self, budget: list[int], out: SchedulerOutput) -> bool:
-        self.running.sort(key=self.key)
-        self._speculate = self._may_speculate()
+    def _schedule_running(self, reqs: list[Request], budget: list[int], out: SchedulerOutput,
+                          prefill_cap: int | None = None) -> bool:
+        """Schedule `reqs` (running, in key order), those of a priority value above `prefill_cap`
+        only if they decode; True if a request was preempted for room."""
         preempted_any = False
-        i = 0
-        while i < len(self.running) and budget[0] > 0:
-            req = self.running[i]
+        for req in list(reqs):
+            if budget[0] <= 0:
+                break
+            if req.status != RequestStatus.RUNNING:
+                continue  # preempted for an earlier one in this loop
             if req.num_output_tokens + req.num_inflight_tokens >= req.max_tokens:
-                i += 1  # its last token is in flight: nothing more to compute
-                continue
+                continue  # its last token is in flight: nothing more to compute
             num_new = min(req.num_tokens + req.num_inflight_tokens - req.num_computed_tokens, budget[0])
+            if num_new > 1 and prefill_cap is not None and req.priority > prefill_cap:
+                continue  # its prefill waits for a step without a better one's
             drafts = self._drafts(req, num_new, budget[0])
             new_ids = self.kv_cache.allocate_slots(req, num_new + len(drafts))
             if new_ids is None and drafts:  # room for the next token alone is worth more than a preemption
                 drafts = []
                 new_ids = self.kv_cache.allocate_slots(req, num_new)
             while new_ids is None:
-                victim = self.running[-1]  # the worst; never one already scheduled this step
+                victim = self._worst_unscheduled(out)
                 self._preempt(victim)
                 preempted_any = True
                 if victim is req:
@@ -204,8 +240,11 @@ class Scheduler:
                 break
             out.scheduled_cached_reqs.append(CachedRequestData(req.request_id, new_ids, req.num_computed_tokens))
             self._scheduled(req, num_new, out, budget, drafts)
-            i += 1
         return preempted_any
+
+    def _worst_unscheduled(self, out: SchedulerOutput) -> Request:
+        """The preemption victim: the worst running request that has no tokens in this step yet."""
+        return max((r for r in self.running if r.request_id not in out.num_scheduled_tokens), key=self.key)
 
     def _drafts(self, req: Request, num_new: int, budget: int) -> list[int]:
         """Draft ids to verify after `req`'s next token: only for a decoding request whose
@@ -221,10 +260,14 @@ class Scheduler:
         return (self.speculator is not None and self.speculator.enabled_for(len(self.running))
                 and not any(r.num_inflight_tokens for r in self.running))
 
-    def _schedule_waiting(self, budget: list[int], out: SchedulerOutput) -> None:
+    def _schedule_waiting(self, budget: list[int], out: SchedulerOutput, below: int | None = None) -> None:
+        """Admit waiting requests in key order while they fit (only those whose priority
+        value is below `below`, when given, and none below one admitted to prefill)."""
         while budget[0] > 0 and len(self.running) < self.config.max_num_seqs:
             req = self.waiting.peek()
             if req is None or req.num_inflight_tokens:  # preempted with a token still in flight
+                return
+            if below is not None and req.priority >= below:
                 return
             hits, num_hit = self.kv_cache.get_computed_blocks(req)
             num_new = min(req.num_tokens - num_hit, budget[0])
@@ -234,6 +277,8 @@ class Scheduler:
             self._admit(req, num_hit)
             out.scheduled_new_reqs.append(self._new_request_data(req))
             self._scheduled(req, num_new, out, budget)
+            if num_new > 1 and self.config.policy == "priority":  # no lower prefill beside this one
+                below = req.priority + 1 if below is None else min(below, req.priority + 1)
 
     def _scheduled(self, req: Request, num_new: int, out: SchedulerOutput, budget: list[int],
                    drafts: list[int] = ()) -> None:

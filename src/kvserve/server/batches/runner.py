@@ -4,20 +4,18 @@
     cancelling → cancelled,   in_progress past expires_at → expired
 
 Jobs run one after another, oldest first; a job's lines run `concurrency` at a time, each
-submitted at BATCH_PRIORITY so that the engine's priority scheduler serves interactive
-requests first. A line runs only while no client's completion request is being answered
-(traffic.py): one that arrives aborts the lines in the engine, which run again once the
-interactive requests are done (from the start: their prompts are likely still in the
-prefix cache). A steady interactive load thus holds a job back. A line's answer is committed before it
-counts; a 503 (engine overloaded or stopping) is no answer, and the line runs again. The
-runner's state is the store's: after a restart it picks up the oldest active job and runs
+submitted at BATCH_PRIORITY: the engine's priority scheduler runs them in the room
+interactive requests leave (slots, KV blocks, token budget), admits an interactive request
+before they get their tokens and preempts them first when it needs room, so a job makes
+progress under a steady interactive load without delaying its admission. A line's answer
+is committed before it counts; a 503 (engine overloaded or stopping) is no answer, and the
+line runs again. The runner's state is the store's: after a restart it picks up the oldest active job and runs
 the lines that have no answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -28,8 +26,9 @@ from kvserve.server.batches.files import FileDir
 from kvserve.server.batches.lines import error_row, parse_input, response_row
 from kvserve.server.batches.records import BatchRecord, FileRecord
 from kvserve.server.batches.settings import BatchSettings
-from kvserve.server.batches.store import BatchStore, Line
-from kvserve.server.batches.traffic import InteractiveTraffic
+from kvserve.server.batches.redis_store import StoreUnavailable
+from kvserve.server.batches.store import Line
+from kvserve.server.batches.stores import Store
 
 logger = logging.getLogger("kvserve.batches")
 
@@ -41,11 +40,10 @@ FINAL_OF = {"finalizing": "completed", "cancelling": "cancelled", "in_progress":
 
 
 class BatchRunner:
-    def __init__(self, store: BatchStore, files: FileDir, execute: Execute, settings: BatchSettings,
-                 traffic: InteractiveTraffic | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, files: FileDir, execute: Execute, settings: BatchSettings,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store, self.files, self.execute = store, files, execute
         self.settings, self.clock = settings, clock
-        self.traffic = traffic or InteractiveTraffic()  # clients' completion requests being answered
         self._wake = asyncio.Event()
         self._halted: set[str] = set()  # jobs cancelled while their lines run
         self._workers: set[asyncio.Task] = set()
@@ -65,18 +63,28 @@ class BatchRunner:
 
     async def run(self) -> None:
         while True:
-            batch = await asyncio.to_thread(self.store.next_active)
+            try:
+                batch = await asyncio.to_thread(self.store.next_active)
+            except StoreUnavailable:
+                await self._store_down()
+                continue
             if batch is None:
                 await self._wake.wait()
                 self._wake.clear()
                 continue
             try:
                 await self._step(batch)
+            except StoreUnavailable:  # nothing is lost: the store's state is where the job resumes
+                await self._store_down()
             except Exception:  # a bug: fail this job rather than loop on it
                 logger.exception("batch %s failed", batch.id)
                 await asyncio.to_thread(self.store.transition, batch.id, "failed", self._now(), (batch.status,),
                                         errors=[{"code": "internal_error", "message": "The batch runner failed.",
                                                  "line": None}])
+
+    async def _store_down(self) -> None:
+        logger.warning("batch store unavailable: jobs resume when it answers again")
+        await asyncio.sleep(RETRY_S)
 
     async def _step(self, batch: BatchRecord) -> None:
         if batch.status == "validating":
@@ -109,11 +117,14 @@ class BatchRunner:
         self._current = batch.id
         self._workers = {asyncio.create_task(self._work(batch, pending)) for _ in range(self.settings.concurrency)}
         try:
-            await asyncio.wait(self._workers)
+            await asyncio.wait(self._workers, return_when=asyncio.FIRST_EXCEPTION)
+            failed = [t.exception() for t in self._workers if t.done() and not t.cancelled() and t.exception()]
         finally:
             for task in self._workers:
                 task.cancel()
             self._workers, self._current = set(), None
+        if failed:  # a line got no answer (the store went away): the job is not done
+            raise failed[0]
         if batch.id in self._halted:
             self._halted.discard(batch.id)
             return  # cancelling: the next look finalizes it
@@ -131,38 +142,22 @@ class BatchRunner:
         """Run a line until it has an answer and commit it; False if the job stopped first."""
         body = json.loads(line.body or "{}")
         while True:
-            await self.traffic.idle.wait()
             if batch.id in self._halted or self._now() >= batch.expires_at:
                 return False
             try:
-                outcome = await self._unless_preempted(self.execute(batch.endpoint, body))
+                outcome = await self.execute(batch.endpoint, body)
             except Exception:  # a bug in the endpoint: answer the line, keep the job going
                 logger.exception("batch %s line %d failed", batch.id, line.idx)
                 row = error_row(line.custom_id, "internal_error", "The request failed inside the server.")
                 await asyncio.to_thread(self.store.record_line, batch.id, line.idx, False, row)
                 return True
-            if outcome is not None and outcome[0] not in RETRY_STATUSES:
+            if outcome[0] not in RETRY_STATUSES:
                 break
-            if outcome is not None:
-                await asyncio.sleep(RETRY_S)
+            await asyncio.sleep(RETRY_S)
         status, request_id, response = outcome
         row = response_row(line.custom_id, status, request_id, response)
         await asyncio.to_thread(self.store.record_line, batch.id, line.idx, status == 200, row)
         return True
-
-    async def _unless_preempted(self, request: Awaitable[Result]) -> Result | None:
-        """The request's result, or None when a client's request came first (it is aborted)."""
-        run = asyncio.ensure_future(request)
-        arrival = asyncio.ensure_future(self.traffic.busy.wait())
-        try:
-            await asyncio.wait({run, arrival}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            arrival.cancel()
-            if not run.done():
-                run.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await run
-        return None if run.cancelled() else run.result()
 
     async def _expire(self, batch: BatchRecord) -> None:
         for line in await asyncio.to_thread(self.store.pending_lines, batch.id):

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import fcntl
 import logging
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
@@ -20,8 +19,8 @@ from kvserve.openai_error import OpenAIError
 from kvserve.server.batches.files import FileDir
 from kvserve.server.batches.runner import BatchRunner
 from kvserve.server.batches.settings import BATCH_PRIORITY, BatchSettings
-from kvserve.server.batches.store import BatchStore
-from kvserve.server.batches.traffic import MARK_HEADER, InteractiveTraffic
+from kvserve.server.batches.redis_store import StoreUnavailable
+from kvserve.server.batches.stores import Store, open_store
 
 logger = logging.getLogger("kvserve.batches")
 BASE_URL = "http://batch.internal"  # the in-process app, as the runner's client names it
@@ -30,7 +29,7 @@ logging.getLogger("httpx").addFilter(lambda record: BASE_URL not in record.getMe
 
 
 class BatchService:
-    def __init__(self, settings: BatchSettings, store: BatchStore, files: FileDir, runner: BatchRunner,
+    def __init__(self, settings: BatchSettings, store: Store, files: FileDir, runner: BatchRunner,
                  lock: BinaryIO, client: httpx.AsyncClient) -> None:
         self.settings, self.store, self.files, self.runner = settings, store, files, runner
         self._lock, self._client = lock, client
@@ -64,11 +63,9 @@ class Unavailable:
         return None
 
 
-def open_batches(settings: BatchSettings, app: Any, api_key: str | None,
-                 traffic: InteractiveTraffic) -> BatchService | Unavailable:
+def open_batches(settings: BatchSettings, app: Any, api_key: str | None) -> BatchService | Unavailable:
     """The service over `settings.data_dir`, running lines through `app` itself (its own
-    routes, validation and errors, over an in-process ASGI transport) while `traffic`
-    counts no interactive request."""
+    routes, validation and errors, over an in-process ASGI transport)."""
     if not settings.enabled:
         return Unavailable(OpenAIError(404, "The batch API is turned off on this server (--batch-concurrency 0).",
                                        code="not_found"))
@@ -82,13 +79,26 @@ def open_batches(settings: BatchSettings, app: Any, api_key: str | None,
         logger.warning("batch API off: another server holds the data directory %s (pick one with --data-dir)", root)
         return Unavailable(OpenAIError(503, "The batch API is unavailable: its data directory is in use by another "
                                        "server.", "service_unavailable_error", code="batches_unavailable"))
-    store, files = BatchStore(root / "batches.db"), FileDir(root / "files")
-    headers = {MARK_HEADER: traffic.token}
+    try:
+        store = open_store(settings.store, root)
+        claimed = store.claim(str(root))
+    except (OpenAIError, ValueError) as exc:  # Redis down or a bad URL: serve without batches, say why
+        lock.close()
+        logger.warning("batch API off: the batch store did not open (%s)", exc)
+        return Unavailable(StoreUnavailable())
+    if not claimed:
+        store.close()
+        lock.close()
+        logger.warning("batch API off: another server holds the jobs in the batch store")
+        return Unavailable(OpenAIError(503, "The batch API is unavailable: its store is in use by another server.",
+                                       "service_unavailable_error", code="batches_unavailable"))
+    files = FileDir(root / "files")
+    headers: dict[str, str] = {}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
                                base_url=BASE_URL, headers=headers, timeout=None)
-    runner = BatchRunner(store, files, _executor(client), settings, traffic)
+    runner = BatchRunner(store, files, _executor(client), settings)
     return BatchService(settings, store, files, runner, lock, client)
 
 

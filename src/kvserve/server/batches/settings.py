@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kvserve.config import EngineConfig
+from kvserve.server.batches.stores import STORES, scheme_of
 
 # below any priority an interactive request sends in practice: lower values run first
 BATCH_PRIORITY = 2**62
@@ -14,10 +15,11 @@ BATCH_PRIORITY = 2**62
 
 @dataclass(frozen=True)
 class BatchSettings:
-    data_dir: Path | None = None  # uploaded files, output files and the SQLite state; None: default_data_dir()
+    data_dir: Path | None = None  # uploaded files, output files (and the SQLite state); None: default_data_dir()
     max_file_bytes: int = 200 * 1024 * 1024  # an upload larger than this is refused with 413
     concurrency: int = 8  # batch lines in the engine at once; 0 turns the batch API off
     max_lines: int = 50_000  # lines of one input file at most (OpenAI's limit)
+    store: str | None = None  # where job state lives: None (SQLite in data_dir) or a URL (stores.py)
 
     def __post_init__(self) -> None:
         if self.max_file_bytes < 1:
@@ -26,6 +28,8 @@ class BatchSettings:
             raise ValueError(f"the batch concurrency must be non-negative, got {self.concurrency}")
         if self.max_lines < 1:
             raise ValueError(f"the batch line limit must be positive, got {self.max_lines}")
+        if scheme_of(self.store) not in STORES:
+            raise ValueError(f"the batch store must be a URL of one of {sorted(STORES)}, got {self.store!r}")
 
     @property
     def enabled(self) -> bool:

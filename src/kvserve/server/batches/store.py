@@ -58,6 +58,10 @@ class BatchStore:
         with self._lock:
             self._db.close()
 
+    def claim(self, root: str) -> bool:
+        """The jobs are this server's: the data directory's flock (service.py) already says so."""
+        return True
+
     def _tx(self, statements: Iterable[tuple[str, tuple]]) -> list[int]:
         """Run statements in one transaction; the rows each changed."""
         with self._lock:
