@@ -12,10 +12,11 @@ from kvserve.attention.backend import AttentionMetadata, write_kv
 
 
 def gather_context(kv: torch.Tensor, block_table: torch.Tensor, seq_len: int) -> torch.Tensor:
-    """Keys or values of one sequence, [seq_len, num_kv_heads, head_dim], from its blocks."""
-    block_size = kv.shape[1]
+    """Keys and values of one sequence, [2, seq_len, num_kv_heads, head_dim], from its blocks
+    of kv [2, num_blocks, block_size, ...] (one gather for both)."""
+    block_size = kv.shape[2]
     num_blocks = (seq_len + block_size - 1) // block_size
-    return kv[block_table[:num_blocks].long()].flatten(0, 1)[:seq_len]
+    return kv[:, block_table[:num_blocks]].flatten(1, 2)[:, :seq_len]
 
 
 def causal_mask(query_len: int, seq_len: int, device: torch.device) -> torch.Tensor:
@@ -32,12 +33,12 @@ class TorchAttentionBackend:
 
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         write_kv(k, v, kv_cache, meta.slot_mapping)
-        out = torch.empty_like(q)
+        single = len(meta.query_lens_cpu) == 1  # batch 1: SDPA's output is the answer, no copy
+        out = None if single else torch.empty_like(q)
         gqa = q.shape[1] != kv_cache.shape[-2]
         start = 0
         for i, (q_len, seq_len) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
-            keys = gather_context(kv_cache[0], meta.block_tables[i], seq_len).to(q.dtype)
-            values = gather_context(kv_cache[1], meta.block_tables[i], seq_len).to(q.dtype)
+            keys, values = gather_context(kv_cache, meta.block_tables[i], seq_len).to(q.dtype)
             # a single query (decode) sees every key, and a whole prompt is plain causal: SDPA's
             # own paths; only a chunk after cached tokens needs an explicit mask
             mask = None if q_len == 1 or q_len == seq_len else causal_mask(q_len, seq_len, q.device)
@@ -50,6 +51,8 @@ class TorchAttentionBackend:
                 scale=scale,
                 enable_gqa=gqa,
             )
+            if single:
+                return attn.transpose(0, 1)
             out[start:start + q_len] = attn.transpose(0, 1)
             start += q_len
         return out
