@@ -1,5 +1,5 @@
-"""Portable attention on plain torch (CPU and GPU): one SDPA call per sequence.
-
+"""Portable attention on plain torch (CPU and GPU): per sequence, SDPA over a prompt and two
+batched matmuls for a single decode token (what a CPU at batch 1 runs most).
 The reference for every faster backend. Slow for large batches, exact enough for tests.
 """
 
@@ -25,6 +25,37 @@ def causal_mask(query_len: int, seq_len: int, device: torch.device) -> torch.Ten
     return torch.arange(seq_len, device=device)[None, :] <= q_pos
 
 
+def decode_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float) -> torch.Tensor:
+    """One query token's attention, [1, H, D], over keys and values [seq_len, Hkv, D]: each
+    KV head's query heads as one batched matmul, in float32. SDPA's general path costs some
+    80 small ops per call, which at batch 1 on a CPU is most of a layer's time."""
+    heads, head_dim = q.shape[1], q.shape[2]
+    kv_heads = keys.shape[1]
+    qf = q.reshape(kv_heads, heads // kv_heads, head_dim).float()  # [Hkv, group, D]
+    scores = torch.bmm(qf, keys.float().permute(1, 2, 0)) * scale  # [Hkv, group, seq_len]
+    out = torch.bmm(scores.softmax(dim=-1), values.float().transpose(0, 1))  # [Hkv, group, D]
+    return out.view(1, heads, head_dim).to(q.dtype)
+
+
+def prompt_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, seq_len: int,
+                     scale: float) -> torch.Tensor:
+    """Several query tokens [q_len, H, D] (the last of seq_len positions) over keys and
+    values [seq_len, Hkv, D], through SDPA; [q_len, H, D]."""
+    q_len = q.shape[0]
+    # a whole prompt is plain causal: SDPA's own path; a chunk after cached tokens needs a mask
+    mask = None if q_len == seq_len else causal_mask(q_len, seq_len, q.device)
+    attn = F.scaled_dot_product_attention(
+        q.transpose(0, 1),  # [H, q_len, D]
+        keys.transpose(0, 1),  # [Hkv, seq_len, D]: SDPA shares each among its query heads
+        values.transpose(0, 1),
+        attn_mask=mask,
+        is_causal=mask is None,
+        scale=scale,
+        enable_gqa=q.shape[1] != keys.shape[1],
+    )
+    return attn.transpose(0, 1)
+
+
 class TorchAttentionBackend:
     name = "torch"
 
@@ -33,26 +64,16 @@ class TorchAttentionBackend:
 
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         write_kv(k, v, kv_cache, meta.slot_mapping)
-        single = len(meta.query_lens_cpu) == 1  # batch 1: SDPA's output is the answer, no copy
+        single = len(meta.query_lens_cpu) == 1  # batch 1: the one result is the answer, no copy
         out = None if single else torch.empty_like(q)
-        gqa = q.shape[1] != kv_cache.shape[-2]
         start = 0
         for i, (q_len, seq_len) in enumerate(zip(meta.query_lens_cpu, meta.seq_lens_cpu)):
             keys, values = gather_context(kv_cache, meta.block_tables[i], seq_len).to(q.dtype)
-            # a single query (decode) sees every key, and a whole prompt is plain causal: SDPA's
-            # own paths; only a chunk after cached tokens needs an explicit mask
-            mask = None if q_len == 1 or q_len == seq_len else causal_mask(q_len, seq_len, q.device)
-            attn = F.scaled_dot_product_attention(
-                q[start:start + q_len].transpose(0, 1),  # [H, q_len, D]
-                keys.transpose(0, 1),  # [Hkv, seq_len, D]: SDPA shares each among its query heads
-                values.transpose(0, 1),
-                attn_mask=mask,
-                is_causal=mask is None and q_len > 1,
-                scale=scale,
-                enable_gqa=gqa,
-            )
+            rows = q[start:start + q_len]
+            attend = (decode_attention(rows, keys, values, scale) if q_len == 1
+                      else prompt_attention(rows, keys, values, seq_len, scale))
             if single:
-                return attn.transpose(0, 1)
-            out[start:start + q_len] = attn.transpose(0, 1)
+                return attend
+            out[start:start + q_len] = attend
             start += q_len
         return out
