@@ -51,3 +51,21 @@ def test_reference_matches_hugging_face_rotate_half():
     rotary_torch_(q, k, positions, cache)
     torch.testing.assert_close(q, hf_q[0].transpose(0, 1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(k, hf_k[0].transpose(0, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_adjacent_q_and_k_rotate_as_one_view_with_the_same_bits(dtype):
+    # the fused qkv output lets one set of ops rotate q and k together; copies of q and k
+    # (Qwen3's normed heads) go one at a time: both must give the same bits
+    tokens, heads, kv_heads, head_dim = 3, 4, 2, 32
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim).to(dtype)
+    positions, cache = torch.tensor([0, 5, 300]), build_cos_sin_cache(inv_freq(head_dim), 512)
+    q = qkv[:, :heads * head_dim].view(tokens, heads, head_dim)
+    k = qkv[:, heads * head_dim:(heads + kv_heads) * head_dim].view(tokens, kv_heads, head_dim)
+    q_before = q.clone()
+    q_copy, k_copy, v_before = q.clone(), k.clone(), qkv[:, (heads + kv_heads) * head_dim:].clone()
+    rotary_torch_(q, k, positions, cache)
+    rotary_torch_(q_copy, k_copy, positions, cache)
+    assert torch.equal(q, q_copy) and torch.equal(k, k_copy)
+    assert not torch.equal(q[1:], q_before[1:])  # rotated (position 0 is the identity)
+    assert torch.equal(qkv[:, (heads + kv_heads) * head_dim:], v_before)

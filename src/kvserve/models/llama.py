@@ -62,8 +62,7 @@ class LlamaAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # [T, hidden]
-        positions: torch.Tensor,  # [T] int64
-        cos_sin: torch.Tensor,  # [max_positions, head_dim] float32, the model's rotary table
+        angles: ops.RotaryAngles,  # the step's rotary angles, shared by all layers
         kv_caches: list[torch.Tensor],
         meta: AttentionMetadata,
     ) -> torch.Tensor:
@@ -74,7 +73,7 @@ class LlamaAttention(nn.Module):
         v = v.view(tokens, self.num_kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        ops.rotary_(q, k, positions, cos_sin)
+        ops.rotary_(q, k, angles)
         out = self.backend.forward(q, k, v, kv_caches[self.layer_idx], meta, self.scale)  # [T, H, D]
         return self.o_proj(out.reshape(tokens, self.q_size))
 
@@ -101,8 +100,7 @@ class LlamaDecoderLayer(nn.Module):
         self,
         x: torch.Tensor,  # [T, hidden]
         residual: torch.Tensor | None,  # [T, hidden], None before the first layer
-        positions: torch.Tensor,
-        cos_sin: torch.Tensor,
+        angles: ops.RotaryAngles,
         kv_caches: list[torch.Tensor],
         meta: AttentionMetadata,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,7 +108,7 @@ class LlamaDecoderLayer(nn.Module):
             x, residual = self.input_layernorm(x), x
         else:
             x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(x, positions, cos_sin, kv_caches, meta)
+        x = self.self_attn(x, angles, kv_caches, meta)
         x, residual = self.post_attention_layernorm(x, residual)
         return self.mlp(x), residual
 
@@ -131,8 +129,9 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids, positions, kv_caches, meta) -> torch.Tensor:
         x, residual = self.embed_tokens(input_ids), None  # [T, hidden]
+        angles = ops.rotary_angles(self.rotary_emb.cos_sin, positions)
         for layer in self.layers:
-            x, residual = layer(x, residual, positions, self.rotary_emb.cos_sin, kv_caches, meta)
+            x, residual = layer(x, residual, angles, kv_caches, meta)
         x, _ = self.norm(x, residual)
         return x
 

@@ -11,7 +11,7 @@ import torch
 from kvserve.ops._triton import HAS_TRITON
 from kvserve.ops.activation import silu_and_mul_torch, silu_and_mul_triton
 from kvserve.ops.norm import rms_norm_torch, rms_norm_triton
-from kvserve.ops.rotary import build_cos_sin_cache, rotary_torch_, rotary_triton_
+from kvserve.ops.rotary import RotaryAngles, build_cos_sin_cache, gather_angles, rotate_torch_, rotary_triton_
 
 
 def use_triton(x: torch.Tensor) -> bool:
@@ -25,9 +25,19 @@ def rms_norm(
     return (rms_norm_triton if use_triton(x) else rms_norm_torch)(x, weight, eps, residual)
 
 
-def rotary_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor) -> None:
-    """NeoX-style rotary embedding of q [T, H, D] and k [T, Hkv, D] in place, at positions [T]."""
-    (rotary_triton_ if use_triton(q) else rotary_torch_)(q, k, positions, cos_sin_cache)
+def rotary_angles(cos_sin_cache: torch.Tensor, positions: torch.Tensor) -> RotaryAngles:
+    """A step's rotary inputs for tokens at positions [T], made once for all layers."""
+    if use_triton(cos_sin_cache):
+        return RotaryAngles(positions, cos_sin_cache)  # the kernel reads the table itself
+    return gather_angles(cos_sin_cache, positions)
+
+
+def rotary_(q: torch.Tensor, k: torch.Tensor, angles: RotaryAngles) -> None:
+    """NeoX-style rotary embedding of q [T, H, D] and k [T, Hkv, D] in place, at the step's angles."""
+    if angles.cos is None:
+        rotary_triton_(q, k, angles.positions, angles.cache)
+    else:
+        rotate_torch_(q, k, angles)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
@@ -35,4 +45,4 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return (silu_and_mul_triton if use_triton(x) else silu_and_mul_torch)(x)
 
 
-__all__ = ["build_cos_sin_cache", "rms_norm", "rotary_", "silu_and_mul"]
+__all__ = ["RotaryAngles", "build_cos_sin_cache", "rms_norm", "rotary_", "rotary_angles", "silu_and_mul"]

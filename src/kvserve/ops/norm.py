@@ -9,6 +9,7 @@ before the weight multiplies it.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from kvserve.ops._triton import tl, triton
 
@@ -19,12 +20,17 @@ def rms_norm_torch(
     eps: float,
     residual: torch.Tensor | None = None,  # [N, hidden]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Reference: (norm(x + residual) * weight, x + residual), or (norm(x) * weight, None)."""
+    """Reference: (norm(x + residual) * weight, x + residual), or (norm(x) * weight, None).
+
+    torch's fused rms_norm does the float32 normalisation in one op (instead of six); in
+    float32 the weight joins it, elsewhere the normed rows are rounded to x's dtype first."""
     if residual is not None:
         x = x + residual
         residual = x
-    xf = x.float()
-    normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    shape = (x.shape[-1],)
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, shape, weight, eps), residual
+    normed = F.rms_norm(x.float(), shape, eps=eps)
     return (weight * normed.to(x.dtype)).to(x.dtype), residual
 
 

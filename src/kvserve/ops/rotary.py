@@ -9,6 +9,8 @@ The rotation is computed in float32 and rounded once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from kvserve.ops._triton import tl, triton
@@ -21,6 +23,47 @@ def build_cos_sin_cache(inv_freq: torch.Tensor, max_positions: int, attention_sc
     return torch.cat([freqs.cos(), freqs.sin()], dim=-1) * attention_scaling
 
 
+@dataclass(frozen=True)
+class RotaryAngles:
+    """One step's rotary inputs, made once and shared by every layer: the positions and
+    the model's table (what the kernel reads), and on the torch path each token's angles
+    gathered from the table, laid out for a whole-head multiply: cos | cos and -sin | sin,
+    [T, 1, rotary_dim] float32 (None where the kernel runs)."""
+
+    positions: torch.Tensor  # [T] int
+    cache: torch.Tensor  # [max_positions, rotary_dim] float32
+    cos: torch.Tensor | None = None
+    sin: torch.Tensor | None = None
+
+
+def gather_angles(cos_sin_cache: torch.Tensor, positions: torch.Tensor) -> RotaryAngles:
+    """The torch path's angles for tokens at `positions` (one gather and two concatenations)."""
+    cos, sin = cos_sin_cache[positions].float().chunk(2, dim=-1)  # [T, half] each
+    return RotaryAngles(positions, cos_sin_cache, torch.cat([cos, cos], dim=-1)[:, None],
+                        torch.cat([-sin, sin], dim=-1)[:, None])
+
+
+def _heads_together(q: torch.Tensor, k: torch.Tensor) -> list[torch.Tensor]:
+    """[q and k as one [T, Hq + Hk, D] view] when k's heads follow q's in memory (the fused
+    qkv output), so that one set of ops rotates both; else [q, k]."""
+    follows = k.data_ptr() == q.data_ptr() + q.shape[1] * q.stride(1) * q.element_size()
+    if q.dtype == k.dtype and q.stride() == k.stride() and q.shape[0::2] == k.shape[0::2] and follows:
+        return [q.as_strided((q.shape[0], q.shape[1] + k.shape[1], q.shape[2]), q.stride())]
+    return [q, k]
+
+
+def rotate_torch_(q: torch.Tensor, k: torch.Tensor, angles: RotaryAngles) -> None:
+    """Rotate q [T, H, D] and k [T, Hkv, D] in place by gathered angles: x * (cos|cos) +
+    (x2|x1) * (-sin|sin), the products and sum in float32 (the same roundings as
+    x1 * cos - x2 * sin | x2 * cos + x1 * sin), rounded once to the heads' dtype."""
+    rotary_dim = angles.cos.shape[-1]
+    for heads in _heads_together(q, k):
+        rot = heads[..., :rotary_dim]
+        xf = rot.float()
+        swapped = xf.unflatten(-1, (2, rotary_dim // 2)).flip(-2).flatten(-2)  # x2 | x1
+        rot.copy_(xf * angles.cos + swapped * angles.sin)
+
+
 def rotary_torch_(
     q: torch.Tensor,  # [T, num_heads, head_dim]
     k: torch.Tensor,  # [T, num_kv_heads, head_dim]
@@ -28,12 +71,7 @@ def rotary_torch_(
     cos_sin_cache: torch.Tensor,  # [max_positions, rotary_dim] float32
 ) -> None:
     """Reference: rotate q and k in place."""
-    half = cos_sin_cache.shape[-1] // 2
-    cos, sin = cos_sin_cache[positions].float().chunk(2, dim=-1)  # [T, half] each
-    cos, sin = cos[:, None, :], sin[:, None, :]
-    for x in (q, k):
-        x1, x2 = x[..., :half].float(), x[..., half:2 * half].float()
-        x[..., :2 * half] = torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+    rotate_torch_(q, k, gather_angles(cos_sin_cache, positions))
 
 
 @triton.jit
