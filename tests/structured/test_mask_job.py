@@ -66,8 +66,8 @@ def requests(hf) -> list[tuple[str, SamplingParams]]:
 
 def test_the_jobs_masks_are_the_ones_built_in_place_and_followed_steps_wait_for_no_ids(tool_model, hf):
     vocab, rng = len(hf), random.Random(0)
-    ahead = GuideTable(tool_model, vocab, torch.device("cpu"))  # starts a mask job after every step
-    inline = GuideTable(tool_model, vocab, torch.device("cpu"))  # never does: builds from the lists
+    ahead = GuideTable(tool_model, vocab, torch.device("cpu"), background=True)  # a mask job after every step
+    inline = GuideTable(tool_model, vocab, torch.device("cpu"))  # no jobs: builds from the lists
     think_end = hf.convert_tokens_to_ids("</think>")
     kinds = requests(hf)
     made = 0

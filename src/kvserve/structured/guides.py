@@ -7,7 +7,9 @@ advances every matcher by its row's id (one batched call) and fills the next ste
 the runner applies the step's results, schedules and launches the next forward. The next
 `token_mask` takes the job's rows as they are for the rows it followed, and builds the
 rest (new requests, a request back from preemption, a step after a verification) on the
-spot, after the ids they need are on the host.
+spot, after the ids they need are on the host. On the CPU the job runs at once, on the
+runner's thread: there the forward's threads use every core, and a thread beside them
+only slows them down.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ class GuideTable:
     tokenizer, compiler and llguidance's thread pool are made on the first constrained
     request."""
 
-    def __init__(self, tokenizer_path: str | Path | None, vocab_size: int, device: torch.device) -> None:
+    def __init__(self, tokenizer_path: str | Path | None, vocab_size: int, device: torch.device,
+                 background: bool | None = None) -> None:
+        """`background`: build the masks ahead on a thread (default: unless `device` is the CPU)."""
         self.tokenizer_path = tokenizer_path
+        self.background = device.type != "cpu" if background is None else background
         self.vocab_size = vocab_size
         self._compiler: GrammarCompiler | None = None
         self._executor: llguidance.LLExecutor | None = None
@@ -67,7 +72,8 @@ class GuideTable:
                 raise ValueError("structured outputs need the model's tokenizer")
             self._compiler = GrammarCompiler(load_ll_tokenizer(self.tokenizer_path, self.vocab_size))
             self._executor = llguidance.LLExecutor()
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="kvserve-masks")
+            if self.background:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="kvserve-masks")
         return self._compiler
 
     def drop(self, req_id: str) -> None:
@@ -117,7 +123,11 @@ class GuideTable:
         followed = [(k, guide) for k, row in enumerate(rows)
                     if row.params.structured is not None and (guide := self._guides.get(row.req_id)) is not None
                     and (row.params.max_tokens is None or _num_output(row) < row.params.max_tokens)]
-        if followed and self._thread is not None:
+        if not followed:
+            return
+        if self._thread is None:  # no device runs meanwhile: build them now, between two steps
+            self._job_rows = self._advance(followed, ids, self._serial + 1)
+        else:
             self._job = self._thread.submit(self._advance, followed, ids, self._serial + 1)
 
     def _advance(self, followed: list[tuple[int, Guide]], ids: Callable[[], list[int]], serial: int
