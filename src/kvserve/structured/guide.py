@@ -29,16 +29,6 @@ class Guide:
         self.row: int | None = None  # ... that row of the step's host bitmask; None = unconstrained
 
     @property
-    def active(self) -> bool:
-        """Whether the next token is constrained (False before `after`, or if the grammar broke)."""
-        return self.start is not None and not self.matcher.is_error()
-
-    @property
-    def finished(self) -> bool:
-        """The grammar is complete: only an end-of-sequence token may follow."""
-        return self.matcher.is_stopped()
-
-    @property
     def seen(self) -> int:
         """Output tokens followed so far."""
         return self.scanned if self.start is None else self.start + self.consumed
