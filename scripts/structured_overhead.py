@@ -7,7 +7,11 @@ a long array, so the grammar never ends early). Rounds interleave the two sides 
 each is kept, so that a burst of load from elsewhere on a shared machine hits both alike.
 Prints one JSON line:
 
-    python scripts/structured_overhead.py [--model DIR] [--batch 64] [--max-tokens 64] [--rounds 3]
+    python scripts/structured_overhead.py [--model DIR] [--batch 64] [--max-tokens 64] [--rounds 3] [--profile]
+
+With `--profile`, one more round of each side runs with the step's phases timed (host ms per
+step: schedule, prepare inputs, forward, masks, sample, process outputs, ...; see
+kvserve.bench.step_phases), printed as a table after the JSON line.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import time
 
+from kvserve.bench.step_phases import StepPhases
 from kvserve.entrypoints.llm import LLM
 from kvserve.sampling_params import SamplingParams
 from kvserve.structured import grammars
@@ -51,12 +56,28 @@ def cached_compile_ms(model_dir: str, grammar: str, calls: int = 1000) -> float:
     return (time.perf_counter() - begun) / calls * 1e3
 
 
+def profiled(llm: LLM, params: SamplingParams, batch: int) -> dict[str, float]:
+    phases = StepPhases()
+    with phases.timing(llm.engine.core.runner.model):
+        tokens_per_second(llm, params, batch)
+    return phases.per_step_ms()
+
+
+def phase_table(sides: dict[str, dict[str, float]]) -> str:
+    labels = list(dict.fromkeys(label for side in sides.values() for label in side))
+    rows = [f"{'ms per step':<28}" + "".join(f"{name:>16}" for name in sides)]
+    for label in sorted(labels, key=lambda k: (k == "step", k == "other", k.startswith("[bg]"))):
+        rows.append(f"{label:<28}" + "".join(f"{side.get(label, 0.0):16.3f}" for side in sides.values()))
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model directory (default: the embedded SmolLM2-135M)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="then time each phase of a step (host ms per step)")
     args = parser.parse_args()
     grammar = grammars.json_schema(SCHEMA)
     plain = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
@@ -69,6 +90,8 @@ def main() -> None:
             best["unconstrained"] = max(best["unconstrained"], tokens_per_second(llm, plain, args.batch))
             best["constrained"] = max(best["constrained"], tokens_per_second(llm, constrained, args.batch))
         model_dir = str(llm.get_tokenizer().name_or_path)
+        sides = {"unconstrained": profiled(llm, plain, args.batch),
+                 "constrained": profiled(llm, constrained, args.batch)} if args.profile else None
     finally:
         llm.shutdown()
     print(json.dumps({
@@ -77,6 +100,8 @@ def main() -> None:
         "constrained_over_unconstrained": round(best["constrained"] / best["unconstrained"], 3),
         "cached_compile_ms": round(cached_compile_ms(model_dir, grammar), 4),
     }))
+    if sides:
+        print(phase_table(sides))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ class Row:
     num_prompt_tokens: int
     params: SamplingParams
     eos_token_id: int | None = None
+    num_pending: int = 0
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def hf(tool_model):
 
 
 def allowed(mask: TokenMask, row: int, vocab: int) -> set[int]:
-    logits = apply_token_mask(torch.zeros(len(mask.rows), vocab), TokenMask(torch.arange(len(mask.rows)), mask.bits))
+    logits = apply_token_mask(torch.zeros(mask.bits.shape[0], vocab), TokenMask(None, mask.bits))
     return set(torch.isfinite(logits[row]).nonzero().flatten().tolist())
 
 
@@ -55,41 +56,41 @@ def test_the_sampler_picks_only_allowed_tokens():
 
 
 def test_a_guide_follows_the_output_and_ends_with_the_requests_end_tokens(tool_model, hf):
-    table = GuideTable(tool_model, len(hf))
+    table = GuideTable(tool_model, len(hf), torch.device("cpu"))
     grammar = grammars.choice(["Paris", "Rome"])
     row = Row("r1", [1, 2, 3], 3, SamplingParams(structured=StructuredOutputs(grammar), stop_token_ids=[7]),
               eos_token_id=hf.eos_token_id)
-    first = allowed(table.token_mask([row], torch.device("cpu")), 0, len(hf))
+    first = allowed(table.token_mask([row]), 0, len(hf))
     assert first and all(("Paris".startswith(hf.decode([t])) or "Rome".startswith(hf.decode([t]))) for t in first)
     row.token_ids += hf.encode("Rome")
-    last = allowed(table.token_mask([row], torch.device("cpu")), 0, len(hf))
+    last = allowed(table.token_mask([row]), 0, len(hf))
     assert last == {hf.eos_token_id, 7}  # the grammar is complete: only the request's end tokens
 
 
 def test_a_guide_rolls_back_tokens_dropped_by_preemption(tool_model, hf):
-    table = GuideTable(tool_model, len(hf))
+    table = GuideTable(tool_model, len(hf), torch.device("cpu"))
     row = Row("r1", [1], 1, SamplingParams(structured=StructuredOutputs(grammars.choice(["ab", "cd"]))))
     row.token_ids += hf.encode("a")
-    after_a = allowed(table.token_mask([row], torch.device("cpu")), 0, len(hf))
+    after_a = allowed(table.token_mask([row]), 0, len(hf))
     row.token_ids = [1]  # preempted before its token reached the scheduler: the list is the truth
-    restart = allowed(table.token_mask([row], torch.device("cpu")), 0, len(hf))
+    restart = allowed(table.token_mask([row]), 0, len(hf))
     assert hf.encode("c")[0] in restart and hf.encode("c")[0] not in after_a
 
 
 def test_a_grammar_after_a_token_leaves_what_comes_before_free(tool_model, hf):
     end = hf.convert_tokens_to_ids("</think>")
-    table = GuideTable(tool_model, len(hf))
+    table = GuideTable(tool_model, len(hf), torch.device("cpu"))
     row = Row("r1", [1], 1, SamplingParams(structured=StructuredOutputs(grammars.choice(["yes"]), end)))
-    assert table.token_mask([row], torch.device("cpu")) is None  # thinking: unconstrained
+    assert table.token_mask([row]) is None  # thinking: unconstrained
     row.token_ids += hf.encode("hmm") + [end]
-    assert allowed(table.token_mask([row], torch.device("cpu")), 0, len(hf)) == {hf.encode("y")[0]} | {
+    assert allowed(table.token_mask([row]), 0, len(hf)) == {hf.encode("y")[0]} | {
         t for t in range(len(hf)) if "yes".startswith(hf.decode([t])) and hf.decode([t])}
 
 
 def test_unconstrained_rows_get_no_mask(tool_model, hf):
-    table = GuideTable(tool_model, len(hf))
+    table = GuideTable(tool_model, len(hf), torch.device("cpu"))
     rows = [Row("a", [1], 1, SamplingParams()),
             Row("b", [1], 1, SamplingParams(structured=StructuredOutputs(grammars.json_object())))]
-    mask = table.token_mask(rows, torch.device("cpu"))
+    mask = table.token_mask(rows)
     assert mask.rows.tolist() == [1]
-    assert table.token_mask(rows[:1], torch.device("cpu")) is None
+    assert table.token_mask(rows[:1]) is None

@@ -76,7 +76,7 @@ class ModelRunner:
         self.graphs: DecodeGraphs | None = None
         self.verify_graphs: VerifyGraphs | None = None
         self._launched: list[StepHandle] = []  # steps whose results may not be on the host yet
-        self.guides = GuideTable(tokenizer_path, model_info.vocab_size)  # constrained requests' grammars
+        self.guides = GuideTable(tokenizer_path, model_info.vocab_size, device)  # constrained requests' grammars
 
     def init_kv_cache(self, max_model_len: int) -> int:
         """Size the KV pool from the memory budget, allocate it and the input buffers, and
@@ -127,6 +127,7 @@ class ModelRunner:
         if self.model is None:
             return
         self._wait_for_all()
+        self.guides.close()
         self.graphs = self.verify_graphs = None
         self.kv_caches = []
         self.buffers = None
@@ -174,7 +175,9 @@ class ModelRunner:
         batch.token_mask = self._token_mask(states)
         sampled = self.sampler.sample(logits, batch)
         host_ids = self.buffers.host["sampled_ids"][: len(states)] if self.device.type == "cuda" else None
-        return self._launch(StepHandle(states, sampled, host_ids))
+        handle = StepHandle(states, sampled, host_ids)
+        self.guides.start_job(states, handle.host_token_ids)  # constrained rows' next masks, built meanwhile
+        return self._launch(handle)
 
     def _verify(self, logits: torch.Tensor, states: list[RequestState], drafts: list[list[int]]) -> StepHandle:
         """Accept or reject each request's drafts (no step is in flight: the scheduler proposes
@@ -194,14 +197,14 @@ class ModelRunner:
         return PendingIds(to_device(torch.tensor(inputs.inflight_rows), self.device), inputs.inflight_ids)
 
     def _token_mask(self, states: list[RequestState]) -> TokenMask | None:
-        """Constrained rows' allowed tokens, built on the host while the device runs the forward.
-        A mask depends on every earlier token: the step in flight is brought to the host first."""
-        guided = [s for s in states if s.params.structured is not None]
-        if not guided:
+        """Constrained rows' allowed tokens, mostly built by the mask job while the host
+        prepared this step and the device ran its forward (see structured.guides). A mask
+        the job did not build depends on every earlier token: the step in flight is then
+        brought to the host first."""
+        self.guides.wait()  # the job reads the ids of its step from host buffers reused two steps on
+        if not any(s.params.structured is not None for s in states):
             return None
-        if any(s.num_pending for s in guided):
-            self._launched[-1].result()
-        return self.guides.token_mask(states, self.device)
+        return self.guides.token_mask(states, lambda: self._launched[-1].result())
 
     def _launch(self, handle: StepHandle) -> StepHandle:
         self._launched.append(handle)

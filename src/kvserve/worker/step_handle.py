@@ -48,13 +48,16 @@ class StepHandle:
     def result(self) -> ModelRunnerOutput:
         """Wait for the sampled ids; the first call also appends them to the requests."""
         if self._result is None:
-            if self._event is not None:
-                self._event.synchronize()
-                token_ids = self._host_ids.tolist()
-            else:
-                token_ids = self.sampled.ids.tolist()
-            self._result = self._apply(self._per_request(token_ids))
+            self._result = self._apply(self._per_request(self.host_token_ids()))
         return self._result
+
+    def host_token_ids(self) -> list:
+        """Wait for the sampled ids and return them, changing no request: safe on another
+        thread (the structured-output mask job) until the runner reuses the host buffer."""
+        if self._event is not None:
+            self._event.synchronize()
+            return self._host_ids.tolist()
+        return self.sampled.ids.tolist()
 
     def _per_request(self, token_ids: list) -> list[tuple[list[int], list]]:
         """(ids, logprobs) per request: one each, or accepted drafts and one from a verification."""
