@@ -32,6 +32,8 @@ SERVER_FLAGS: dict[str, tuple[type, str]] = {
     "batch_max_file_bytes": (int, "batch API: largest upload in bytes; 413 past it (default: 200 MiB)"),
     "batch_concurrency": (int, "batch API: batch lines in the engine at once, at the lowest priority; "
                                "0 turns the batch API off (default: 8)"),
+    "batch_busy_concurrency": (int, "batch API: batch lines in the engine at once while clients' completion "
+                                    "requests are being answered (default: 2)"),
     "batch_store": (str, "batch API: keep job state in Redis, redis://host:port/db[?prefix=NAME] "
                          "(default: SQLite in --data-dir)"),
     "tool_call_parser": (str, "tool-call format: hermes (Qwen2.5/Qwen3) | llama3_json (Llama 3.1) "

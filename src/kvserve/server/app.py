@@ -8,6 +8,7 @@ from kvserve import __version__
 from kvserve.console.files import ConsoleMiddleware
 from kvserve.server.auth import ApiKeyMiddleware
 from kvserve.server.batches.service import open_batches
+from kvserve.server.batches.traffic import CountInteractive, InteractiveTraffic
 from kvserve.server.errors import install_error_handlers
 from kvserve.server.metrics import ServerMetrics
 from kvserve.server.model_host import ModelHost
@@ -36,7 +37,9 @@ def build_app(host: ModelHost, settings: ServerSettings, tracer: Tracer = NULL_T
     app.add_middleware(ConsoleMiddleware)  # /console/: static pages, before the API key check
     if tracer is not NULL_TRACER:
         app.add_middleware(TracingMiddleware, tracer=tracer, record_key=STATE_KEY)  # inside the log: 401s traced
+    traffic = InteractiveTraffic()  # while clients are answered, fewer batch lines run
+    app.add_middleware(CountInteractive, traffic=traffic)
     app.add_middleware(RequestLogMiddleware)  # outermost: logs 401s too
     # the runner sends batch lines through the app itself; started and stopped by server/runner.py
-    app.state.batches = open_batches(settings.batch_settings(), app, settings.api_key)
+    app.state.batches = open_batches(settings.batch_settings(), app, settings.api_key, traffic)
     return app

@@ -43,6 +43,7 @@ class ServerSettings:
     data_dir: str | None = None  # batch API: files and job state (SQLite); default ~/.cache/kvserve/batches
     batch_max_file_bytes: int = BatchSettings.max_file_bytes  # batch API: larger uploads get 413
     batch_concurrency: int = BatchSettings.concurrency  # batch lines in the engine at once; 0 turns batches off
+    batch_busy_concurrency: int = BatchSettings.busy_concurrency  # ... while clients' requests are answered
     batch_store: str | None = None  # batch API: job state in redis://host:port/db; None = SQLite in data_dir
     tool_call_parser: str | None = None  # hermes | llama3_json; None = the format the chat template speaks
     reasoning_parser: str | None = None  # qwen3: <think>…</think> becomes reasoning_content; None = off
@@ -79,7 +80,8 @@ class ServerSettings:
 
     def batch_settings(self) -> BatchSettings:
         data_dir = Path(self.data_dir) if self.data_dir else None
-        return BatchSettings(data_dir, self.batch_max_file_bytes, self.batch_concurrency, store=self.batch_store)
+        return BatchSettings(data_dir, self.batch_max_file_bytes, self.batch_concurrency,
+                             busy_concurrency=self.batch_busy_concurrency, store=self.batch_store)
 
     @staticmethod
     def setting_names() -> list[str]:

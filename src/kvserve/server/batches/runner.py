@@ -3,8 +3,9 @@
     validating → in_progress → finalizing → completed       (or failed: the file is refused)
     cancelling → cancelled,   in_progress past expires_at → expired
 
-Jobs run one after another, oldest first; a job's lines run `concurrency` at a time, each
-submitted at BATCH_PRIORITY: the engine's priority scheduler runs them in the room
+Jobs run one after another, oldest first; a job's lines run `concurrency` at a time
+(`busy_concurrency` while clients' requests are being answered: each line's decode shares
+every step with theirs), each submitted at BATCH_PRIORITY: the engine's priority scheduler runs them in the room
 interactive requests leave (slots, KV blocks, token budget), admits an interactive request
 before they get their tokens and preempts them first when it needs room, so a job makes
 progress under a steady interactive load without delaying its admission. A line's answer
@@ -28,6 +29,7 @@ from kvserve.server.batches.records import BatchRecord, FileRecord
 from kvserve.server.batches.settings import BatchSettings
 from kvserve.server.batches.redis_store import StoreUnavailable
 from kvserve.server.batches.store import Line
+from kvserve.server.batches.traffic import InteractiveTraffic
 from kvserve.server.batches.stores import Store
 
 logger = logging.getLogger("kvserve.batches")
@@ -36,13 +38,16 @@ Result = tuple[int, str, Any]  # HTTP status, request id, response body
 Execute = Callable[[str, dict[str, Any]], Awaitable[Result]]
 RETRY_STATUSES = frozenset({503})  # overloaded or stopping: the line gets no answer yet
 RETRY_S = 1.0  # wait before running such a line again
+ROOM_POLL_S = 0.05  # a line held back by busy_concurrency looks again this often
 FINAL_OF = {"finalizing": "completed", "cancelling": "cancelled", "in_progress": "expired"}
 
 
 class BatchRunner:
     def __init__(self, store: Store, files: FileDir, execute: Execute, settings: BatchSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+                 traffic: InteractiveTraffic | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store, self.files, self.execute = store, files, execute
+        self.traffic = traffic or InteractiveTraffic()
+        self.running = 0  # lines in the engine now
         self.settings, self.clock = settings, clock
         self._wake = asyncio.Event()
         self._halted: set[str] = set()  # jobs cancelled while their lines run
@@ -134,9 +139,22 @@ class BatchRunner:
         await asyncio.to_thread(self.store.transition, batch.id, "finalizing", self._now(), ("in_progress",))
 
     async def _work(self, batch: BatchRecord, pending: Iterator[Line]) -> None:
-        for line in pending:  # shared by the workers: each line is taken once
-            if not await self._answer(batch, line):
+        while True:
+            await self._room()
+            line = next(pending, None)  # shared by the workers: each line is taken once
+            if line is None:
                 return
+            self.running += 1
+            try:
+                if not await self._answer(batch, line):
+                    return
+            finally:
+                self.running -= 1
+
+    async def _room(self) -> None:
+        """Wait while clients' requests are being answered and busy_concurrency lines already run."""
+        while self.traffic.in_flight and self.running >= self.settings.busy_concurrency:
+            await asyncio.sleep(ROOM_POLL_S)
 
     async def _answer(self, batch: BatchRecord, line: Line) -> bool:
         """Run a line until it has an answer and commit it; False if the job stopped first."""

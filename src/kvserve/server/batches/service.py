@@ -63,9 +63,11 @@ class Unavailable:
         return None
 
 
-def open_batches(settings: BatchSettings, app: Any, api_key: str | None) -> BatchService | Unavailable:
+def open_batches(settings: BatchSettings, app: Any, api_key: str | None,
+                 traffic: InteractiveTraffic | None = None) -> BatchService | Unavailable:
     """The service over `settings.data_dir`, running lines through `app` itself (its own
-    routes, validation and errors, over an in-process ASGI transport)."""
+    routes, validation and errors, over an in-process ASGI transport); `traffic` counts the
+    clients' requests (fewer lines run while there are some)."""
     if not settings.enabled:
         return Unavailable(OpenAIError(404, "The batch API is turned off on this server (--batch-concurrency 0).",
                                        code="not_found"))
@@ -93,12 +95,13 @@ def open_batches(settings: BatchSettings, app: Any, api_key: str | None) -> Batc
         return Unavailable(OpenAIError(503, "The batch API is unavailable: its store is in use by another server.",
                                        "service_unavailable_error", code="batches_unavailable"))
     files = FileDir(root / "files")
-    headers: dict[str, str] = {}
+    traffic = traffic or InteractiveTraffic()
+    headers: dict[str, str] = {MARK_HEADER: traffic.token}
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
                                base_url=BASE_URL, headers=headers, timeout=None)
-    runner = BatchRunner(store, files, _executor(client), settings)
+    runner = BatchRunner(store, files, _executor(client), settings, traffic)
     return BatchService(settings, store, files, runner, lock, client)
 
 

@@ -18,6 +18,7 @@ class BatchSettings:
     data_dir: Path | None = None  # uploaded files, output files (and the SQLite state); None: default_data_dir()
     max_file_bytes: int = 200 * 1024 * 1024  # an upload larger than this is refused with 413
     concurrency: int = 8  # batch lines in the engine at once; 0 turns the batch API off
+    busy_concurrency: int = 2  # ... while clients' completion requests are being answered
     max_lines: int = 50_000  # lines of one input file at most (OpenAI's limit)
     store: str | None = None  # where job state lives: None (SQLite in data_dir) or a URL (stores.py)
 
@@ -26,6 +27,8 @@ class BatchSettings:
             raise ValueError(f"the batch file size limit must be positive, got {self.max_file_bytes}")
         if self.concurrency < 0:
             raise ValueError(f"the batch concurrency must be non-negative, got {self.concurrency}")
+        if self.busy_concurrency < 1:
+            raise ValueError(f"the batch concurrency while busy must be at least 1, got {self.busy_concurrency}")
         if self.max_lines < 1:
             raise ValueError(f"the batch line limit must be positive, got {self.max_lines}")
         if scheme_of(self.store) not in STORES:
