@@ -20,8 +20,7 @@ import torch
 from kvserve.attention import AttentionMetadata
 from kvserve.attention.kv_format import KVScales, kv_cache_dtype
 from kvserve.config import EngineConfig
-from kvserve.engine.scheduler_output import CachedRequestData, NewRequestData, SchedulerOutput
-from kvserve.sampling_params import SamplingParams
+from kvserve.engine.scheduler_output import SchedulerOutput
 from kvserve.structured.guides import GuideTable
 from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs
@@ -35,9 +34,7 @@ from kvserve.worker.sampler import Sampler
 from kvserve.worker.sampling_batch import PendingIds, build_sampling_batch, needs_history, to_device
 from kvserve.worker.step_handle import StepHandle
 from kvserve.worker.verify_graphs import VerifyGraphs, expand_to_rows, verify_ladder
-
-
-WARM_UP_BLOCKS = 16  # the start-up warm-up's requests use the pool's first blocks
+from kvserve.worker.warm_up import WARM_UP_BLOCKS, packed_prompts, warm_up_steps
 
 
 @dataclass
@@ -394,48 +391,16 @@ class ModelRunner:
     def prefill_forward(self, ids: torch.Tensor, lens: list[int]) -> torch.Tensor:
         """Hidden states [T, hidden] of fresh prompts `ids` [T] (sequences of `lens` tokens,
         packed) on a KV cache of their own, outside the pool and the scheduler."""
-        bs, dev = self.block_size, self.device
-        blocks = [-(-n // bs) for n in lens]
-        caches = allocate_kv_caches(sum(blocks), bs, self.info, self.kv_dtype, dev)
-        first = np.cumsum([0] + blocks)  # each sequence's blocks follow the one before's
-        table = torch.zeros(len(lens), max(blocks), dtype=torch.int32)
-        for row, (start, count) in enumerate(zip(first, blocks)):
-            table[row, :count] = torch.arange(start, start + count)
-        positions = torch.cat([torch.arange(n) for n in lens])
-        slots = torch.cat([torch.arange(n) + int(start) * bs for n, start in zip(lens, first)])
-        meta = AttentionMetadata(
-            slot_mapping=slots.to(dev),
-            query_start_loc=torch.tensor(np.cumsum([0] + lens), dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(lens, dtype=torch.int32, device=dev),
-            block_tables=table.to(dev),
-            query_lens_cpu=lens,
-            seq_lens_cpu=lens,
-            max_query_len=max(lens),
-            max_seq_len=max(lens),
-        )
-        return self.model(ids.to(dev), positions.to(dev), caches, meta)
+        caches = allocate_kv_caches(sum(-(-n // self.block_size) for n in lens), self.block_size, self.info,
+                                    self.kv_dtype, self.device)
+        ids, positions, meta = packed_prompts(ids, lens, self.block_size, self.device)
+        return self.model(ids, positions, caches, meta)
 
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Run real steps through execute() — a prefill, a mixed step whose decodes read
-        ids still on the device, a decode-only step — with the real buffers, so that every
-        kernel variant is JIT-compiled at start-up and not in the first requests' latency.
-        The three requests write junk into the first blocks of the (still unused) pool."""
-        bs, greedy = self.block_size, SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)
-        lens = {"warm-up-a": 24, "warm-up-b": 17, "warm-up-c": 40}
-        blocks, first = {}, 0
-        for rid, n in lens.items():
-            blocks[rid] = list(range(first, first + -(-(n + 2) // bs)))
-            first += len(blocks[rid])
-        new = {rid: NewRequestData(rid, [0] * n, n, greedy, blocks[rid], 0) for rid, n in lens.items()}
-        a, b, c = lens
-        steps = [
-            SchedulerOutput([new[a], new[b]], [], {a: lens[a], b: lens[b]}, lens[a] + lens[b]),
-            SchedulerOutput([new[c]], [CachedRequestData(r, [], lens[r]) for r in (a, b)],
-                            {a: 1, b: 1, c: lens[c]}, 2 + lens[c]),
-            SchedulerOutput([], [CachedRequestData(r, [], lens[r] + (r != c)) for r in lens], dict.fromkeys(lens, 1), 3),
-            SchedulerOutput([], [], {}, 0, finished_req_ids=set(lens)),
-        ]
-        for sched in steps:
+        """Run real steps through execute() (warm_up.py says which), with the real buffers, so
+        that every kernel variant is JIT-compiled at start-up and not in the first requests'
+        latency."""
+        for sched in warm_up_steps(self.block_size):
             self.execute(sched)
         self._wait_for_all()
