@@ -5,7 +5,6 @@ such rows in Triton's interpreter, which must give the real rows exactly what th
 step gives, and greedy output with every verification step run as those rows. Capture
 and replay need a GPU: tests/gpu/test_spec_decode_gpu.py."""
 
-import numpy as np
 import pytest
 import torch
 from tests.ops import triton_interpret

@@ -21,6 +21,7 @@ from kvserve.server.batches.runner import BatchRunner
 from kvserve.server.batches.settings import BATCH_PRIORITY, BatchSettings
 from kvserve.server.batches.redis_store import StoreUnavailable
 from kvserve.server.batches.stores import Store, open_store
+from kvserve.server.batches.traffic import MARK_HEADER, InteractiveTraffic
 
 logger = logging.getLogger("kvserve.batches")
 BASE_URL = "http://batch.internal"  # the in-process app, as the runner's client names it
