@@ -45,10 +45,10 @@ class RedisStore:
         return await self.link.execute("get", "GET", self.link.key(key))
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self.link.execute("set", "SET", self.link.key(key), value, "PX", max(1, int(ttl_s * 1000)))
+        await self.link.execute("set", "SET", self.link.key(key), value, "PX", millis(ttl_s))
 
     async def claim(self, key: str, value: bytes, ttl_s: float) -> bool:
-        done = await self.link.execute("claim", "SET", self.link.key(key), value, "PX", max(1, int(ttl_s * 1000)), "NX")
+        done = await self.link.execute("claim", "SET", self.link.key(key), value, "PX", millis(ttl_s), "NX")
         return done is not None
 
     async def delete(self, key: str) -> None:
@@ -56,7 +56,7 @@ class RedisStore:
         await self.link.execute("delete", "DEL", name, name + ":done")
 
     async def append(self, key: str, items: list[bytes], done: bool, ttl_s: float) -> None:
-        name, ttl = self.link.key(key), max(1, int(ttl_s * 1000))
+        name, ttl = self.link.key(key), millis(ttl_s)
         commands: list[tuple] = [("RPUSH", name, *items)] if items else []
         commands += [("PEXPIRE", name, ttl), ("SET", name + ":done", b"1" if done else b"0", "PX", ttl)]
         await self.link.call("append", lambda: self.link.mux.transaction(commands))
@@ -68,3 +68,8 @@ class RedisStore:
         if done is None:
             return None
         return events, done == b"1"
+
+
+def millis(seconds: float) -> int:
+    """A TTL in Redis's PX milliseconds (at least 1: PX 0 is an error)."""
+    return max(1, int(seconds * 1000))
