@@ -18,8 +18,10 @@ class Guide:
     it). With `after_token_id` the grammar starts after that token's first occurrence.
     """
 
-    def __init__(self, matcher: llguidance.LLMatcher, spec: StructuredOutputs, end_tokens: list[int]) -> None:
+    def __init__(self, matcher: llguidance.LLMatcher, spec: StructuredOutputs, end_tokens: list[int],
+                 group: int = 0) -> None:
         self.matcher = matcher
+        self.group = group  # the compile it is a copy of (GrammarCompiler): masks are filled grouped
         self.after = spec.after_token_id
         self.start: int | None = 0 if self.after is None else None  # output index where the grammar starts
         self.scanned = 0  # output tokens searched for `after` so far

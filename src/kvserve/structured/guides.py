@@ -15,6 +15,7 @@ only slows them down.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -64,14 +65,16 @@ class GuideTable:
         self._job: Future | None = None  # the mask job of the next token_mask, while it runs
         self._job_rows = (0, 0)  # (serial, host rows) the last mask job wrote
         self._thread: ThreadPoolExecutor | None = None
+        self._made = 0  # guides made so far: each takes the next compile group in turn
 
     @property
     def compiler(self) -> GrammarCompiler:
         if self._compiler is None:
             if self.tokenizer_path is None:
                 raise ValueError("structured outputs need the model's tokenizer")
-            self._compiler = GrammarCompiler(load_ll_tokenizer(self.tokenizer_path, self.vocab_size))
-            self._executor = llguidance.LLExecutor()
+            threads = mask_threads() if self.background else 1
+            self._compiler = GrammarCompiler(load_ll_tokenizer(self.tokenizer_path, self.vocab_size), groups=threads)
+            self._executor = llguidance.LLExecutor(threads)
             if self.background:
                 self._thread = ThreadPoolExecutor(1, thread_name_prefix="kvserve-masks")
         return self._compiler
@@ -163,9 +166,11 @@ class GuideTable:
                 bits[k] = 0
                 ended.append(k)
             else:
-                running.append((guide.matcher, k))
-        if running:
-            llguidance.torch.fill_next_token_bitmask_par(self._executor, running, torch.from_numpy(bits))
+                running.append((guide.group, guide.matcher, k))
+        if running:  # grouped, so that each of llguidance's threads takes rows of one compile
+            running.sort(key=_group_of)
+            llguidance.torch.fill_next_token_bitmask_par(self._executor, [(m, k) for _, m, k in running],
+                                                         torch.from_numpy(bits))
         self._allow_ends(bits, placed, first, ended)
         return first + len(placed)
 
@@ -189,11 +194,23 @@ class GuideTable:
     def _caught_up(self, row: GuidedRow) -> Guide:
         guide = self._guides.get(row.req_id)
         if guide is None:
-            matcher = self.compiler.matcher(row.params.structured.grammar)
-            guide = Guide(matcher, row.params.structured, _end_tokens(row, self.compiler.tokenizer.eos_token))
+            self._made += 1
+            group = self._made % self.compiler.groups
+            matcher = self.compiler.matcher(row.params.structured.grammar, group)
+            guide = Guide(matcher, row.params.structured, _end_tokens(row, self.compiler.tokenizer.eos_token), group)
             self._guides[row.req_id] = guide
         guide.catch_up(row.token_ids, row.num_prompt_tokens)
         return guide
+
+
+def mask_threads() -> int:
+    """llguidance's threads (and compile groups) when masks are built beside a device: its own
+    default, 80% of the cores, at most 16 (more only adds contention at realistic batches)."""
+    return max(1, min(16, int(0.8 * (os.cpu_count() or 1))))
+
+
+def _group_of(item: tuple[int, llguidance.LLMatcher, int]) -> int:
+    return item[0]
 
 
 def _num_output(row: GuidedRow) -> int:
