@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kvserve.attention.backend import AttentionMetadata
-from kvserve.worker.cuda_graphs import DecodeGraphs, batch_size_ladder
+from kvserve.worker.cuda_graphs import DecodeGraphs, DecodeOutputs, batch_size_ladder
 from kvserve.worker.input_buffers import InputBuffers
 
 DEFAULT_MAX_BATCH = 32  # without disable_by_batch_size: requests in the largest verification graph
@@ -55,6 +55,8 @@ def expand_to_rows(np_: dict[str, np.ndarray], query_lens: list[int], num_tokens
 
 class VerifyGraphs(DecodeGraphs):
     """Decode graphs over the per-token rows of verification steps (see the module doc)."""
+
+    logits_rows = 0  # the rejection sampler reads its own rows' logits
 
     def __init__(self, model, kv_caches: list[torch.Tensor], buffers: InputBuffers, sizes: list[int], q: int,
                  max_model_len: int) -> None:
@@ -98,6 +100,6 @@ class VerifyGraphs(DecodeGraphs):
         meta = self.metadata(size, dev["slot_mapping"][:size], [self.max_model_len] * size, self.max_model_len)
         return dev["input_ids"][:size], dev["positions"][:size], self.kv_caches, meta
 
-    def replay(self, batch: int, size: int) -> torch.Tensor:
+    def replay(self, batch: int, size: int) -> DecodeOutputs:
         self.replays += 1
         return super().replay(batch, size)
