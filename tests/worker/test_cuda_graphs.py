@@ -25,7 +25,7 @@ class EagerDecode(DecodeGraphs):
         self.replays += 1
         dev = self.buffers.dev
         lens = dev["seq_lens"][:batch]
-        meta = AttentionMetadata(dev["slot_mapping"][:batch], dev["query_start_loc"][: batch + 1], lens,
+        meta = AttentionMetadata(dev["slot_mapping"][:batch], self.row_starts[: batch + 1], lens,
                                  dev["block_tables"][:batch], [1] * batch, lens.tolist(), 1, int(lens.max()))
         args = (dev["input_ids"][:batch], dev["positions"][:batch], self.kv_caches, meta)
         return decode_forward(self.model, args, size <= self.logits_rows)

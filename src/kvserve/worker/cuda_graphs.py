@@ -64,6 +64,9 @@ class DecodeGraphs:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, DecodeOutputs] = {}
         self.pool = None  # the graphs' memory pool, shared with the verification graphs
+        device = kv_caches[0].device if kv_caches else torch.device("cpu")
+        # [max_batch + 1] int32: one query token per row, so the rows' query offsets never change
+        self.row_starts = torch.arange(max_batch + 1, dtype=torch.int32, device=device)
 
     @property
     def max_batch(self) -> int:
@@ -89,13 +92,12 @@ class DecodeGraphs:
         dev = self.buffers.dev
         dev["slot_mapping"].fill_(-1)
         dev["seq_lens"].zero_()
-        dev["query_start_loc"].copy_(torch.arange(dev["query_start_loc"].shape[0], dtype=torch.int32))
 
     def _args(self, size: int):
         dev = self.buffers.dev
         meta = AttentionMetadata(
             slot_mapping=dev["slot_mapping"][:size],
-            query_start_loc=dev["query_start_loc"][: size + 1],
+            query_start_loc=self.row_starts[: size + 1],
             seq_lens=dev["seq_lens"][:size],
             block_tables=dev["block_tables"][:size],
             query_lens_cpu=[1] * size,

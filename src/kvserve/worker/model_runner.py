@@ -335,8 +335,6 @@ class ModelRunner:
         np_["positions"][:num_tokens] = positions
         np_["slot_mapping"][:num_tokens] = slots
         np_["seq_lens"][:num_seqs] = seq_lens
-        np_["query_start_loc"][0] = 0
-        np.cumsum(query_lens, out=np_["query_start_loc"][1 : num_seqs + 1])
         rows = num_seqs
         padded = self._graph_size(num_tokens, num_seqs)
         if padded:  # a decode step replayed from a graph: pad rows [num_seqs, padded)
@@ -348,7 +346,7 @@ class ModelRunner:
             return self._upload_rows(query_lens, num_tokens, width, logits_idx, sampled, verify_size)
         meta = AttentionMetadata(
             slot_mapping=buf.upload("slot_mapping", num_tokens),
-            query_start_loc=buf.upload("query_start_loc", rows + 1),
+            query_start_loc=self._query_starts(query_lens, rows, padded),
             seq_lens=buf.upload("seq_lens", rows),
             block_tables=buf.upload("block_tables", rows, width),
             query_lens_cpu=query_lens,
@@ -365,6 +363,15 @@ class ModelRunner:
             graph_size=padded,
             verify_graph_size=verify_size,
         )
+
+    def _query_starts(self, query_lens: list[int], rows: int, graph_size: int | None) -> torch.Tensor:
+        """[rows + 1] int32 offsets of the rows' queries; a graph's decode rows have its constant ones."""
+        if graph_size:
+            return self.graphs.row_starts[: rows + 1]
+        np_ = self.buffers.np
+        np_["query_start_loc"][0] = 0
+        np.cumsum(query_lens, out=np_["query_start_loc"][1 : len(query_lens) + 1])
+        return self.buffers.upload("query_start_loc", rows + 1)
 
     def _upload_logits_indices(self, logits_idx: list[int] | None) -> torch.Tensor | None:
         if logits_idx is None:

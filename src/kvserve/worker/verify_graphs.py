@@ -63,8 +63,6 @@ class VerifyGraphs(DecodeGraphs):
         super().__init__(model, kv_caches, buffers, sizes[-1], max_model_len)
         self.sizes = sizes
         self.q = q  # k + 1: the most tokens a request may have in a replayed step
-        device = buffers.dev["verify_seq_lens"].device
-        self.row_starts = torch.arange(sizes[-1] + 1, dtype=torch.int32, device=device)  # one query per row
         self.replays = 0  # verification steps replayed (tests and benchmarks read it)
 
     def graph_rows(self, query_lens: list[int]) -> int | None:
