@@ -64,7 +64,7 @@ class DecodeGraphs:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, DecodeOutputs] = {}
         self.pool = None  # the graphs' memory pool, shared with the verification graphs
-        device = kv_caches[0].device if kv_caches else torch.device("cpu")
+        device = buffers.dev["seq_lens"].device if buffers is not None else torch.device("cpu")
         # [max_batch + 1] int32: one query token per row, so the rows' query offsets never change
         self.row_starts = torch.arange(max_batch + 1, dtype=torch.int32, device=device)
 
@@ -79,7 +79,7 @@ class DecodeGraphs:
         pool = self.pool = torch.cuda.graph_pool_handle() if pool is None else pool
         for size in reversed(self.sizes):  # largest first: smaller graphs reuse its memory
             with_logits = size <= self.logits_rows
-            decode_forward(self.model, self._args(size), with_logits)  # warm-up outside the graph (Triton compiles here)
+            decode_forward(self.model, self._args(size), with_logits)  # warm-up outside the graph (Triton compiles)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=pool):
                 self.outputs[size] = decode_forward(self.model, self._args(size), with_logits)
