@@ -93,6 +93,7 @@ def main() -> int:
     import torch
 
     arch = args.arch_name = args.arch or ("qwen3-0.6b" if torch.cuda.is_available() else "tiny")
+    args.clock = args.clock or default_clock()
     with tempfile.TemporaryDirectory() as tmp:
         if arch == "tiny":
             arch = str(Path(tmp) / "config.json")
@@ -118,12 +119,12 @@ def measure(core, args: argparse.Namespace) -> dict:
     decode = best.phases["decode"]
     timed = []
     for r in range(args.rounds):  # the least of each phase: contention on a shared host only adds
-        phases = StepPhases(CORE_PHASES, step=CORE_STEP, clock=CLOCKS[args.clock or default_clock()])
+        phases = StepPhases(CORE_PHASES, step=CORE_STEP, clock=CLOCKS[args.clock])
         with phases.timing(core.runner.model):
             run_engine(core, requests(args, vocab, 50 + r), f"timed{r}", False)
         timed.append(phases.per_step_ms())
-    report = {"device": torch_device_name(), "arch": args.arch_name, "clock": args.clock or default_clock(), "prompt_len": args.prompt_len,
-              "tokens": args.tokens, "output_tok_s": round(best.output_tok_s, 1),
+    report = {"device": torch_device_name(), "arch": args.arch_name, "clock": args.clock,
+              "prompt_len": args.prompt_len, "tokens": args.tokens, "output_tok_s": round(best.output_tok_s, 1),
               "ms_per_step_mean": round(best.step_ms_mean, 4), "ms_per_step_median": round(best.step_ms_median, 4),
               "decode_ms_per_step": round(1000 * decode["seconds"] / max(decode["steps"], 1), 4),
               "phases_ms": {k: min(t[k] for t in timed) for k in timed[0]}}
