@@ -65,11 +65,11 @@ def requests(args: argparse.Namespace, vocab: int, seed: int) -> list[tuple[list
 
 def phase_table(ms: dict[str, float]) -> str:
     order = sorted(ms, key=lambda k: (k == "step", k == "other", k.startswith("[bg]")))
-    lines = [f"{'phase':<24}{'µs per step':>14}"]
-    lines += [f"{label:<24}{1000 * ms[label]:14.1f}" for label in order]
+    lines = [f"{'phase':<28}{'µs per step':>14}"]
+    lines += [f"{label:<28}{1000 * ms[label]:14.1f}" for label in order]
     host = sum(v for k, v in ms.items() if k not in ("step", "forward", "logits", "ids to host")
                and not k.startswith("[bg]"))
-    lines.append(f"{'host (no fwd/logits/wait)':<24}{1000 * host:14.1f}")
+    lines.append(f"{'host (no fwd/logits/wait)':<28}{1000 * host:14.1f}")
     return "\n".join(lines)
 
 
