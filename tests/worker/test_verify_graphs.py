@@ -15,6 +15,7 @@ from kvserve import LLM, SamplingParams  # noqa: E402
 from kvserve.attention.torch_backend import TorchAttentionBackend  # noqa: E402
 from kvserve.attention.triton_backend import TritonAttentionBackend  # noqa: E402
 from kvserve.engine.scheduler_output import NewRequestData, SchedulerOutput  # noqa: E402
+from kvserve.worker.cuda_graphs import DecodeOutputs  # noqa: E402
 from kvserve.worker.input_buffers import InputBuffers  # noqa: E402
 from kvserve.worker.verify_graphs import VerifyGraphs, expand_to_rows, verify_ladder  # noqa: E402
 from tests.attention.test_triton_attention import TOL, make_step, rel_err  # noqa: E402
@@ -96,7 +97,7 @@ def test_runner_turns_a_verification_step_into_rows_and_samples_only_the_real_on
     assert eager.verify_graph_size is None and rows.verify_graph_size == 10  # 9 tokens
     assert rows.drafts == eager.drafts == [[1, 2, 3, 4], [5, 6], []]
     # the sampler reads the rows of each request's next token and drafts: 5 + 3 + 1, no padding
-    assert rows.logits_indices.tolist() == eager.logits_indices.tolist() == list(range(9))
+    assert rows.first_rows_sampled and eager.first_rows_sampled  # rows 0..8: a slice, nothing uploaded
     for name in ("input_ids", "positions", "slot_mapping"):
         assert torch.equal(dev[name][:9], eager_dev[name][:9]), name
     assert dev["slot_mapping"][9].item() == -1  # the padding row writes no KV ...
@@ -141,12 +142,12 @@ class EagerRows(VerifyGraphs):
     """What a replay computes, run eagerly on the CPU (which has no graphs): the model over
     the step's real decode rows, read from the same device buffers."""
 
-    def replay(self, batch: int, size: int) -> torch.Tensor:
+    def replay(self, batch: int, size: int) -> DecodeOutputs:
         self.replays += 1
         dev = self.buffers.dev
         lens = dev["verify_seq_lens"][:batch]
         meta = self.metadata(batch, dev["slot_mapping"][:batch], lens.tolist(), int(lens.max()))
-        return self.model(dev["input_ids"][:batch], dev["positions"][:batch], self.kv_caches, meta)
+        return DecodeOutputs(self.model(dev["input_ids"][:batch], dev["positions"][:batch], self.kv_caches, meta))
 
 
 def test_greedy_output_with_verification_as_decode_rows_equals_plain_decoding(tiny_llama):

@@ -25,14 +25,17 @@ def profile_steps(core, requests, top: int = 8) -> dict:
             torch.cuda.synchronize()
         wall_ms = 1000 * (time.perf_counter() - start)
     kernels: dict[str, float] = defaultdict(float)
+    launches = 0
     for event in prof.events():
         if event.device_type.name == "CUDA":
             kernels[event.name] += event.device_time / 1000  # us -> ms
+            launches += 1
     busy_ms = sum(kernels.values())
     ranked = sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
     return {
         "wall_ms": wall_ms,
         "gpu_busy_ms": busy_ms,
         "gpu_busy_fraction": busy_ms / wall_ms if wall_ms else 0.0,
+        "gpu_kernels": launches,  # kernels and copies the GPU ran (graph replays count each kernel)
         "top_kernels": [{"name": n, "total_ms": t, "share": t / busy_ms if busy_ms else 0.0} for n, t in ranked],
     }

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 STEP = "kvserve.engine.llm_engine:LLMEngine.step"
+CORE_STEP = "kvserve.engine.engine_core:EngineCore.step"  # what `bench offline` drives: no detokenizer
 
 # label -> "module:attribute" or "module:Class.method"; "model:NAME" is the runner's model instance
 PHASES = {
@@ -51,8 +52,11 @@ PHASES = {
 class StepPhases:
     """Per-phase host seconds over the steps run inside `with phases.timing(model):`."""
 
-    def __init__(self, phases: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, phases: dict[str, list[str]] | None = None, step: str = STEP,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.phases = PHASES if phases is None else phases
+        self.step = step  # the function whose calls are the steps ("module:Class.method")
+        self.clock = clock  # seconds; time.thread_time leaves out time other processes took
         self.seconds: dict[str, float] = defaultdict(float)
         self.steps = 0
         self._local = threading.local()
@@ -76,11 +80,11 @@ class StepPhases:
         def timed(*args, **kwargs):
             stack = self._stack()
             stack.append(0.0)  # time of the timed calls inside this one
-            begun = time.perf_counter()
+            begun = self.clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - begun
+                elapsed = self.clock() - begun
                 inner = stack.pop()
                 self.seconds[self._label(label)] += elapsed - inner
                 if stack:
@@ -90,11 +94,11 @@ class StepPhases:
     def wrap_step(self, fn: Callable) -> Callable:
         @functools.wraps(fn)
         def timed(*args, **kwargs):
-            begun = time.perf_counter()
+            begun = self.clock()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds["step"] += time.perf_counter() - begun
+                self.seconds["step"] += self.clock() - begun
                 self.steps += 1
         return timed
 
@@ -115,7 +119,7 @@ class _Installed:
         self._undo: list[Callable[[], None]] = []
 
     def __enter__(self) -> StepPhases:
-        owner, name = _resolve(STEP)
+        owner, name = _resolve(self.phases.step)
         self._patch(owner, name, self.phases.wrap_step(getattr(owner, name)))
         for label, targets in self.phases.phases.items():
             for target in targets:

@@ -23,14 +23,14 @@ from kvserve.config import EngineConfig
 from kvserve.engine.scheduler_output import SchedulerOutput
 from kvserve.structured.guides import GuideTable
 from kvserve.structured.masks import TokenMask
-from kvserve.worker.cuda_graphs import DecodeGraphs
+from kvserve.worker.cuda_graphs import DecodeGraphs, DecodeOutputs
 from kvserve.worker.draft_model import DraftModel
 from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_calibration import calibrate_kv_scales
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
 from kvserve.worker.rejection_sampler import RejectionSampler
 from kvserve.worker.request_state import RequestState
-from kvserve.worker.sampler import Sampler
+from kvserve.worker.sampler import SampledTokens, Sampler, SamplingBatch
 from kvserve.worker.sampling_batch import PendingIds, build_sampling_batch, needs_history, to_device
 from kvserve.worker.step_handle import StepHandle
 from kvserve.worker.verify_graphs import VerifyGraphs, expand_to_rows, verify_ladder
@@ -42,7 +42,9 @@ class StepInputs:
     input_ids: torch.Tensor  # [T] int64
     positions: torch.Tensor  # [T] int64
     meta: AttentionMetadata
-    logits_indices: torch.Tensor  # [N] rows of the hidden states to sample from ([R], k + 1 per request, if verifying)
+    # [N] rows of the hidden states to sample from ([R], k + 1 per request, if verifying);
+    # None when they are the step's first N rows, in order (a slice: no gather, no copy)
+    logits_indices: torch.Tensor | None
     sample_states: list[RequestState]  # the N requests sampled this step
     drafts: list[list[int]] | None = None  # per sampled request, the draft ids it verifies (a verification step)
     graph_size: int | None = None  # a decode step replayed from the graph of this batch size
@@ -50,6 +52,10 @@ class StepInputs:
     # sampled rows whose input token is still on the device, and those ids (gathered on the device)
     inflight_rows: list[int] = field(default_factory=list)
     inflight_ids: torch.Tensor | None = None
+
+    @property
+    def first_rows_sampled(self) -> bool:
+        return self.logits_indices is None
 
 
 class ModelRunner:
@@ -153,28 +159,44 @@ class ModelRunner:
             sched = replace(sched, scheduled_spec_decode_tokens=self.draft.propose(sched, self.states))
         self.buffers.flip()
         inputs = self._prepare_inputs(sched)
-        if inputs.graph_size:
-            hidden = self.graphs.replay(inputs.meta.num_seqs, inputs.graph_size)
-        elif inputs.verify_graph_size:
-            hidden = self.verify_graphs.replay(inputs.meta.num_seqs, inputs.verify_graph_size)
-        else:
-            hidden = self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta)
+        out = self._forward(inputs)
         if self.draft is not None and not sched.scheduled_spec_decode_tokens:  # a proposal wrote its own KV
             self.draft.follow(inputs.input_ids, inputs.positions, inputs.meta)
         states = inputs.sample_states
         if not states:
             return self._launch(StepHandle.empty())
-        logits = self.model.compute_logits(hidden[inputs.logits_indices])
+        logits = self._logits(out, inputs)
         if inputs.drafts is not None:
             return self._launch(self._verify(logits, states, inputs.drafts))
         pending = self._pending_ids(inputs) if needs_history(states) else None
         batch = build_sampling_batch(states, self.info.vocab_size, self.device, self._upload_sampling_table, pending)
         batch.token_mask = self._token_mask(states)
-        sampled = self.sampler.sample(logits, batch)
+        sampled = self._sample(out, logits, batch, inputs)
         host_ids = self.buffers.host["sampled_ids"][: len(states)] if self.device.type == "cuda" else None
         handle = StepHandle(states, sampled, host_ids)
         self.guides.start_job(states, handle.host_token_ids)  # constrained rows' next masks, built meanwhile
         return self._launch(handle)
+
+    def _forward(self, inputs: StepInputs) -> DecodeOutputs:
+        if inputs.graph_size:
+            return self.graphs.replay(inputs.meta.num_seqs, inputs.graph_size)
+        if inputs.verify_graph_size:
+            return self.verify_graphs.replay(inputs.meta.num_seqs, inputs.verify_graph_size)
+        return DecodeOutputs(self.model(inputs.input_ids, inputs.positions, self.kv_caches, inputs.meta))
+
+    def _logits(self, out: DecodeOutputs, inputs: StepInputs) -> torch.Tensor:
+        """[N, V] logits of the sampled rows: of every row, when those are all of them (the
+        graph's own, if it computed them), else of the rows gathered."""
+        if not inputs.first_rows_sampled:
+            return self.model.compute_logits(out.hidden[inputs.logits_indices])
+        return out.logits if out.logits is not None else self.model.compute_logits(out.hidden)
+
+    def _sample(self, out: DecodeOutputs, logits: torch.Tensor, batch: SamplingBatch,
+                inputs: StepInputs) -> SampledTokens:
+        """A plain-greedy step takes the argmax its graph already computed: no kernel here."""
+        if out.greedy_ids is not None and inputs.first_rows_sampled and batch.is_plain_greedy:
+            return SampledTokens(out.greedy_ids, None, batch.num_logprobs)
+        return self.sampler.sample(logits, batch)
 
     def _verify(self, logits: torch.Tensor, states: list[RequestState], drafts: list[list[int]]) -> StepHandle:
         """Accept or reject each request's drafts (no step is in flight: the scheduler proposes
@@ -285,6 +307,7 @@ class ModelRunner:
             sampled.append(state)
             if drafts_of is not None:
                 drafts_of.append(drafts or [])
+        logits_idx = None if len(logits_idx) == len(ids) else logits_idx
         inputs = self._upload(ids, positions, slots, query_lens, seq_lens, logits_idx, sampled, width,
                               verify=bool(spec))
         inputs.drafts = drafts_of
@@ -296,6 +319,8 @@ class ModelRunner:
     def _copy_inflight_ids(self, input_ids: torch.Tensor, dst: list[int], src: list[int]) -> torch.Tensor:
         """input_ids[dst] = the previous step's sampled ids[src], on the device; returns those ids."""
         buf, n = self.buffers, len(dst)
+        if dst[-1] == n - 1 and src == dst:  # rows 0..n-1 in both (a steady decode batch): one copy
+            return input_ids[:n].copy_(self._launched[-1].device_ids[:n])
         buf.np["inflight_dst"][:n] = dst
         buf.np["inflight_src"][:n] = src
         ids = self._launched[-1].device_ids.index_select(0, buf.upload("inflight_src", n))
@@ -310,9 +335,6 @@ class ModelRunner:
         np_["positions"][:num_tokens] = positions
         np_["slot_mapping"][:num_tokens] = slots
         np_["seq_lens"][:num_seqs] = seq_lens
-        np_["query_start_loc"][0] = 0
-        np.cumsum(query_lens, out=np_["query_start_loc"][1 : num_seqs + 1])
-        np_["logits_indices"][: len(logits_idx)] = logits_idx
         rows = num_seqs
         padded = self._graph_size(num_tokens, num_seqs)
         if padded:  # a decode step replayed from a graph: pad rows [num_seqs, padded)
@@ -324,7 +346,7 @@ class ModelRunner:
             return self._upload_rows(query_lens, num_tokens, width, logits_idx, sampled, verify_size)
         meta = AttentionMetadata(
             slot_mapping=buf.upload("slot_mapping", num_tokens),
-            query_start_loc=buf.upload("query_start_loc", rows + 1),
+            query_start_loc=self._query_starts(query_lens, rows, padded),
             seq_lens=buf.upload("seq_lens", rows),
             block_tables=buf.upload("block_tables", rows, width),
             query_lens_cpu=query_lens,
@@ -336,11 +358,26 @@ class ModelRunner:
             input_ids=buf.upload("input_ids", num_tokens),
             positions=buf.upload("positions", num_tokens),
             meta=meta,
-            logits_indices=buf.upload("logits_indices", len(logits_idx)),
+            logits_indices=self._upload_logits_indices(logits_idx),
             sample_states=sampled,
             graph_size=padded,
             verify_graph_size=verify_size,
         )
+
+    def _query_starts(self, query_lens: list[int], rows: int, graph_size: int | None) -> torch.Tensor:
+        """[rows + 1] int32 offsets of the rows' queries; a graph's decode rows have its constant ones."""
+        if graph_size:
+            return self.graphs.row_starts[: rows + 1]
+        np_ = self.buffers.np
+        np_["query_start_loc"][0] = 0
+        np.cumsum(query_lens, out=np_["query_start_loc"][1 : len(query_lens) + 1])
+        return self.buffers.upload("query_start_loc", rows + 1)
+
+    def _upload_logits_indices(self, logits_idx: list[int] | None) -> torch.Tensor | None:
+        if logits_idx is None:
+            return None
+        self.buffers.np["logits_indices"][: len(logits_idx)] = logits_idx
+        return self.buffers.upload("logits_indices", len(logits_idx))
 
     def _graph_size(self, num_tokens: int, num_seqs: int) -> int | None:
         if self.graphs is None or num_tokens != num_seqs:
@@ -360,7 +397,7 @@ class ModelRunner:
             input_ids=buf.upload("input_ids", size)[:num_tokens],
             positions=buf.upload("positions", size)[:num_tokens],
             meta=meta,
-            logits_indices=buf.upload("logits_indices", len(logits_idx)),
+            logits_indices=self._upload_logits_indices(logits_idx),
             sample_states=sampled,
             verify_graph_size=size,
         )

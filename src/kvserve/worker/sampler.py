@@ -36,6 +36,11 @@ class SamplingBatch:
     any_filter: bool  # some row uses top_k, top_p or min_p
     token_mask: TokenMask | None = None  # allowed next tokens of constrained rows (structured outputs)
 
+    @property
+    def is_plain_greedy(self) -> bool:
+        """Argmax of the raw logits is the answer (no settings, penalties, logprobs or mask)."""
+        return self.temperature is None and self.token_mask is None
+
     @classmethod
     def plain_greedy(cls, num_rows: int) -> "SamplingBatch":
         """Argmax with nothing else to apply: no per-row tensors are built or copied."""

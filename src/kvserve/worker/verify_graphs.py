@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kvserve.attention.backend import AttentionMetadata
-from kvserve.worker.cuda_graphs import DecodeGraphs, batch_size_ladder
+from kvserve.worker.cuda_graphs import DecodeGraphs, DecodeOutputs, batch_size_ladder
 from kvserve.worker.input_buffers import InputBuffers
 
 DEFAULT_MAX_BATCH = 32  # without disable_by_batch_size: requests in the largest verification graph
@@ -56,13 +56,13 @@ def expand_to_rows(np_: dict[str, np.ndarray], query_lens: list[int], num_tokens
 class VerifyGraphs(DecodeGraphs):
     """Decode graphs over the per-token rows of verification steps (see the module doc)."""
 
+    logits_rows = 0  # the rejection sampler reads its own rows' logits
+
     def __init__(self, model, kv_caches: list[torch.Tensor], buffers: InputBuffers, sizes: list[int], q: int,
                  max_model_len: int) -> None:
         super().__init__(model, kv_caches, buffers, sizes[-1], max_model_len)
         self.sizes = sizes
         self.q = q  # k + 1: the most tokens a request may have in a replayed step
-        device = buffers.dev["verify_seq_lens"].device
-        self.row_starts = torch.arange(sizes[-1] + 1, dtype=torch.int32, device=device)  # one query per row
         self.replays = 0  # verification steps replayed (tests and benchmarks read it)
 
     def graph_rows(self, query_lens: list[int]) -> int | None:
@@ -98,6 +98,6 @@ class VerifyGraphs(DecodeGraphs):
         meta = self.metadata(size, dev["slot_mapping"][:size], [self.max_model_len] * size, self.max_model_len)
         return dev["input_ids"][:size], dev["positions"][:size], self.kv_caches, meta
 
-    def replay(self, batch: int, size: int) -> torch.Tensor:
+    def replay(self, batch: int, size: int) -> DecodeOutputs:
         self.replays += 1
         return super().replay(batch, size)
