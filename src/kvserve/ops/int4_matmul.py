@@ -1,0 +1,132 @@
+"""y = x @ W for weight-only INT4 in groups along the input: the Triton kernel and its torch reference.
+
+The packed layout (one for every source: GPTQ, AWQ, round-to-nearest at load):
+- qweight int32 [in / 8, out]: nibble j (bits 4j..4j+3, low nibble first) of word [i, o]
+  is q[8i + j, o], a value in 0..15 (GPTQ's own qweight layout);
+- scales [in / group, out] and zeros [in / group, out], in the activations' dtype: the
+  zero point is an integer 0..15 kept unpacked, so out may be any size;
+- W[k, o] = (q[k, o] - zeros[k // group, o]) * scales[k // group, o].
+
+Up to FUSED_MAX_ROWS rows the kernel dequantizes each [group, BLOCK_N] tile in registers
+and multiplies it in place (decode is bound by reading the weights: 4 bits instead of 16).
+The rows are bucketed into BLOCK_M 16 or 64 and the row count is not a specialisation key,
+so one compile serves every batch size of a bucket. At small row counts there are too few
+column tiles to fill the GPU, so the input is also split (SPLIT_K programs per tile, adding
+into a float32 output). Above FUSED_MAX_ROWS (prefill) the weight is dequantized once per
+call and the matmul is cuBLAS's: there the GEMM is compute-bound and the extra pass over
+the weight is small next to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+from kvserve.ops._triton import tl, triton
+
+FUSED_MAX_ROWS = 64
+GROUP_SIZES = (32, 64, 128)  # the kernel reads one group per step: a power of two, at least 16
+
+
+def dequantize_int4(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
+    """The weight [in, out] in scales' dtype (q - zero is exact in any float dtype, so the
+    one rounding is the product's, as in the kernel)."""
+    groups, out = scales.shape
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32, device=qweight.device)
+    q = (qweight[:, None, :] >> shifts[None, :, None]) & 0xF  # [in / 8, 8, out]
+    q = q.view(groups, -1, out).to(scales.dtype)  # [groups, group, out]
+    return ((q - zeros[:, None, :]) * scales[:, None, :]).view(-1, out)
+
+
+def int4_matmul_torch(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                      zeros: torch.Tensor) -> torch.Tensor:
+    """x [rows, in] -> [rows, out]: dequantize, then one matmul."""
+    return x @ dequantize_int4(qweight, scales, zeros).to(x.dtype)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@cache
+def _num_sms(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
+
+
+@dataclass(frozen=True)
+class Int4Tiles:
+    """How one call is cut into programs (the kernel's compile keys are block_m, block_n, unpack_words)."""
+
+    block_m: int  # rows per program: 16 or 64, so that row counts share a compile
+    block_n: int  # output columns per program
+    groups_per_split: int  # input groups each program sums (fewer than all: the input is split)
+    unpack_words: bool  # load each packed word once and unpack in registers (else: once per input row)
+
+
+def tile_config(rows: int, out: int, in_features: int, group: int, num_sms: int,
+                programs_per_sm: int = 2, block_n: int = 64, unpack_words: bool = False) -> Int4Tiles:
+    """The tiles for a call: the input split until there are about `programs_per_sm` programs per SM."""
+    block_m = 16 if rows <= 16 else 64
+    tiles = _cdiv(out, block_n) * _cdiv(rows, block_m)
+    num_groups = in_features // group
+    split = max(1, min(num_groups, _cdiv(programs_per_sm * num_sms, tiles)))
+    return Int4Tiles(block_m, block_n, _cdiv(num_groups, split), unpack_words)
+
+
+def int4_matmul_triton(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                       zeros: torch.Tensor, tiles: Int4Tiles | None = None) -> torch.Tensor:
+    """x [rows, in] -> [rows, out] in x's dtype; `tiles` overrides tile_config (for tuning)."""
+    rows, in_features = x.shape
+    num_groups, out = scales.shape
+    group = in_features // num_groups
+    if rows > FUSED_MAX_ROWS:
+        return int4_matmul_torch(x, qweight, scales, zeros)
+    x = x.contiguous()
+    tiles = tiles or tile_config(rows, out, in_features, group, _num_sms(x.device))
+    splits = _cdiv(num_groups, tiles.groups_per_split)
+    # [rows, out]: float32 that the splits add into, else written once in x's dtype
+    y = torch.zeros(rows, out, dtype=torch.float32, device=x.device) if splits > 1 else x.new_empty(rows, out)
+    grid = (_cdiv(out, tiles.block_n), splits, _cdiv(rows, tiles.block_m))
+    _int4_matmul_kernel[grid](x, qweight, scales, zeros, y, rows, out, num_groups, tiles.groups_per_split,
+                              GROUP=group, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, ATOMIC=splits > 1,
+                              UNPACK_WORDS=tiles.unpack_words, num_warps=4, num_stages=3)
+    return y.to(x.dtype)
+
+
+@triton.jit(do_not_specialize=["rows", "groups_per_split"])
+def _int4_matmul_kernel(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, y_ptr, rows, out, num_groups, groups_per_split,
+                        GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC: tl.constexpr,
+                        UNPACK_WORDS: tl.constexpr):
+    """One [BLOCK_M, BLOCK_N] tile of y over groups [split * groups_per_split, next split)."""
+    offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, GROUP)
+    mask_m, mask_n = offs_m < rows, offs_n < out
+    shifts = ((offs_k % 8) * 4)[:, None]
+    offs_w = tl.arange(0, GROUP // 8)
+    in_features = num_groups * GROUP
+    first = tl.program_id(1) * groups_per_split
+    last = tl.minimum(first + groups_per_split, num_groups)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for g in range(first, last):
+        k = g * GROUP + offs_k
+        a = tl.load(x_ptr + offs_m[:, None] * in_features + k[None, :], mask=mask_m[:, None], other=0.0)
+        if UNPACK_WORDS:  # [GROUP / 8, BLOCK_N] words, each value to its own row
+            words = tl.load(qweight_ptr + (g * (GROUP // 8) + offs_w)[:, None] * out + offs_n[None, :],
+                            mask=mask_n[None, :], other=0)
+            q = tl.reshape((words[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF, (GROUP, BLOCK_N))
+        else:  # each row loads its word (eight rows read the same one, from the cache)
+            packed = tl.load(qweight_ptr + (k // 8)[:, None] * out + offs_n[None, :], mask=mask_n[None, :], other=0)
+            q = (packed >> shifts) & 0xF
+        scale = tl.load(scales_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        zero = tl.load(zeros_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        w = ((q.to(tl.float32) - zero[None, :]) * scale[None, :]).to(a.dtype)
+        acc += tl.dot(a, w)
+    y_ptrs = y_ptr + offs_m[:, None] * out + offs_n[None, :]
+    mask = mask_m[:, None] & mask_n[None, :]
+    if ATOMIC:
+        tl.atomic_add(y_ptrs, acc, mask=mask, sem="relaxed")
+    else:
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)

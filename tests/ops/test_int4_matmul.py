@@ -1,0 +1,78 @@
+"""The INT4 group matmul kernel (Triton; the interpreter on the CPU) against a float reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.ops import triton_interpret
+
+DEVICE = triton_interpret.setup()
+
+from kvserve.ops.int4_matmul import FUSED_MAX_ROWS, Int4Tiles, int4_matmul_triton, tile_config  # noqa: E402
+
+
+def _random_int4(in_features: int, out: int, group: int, seed: int = 0):
+    """Random codes, scales and zero points in the packed layout, with the float weight they stand for
+    (written from the layout's definition, not through the module under test)."""
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randint(0, 16, (in_features, out), generator=gen, dtype=torch.int64)
+    scales = torch.rand(in_features // group, out, generator=gen) * 0.02 + 0.001
+    zeros = torch.randint(0, 16, (in_features // group, out), generator=gen).float()
+    words = sum(q.view(-1, 8, out)[:, j] << (4 * j) for j in range(8))  # [in / 8, out], low nibble first
+    qweight = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+    weight = (q.float() - zeros.repeat_interleave(group, 0)) * scales.repeat_interleave(group, 0)
+    return qweight, scales, zeros, weight
+
+
+@pytest.mark.parametrize("rows,in_features,out,group", [
+    (1, 256, 96, 128),   # one row, several column tiles, a split input
+    (5, 128, 77, 32),    # odd out: the last column tile is masked
+    (16, 192, 64, 64),   # a full BLOCK_M of 16
+    (40, 256, 130, 128),  # the 64-row bucket, odd out
+])
+def test_kernel_matches_the_float_weight(rows, in_features, out, group):
+    qweight, scales, zeros, weight = _random_int4(in_features, out, group)
+    x = torch.randn(rows, in_features, generator=torch.Generator().manual_seed(1))
+    y = int4_matmul_triton(x.to(DEVICE), qweight.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE)).cpu()
+    ref = x.double() @ weight.double()
+    assert y.shape == (rows, out) and y.dtype == torch.float32
+    assert ((y.double() - ref).norm() / ref.norm()) < 1e-5  # float32 throughout: summation order only
+
+
+@pytest.mark.parametrize("tiles", [
+    Int4Tiles(block_m=16, block_n=128, groups_per_split=1, unpack_words=True),  # words unpacked in registers
+    Int4Tiles(block_m=16, block_n=32, groups_per_split=3, unpack_words=False),  # uneven last split
+])
+def test_every_tiling_the_gpu_tuning_tries_gives_the_same_product(tiles):
+    qweight, scales, zeros, weight = _random_int4(512, 70, 64)
+    x = torch.randn(7, 512, generator=torch.Generator().manual_seed(4))
+    y = int4_matmul_triton(x.to(DEVICE), qweight.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), tiles).cpu()
+    ref = x.double() @ weight.double()
+    assert ((y.double() - ref).norm() / ref.norm()) < 1e-5
+
+
+def test_bfloat16_activations_round_like_the_dequantized_bfloat16_weight():
+    qweight, scales, zeros, weight = _random_int4(256, 80, 128)
+    x = torch.randn(3, 256, generator=torch.Generator().manual_seed(2)).bfloat16()
+    args = [t.to(DEVICE) for t in (qweight, scales.bfloat16(), zeros.bfloat16())]
+    y = int4_matmul_triton(x.to(DEVICE), *args).cpu()
+    ref = x.double() @ weight.bfloat16().double()  # bfloat16 weight, exact products and sums
+    assert y.dtype == torch.bfloat16
+    assert ((y.double() - ref).norm() / ref.norm()) < 1e-2  # the bfloat16 output's rounding
+
+
+def test_rows_above_the_fused_bucket_take_the_dequantized_matmul():
+    qweight, scales, zeros, weight = _random_int4(128, 48, 32)
+    x = torch.randn(FUSED_MAX_ROWS + 3, 128, generator=torch.Generator().manual_seed(3))
+    y = int4_matmul_triton(x.to(DEVICE), qweight.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE)).cpu()
+    assert ((y.double() - x.double() @ weight.double()).norm() / y.double().norm()) < 1e-5
+
+
+def test_tiles_fill_the_gpu_at_batch_one_and_rows_share_a_bucket():
+    # Llama-3-8B's o_proj on 132 SMs: 64 column tiles, so the input splits to give >= 2 programs per SM
+    tiles = tile_config(1, 4096, 4096, 128, 132)
+    assert (tiles.block_m, tiles.block_n) == (16, 64)
+    assert (4096 // tiles.block_n) * -(-32 // tiles.groups_per_split) >= 2 * 132
+    assert tile_config(16, 4096, 4096, 128, 132) == tiles  # one compile for rows 1..16
+    assert tile_config(17, 4096, 4096, 128, 132).block_m == 64
