@@ -9,7 +9,14 @@ from tests.ops import triton_interpret
 
 DEVICE = triton_interpret.setup()
 
-from kvserve.ops.int4_matmul import FUSED_MAX_ROWS, Int4Tiles, int4_matmul_triton, tile_config  # noqa: E402
+from kvserve.ops.int4_matmul import (  # noqa: E402
+    FUSED_MAX_ROWS,
+    Int4Tiles,
+    dequantize_int4,
+    dequantize_int4_triton,
+    int4_matmul_triton,
+    tile_config,
+)
 
 
 def _random_int4(in_features: int, out: int, group: int, seed: int = 0):
@@ -62,11 +69,22 @@ def test_bfloat16_activations_round_like_the_dequantized_bfloat16_weight():
     assert ((y.double() - ref).norm() / ref.norm()) < 1e-2  # the bfloat16 output's rounding
 
 
-def test_rows_above_the_fused_bucket_take_the_dequantized_matmul():
+@pytest.mark.parametrize("tiles", [None, Int4Tiles(block_m=64, block_n=64, groups_per_split=4, unpack_words=False)])
+def test_rows_above_the_fused_bucket(tiles):
+    # by default: the weight dequantized by its own kernel, then one matmul; with tiles: the fused kernel
     qweight, scales, zeros, weight = _random_int4(128, 48, 32)
     x = torch.randn(FUSED_MAX_ROWS + 3, 128, generator=torch.Generator().manual_seed(3))
-    y = int4_matmul_triton(x.to(DEVICE), qweight.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE)).cpu()
+    y = int4_matmul_triton(x.to(DEVICE), qweight.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), tiles).cpu()
     assert ((y.double() - x.double() @ weight.double()).norm() / y.double().norm()) < 1e-5
+
+
+def test_dequantize_kernel_is_the_torch_reference():
+    qweight, scales, zeros, weight = _random_int4(192, 72, 64)
+    got = dequantize_int4_triton(qweight.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), torch.float32).cpu()
+    assert torch.equal(got, dequantize_int4(qweight, scales, zeros)) and torch.equal(got, weight)
+    # bfloat16: one rounding of the float32 value (the interpreter's cast truncates, the GPU's rounds)
+    half = dequantize_int4_triton(qweight.to(DEVICE), scales.to(DEVICE), zeros.to(DEVICE), torch.bfloat16).cpu()
+    assert half.dtype == torch.bfloat16 and ((half.float() - weight).abs() <= weight.abs() * 2**-7).all()
 
 
 def test_tiles_fill_the_gpu_at_batch_one_and_rows_share_a_bucket():

@@ -13,8 +13,8 @@ The rows are bucketed into BLOCK_M 16 or 64 and the row count is not a specialis
 so one compile serves every batch size of a bucket. At small row counts there are too few
 column tiles to fill the GPU, so the input is also split (SPLIT_K programs per tile, adding
 into a float32 output). Above FUSED_MAX_ROWS (prefill) the weight is dequantized once per
-call and the matmul is cuBLAS's: there the GEMM is compute-bound and the extra pass over
-the weight is small next to it.
+call (one Triton pass, 2.5 bytes a weight) and the matmul is cuBLAS's: there the GEMM is
+compute-bound and the extra pass over the weight is small next to it.
 """
 
 from __future__ import annotations
@@ -77,12 +77,13 @@ def tile_config(rows: int, out: int, in_features: int, group: int, num_sms: int,
 
 def int4_matmul_triton(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
                        zeros: torch.Tensor, tiles: Int4Tiles | None = None) -> torch.Tensor:
-    """x [rows, in] -> [rows, out] in x's dtype; `tiles` overrides tile_config (for tuning)."""
+    """x [rows, in] -> [rows, out] in x's dtype. `tiles` (for tuning) overrides tile_config
+    and runs the fused kernel at any row count."""
     rows, in_features = x.shape
     num_groups, out = scales.shape
     group = in_features // num_groups
-    if rows > FUSED_MAX_ROWS:
-        return int4_matmul_torch(x, qweight, scales, zeros)
+    if rows > FUSED_MAX_ROWS and tiles is None:
+        return x @ dequantize_int4_triton(qweight, scales, zeros, x.dtype)
     x = x.contiguous()
     tiles = tiles or tile_config(rows, out, in_features, group, _num_sms(x.device))
     splits = _cdiv(num_groups, tiles.groups_per_split)
@@ -95,6 +96,38 @@ def int4_matmul_triton(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     return y.to(x.dtype)
 
 
+def dequantize_int4_triton(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                           dtype: torch.dtype) -> torch.Tensor:
+    """The weight [in, out] in `dtype`, one pass: half a byte read and two written per weight."""
+    num_groups, out = scales.shape
+    in_features = qweight.shape[0] * 8
+    weight = torch.empty(in_features, out, dtype=dtype, device=qweight.device)
+    grid = (num_groups, _cdiv(out, DEQUANT_BLOCK_N))
+    _dequantize_kernel[grid](qweight, scales, zeros, weight, out, GROUP=in_features // num_groups,
+                             BLOCK_N=DEQUANT_BLOCK_N)
+    return weight
+
+
+DEQUANT_BLOCK_N = 128
+
+
+@triton.jit
+def _dequantized_tile(qweight_ptr, scales_ptr, zeros_ptr, g, offs_n, mask_n, out,
+                      GROUP: tl.constexpr, BLOCK_N: tl.constexpr, UNPACK_WORDS: tl.constexpr):
+    """W[g * GROUP : (g + 1) * GROUP, offs_n] in float32 (masked columns: 0)."""
+    offs_k = g * GROUP + tl.arange(0, GROUP)
+    if UNPACK_WORDS:  # [GROUP / 8, BLOCK_N] words, each value to its own row
+        offs_w = g * (GROUP // 8) + tl.arange(0, GROUP // 8)
+        words = tl.load(qweight_ptr + offs_w[:, None] * out + offs_n[None, :], mask=mask_n[None, :], other=0)
+        q = tl.reshape((words[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF, (GROUP, BLOCK_N))
+    else:  # each row loads its word (eight rows read the same one, from the cache)
+        packed = tl.load(qweight_ptr + (offs_k // 8)[:, None] * out + offs_n[None, :], mask=mask_n[None, :], other=0)
+        q = (packed >> ((offs_k % 8) * 4)[:, None]) & 0xF
+    scale = tl.load(scales_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    zero = tl.load(zeros_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    return (q.to(tl.float32) - zero[None, :]) * scale[None, :]
+
+
 @triton.jit(do_not_specialize=["rows", "groups_per_split"])
 def _int4_matmul_kernel(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, y_ptr, rows, out, num_groups, groups_per_split,
                         GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC: tl.constexpr,
@@ -102,31 +135,30 @@ def _int4_matmul_kernel(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, y_ptr, rows, 
     """One [BLOCK_M, BLOCK_N] tile of y over groups [split * groups_per_split, next split)."""
     offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, GROUP)
     mask_m, mask_n = offs_m < rows, offs_n < out
-    shifts = ((offs_k % 8) * 4)[:, None]
-    offs_w = tl.arange(0, GROUP // 8)
     in_features = num_groups * GROUP
     first = tl.program_id(1) * groups_per_split
     last = tl.minimum(first + groups_per_split, num_groups)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for g in range(first, last):
-        k = g * GROUP + offs_k
+        k = g * GROUP + tl.arange(0, GROUP)
         a = tl.load(x_ptr + offs_m[:, None] * in_features + k[None, :], mask=mask_m[:, None], other=0.0)
-        if UNPACK_WORDS:  # [GROUP / 8, BLOCK_N] words, each value to its own row
-            words = tl.load(qweight_ptr + (g * (GROUP // 8) + offs_w)[:, None] * out + offs_n[None, :],
-                            mask=mask_n[None, :], other=0)
-            q = tl.reshape((words[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF, (GROUP, BLOCK_N))
-        else:  # each row loads its word (eight rows read the same one, from the cache)
-            packed = tl.load(qweight_ptr + (k // 8)[:, None] * out + offs_n[None, :], mask=mask_n[None, :], other=0)
-            q = (packed >> shifts) & 0xF
-        scale = tl.load(scales_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-        zero = tl.load(zeros_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-        w = ((q.to(tl.float32) - zero[None, :]) * scale[None, :]).to(a.dtype)
-        acc += tl.dot(a, w)
+        w = _dequantized_tile(qweight_ptr, scales_ptr, zeros_ptr, g, offs_n, mask_n, out, GROUP, BLOCK_N, UNPACK_WORDS)
+        acc += tl.dot(a, w.to(a.dtype))
     y_ptrs = y_ptr + offs_m[:, None] * out + offs_n[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
     if ATOMIC:
         tl.atomic_add(y_ptrs, acc, mask=mask, sem="relaxed")
     else:
         tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _dequantize_kernel(qweight_ptr, scales_ptr, zeros_ptr, w_ptr, out, GROUP: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One group of rows and BLOCK_N columns of the dequantized weight."""
+    g = tl.program_id(0)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < out
+    w = _dequantized_tile(qweight_ptr, scales_ptr, zeros_ptr, g, offs_n, mask_n, out, GROUP, BLOCK_N, False)
+    offs_k = g * GROUP + tl.arange(0, GROUP)
+    tl.store(w_ptr + offs_k[:, None] * out + offs_n[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[None, :])
