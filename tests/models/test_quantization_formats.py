@@ -51,7 +51,8 @@ def _gptq(q, zeros, scales):
     in_features, out = q.shape
     return {"qweight": _words(q.view(in_features // 8, 8, out).transpose(1, 2)),
             "qzeros": _words((zeros - 1).view(zeros.shape[0], out // 8, 8)), "scales": scales,
-            "g_idx": (torch.arange(in_features) // GROUP).to(torch.int32)}
+            "g_idx": (torch.arange(in_features) // GROUP).to(torch.int32),
+            "bias": torch.zeros(out, dtype=torch.float16)}  # GPTQ exporters save one for every projection
 
 
 def _awq(q, zeros, scales):
@@ -149,6 +150,15 @@ def test_reordered_groups_of_desc_act_fail_naming_g_idx(checkpoints, tmp_path):
     weights[key] = weights[key].flip(0).contiguous()
     save_file(weights, d / "model.safetensors")
     with pytest.raises(ModelLoadError, match=r"down_proj\.g_idx .*desc_act"):
+        LLM(model=str(d), dtype="float32", kv_cache_gib=0.01)
+
+
+def test_a_nonzero_bias_the_architecture_lacks_fails_at_load(checkpoints, tmp_path):
+    d = _with_config(checkpoints, tmp_path)
+    weights = load_file(d / "model.safetensors")
+    weights["model.layers.1.self_attn.o_proj.bias"][3] = 0.5
+    save_file(weights, d / "model.safetensors")
+    with pytest.raises(ModelLoadError, match=r"o_proj\.bias is not zero"):
         LLM(model=str(d), dtype="float32", kv_cache_gib=0.01)
 
 

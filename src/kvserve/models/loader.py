@@ -130,7 +130,7 @@ def load_model(
     packed = _int4_checkpoint(model, hf_config, dtype, model_dir)
     layout = checkpoint_layout(model)
     expected = {name: slot.shape for name, slot in layout.items()} | (packed.expected_shapes() if packed else {})
-    _check_names_and_shapes(model, expected, files)
+    _check_names_and_shapes(model, expected, files, packed.optional_shapes() if packed else {})
     with _progress(len(expected), f"loading weights ({dtype_name(dtype)})") as bar:
         for file in files:
             with safe_open(file, framework="pt", device=str(device)) as f:
@@ -271,13 +271,16 @@ def _wanted_keys(model: nn.Module, keys) -> list[str]:
     ]
 
 
-def _check_names_and_shapes(model: nn.Module, expected: dict[str, tuple[int, ...]], files: list[Path]) -> None:
-    """Compare the checkpoint's names and shapes with the model's before reading any data."""
+def _check_names_and_shapes(model: nn.Module, expected: dict[str, tuple[int, ...]], files: list[Path],
+                            optional: dict[str, tuple[int, ...]]) -> None:
+    """Compare the checkpoint's names and shapes with the model's before reading any data
+    (names in `optional` may be absent)."""
     found: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(file, framework="pt") as f:
             for key in _wanted_keys(model, f.keys()):
                 found[key] = tuple(f.get_slice(key).get_shape())
+    expected = expected | {name: shape for name, shape in optional.items() if name in found}
     unexpected = sorted(set(found) - set(expected))
     missing = sorted(set(expected) - set(found))
     if missing or unexpected:

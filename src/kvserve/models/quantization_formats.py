@@ -11,6 +11,8 @@ What config.json's `quantization_config` may say, and the tensors each projectio
   input (i // group_size unless the checkpoint was reordered by `desc_act`). With
   `checkpoint_format` "gptq" (the default) the stored zero point is one less than the
   zero point used ("gptq_v2" stores it as is). W[k, o] = (q[k, o] - z[g(k), o]) * s[g(k), o].
+  Exporters also save a `bias` for every projection: all zeros where the architecture has
+  none, accepted and dropped.
 - AWQ (`quant_method` "awq", `version` "gemm", `zero_point` true): `qweight` [in, out / 8]
   packed along the output, `qzeros` [G, out / 8], `scales` [G, out]. Values are
   interleaved: value p of a word holds column 8c + AWQ_ORDER[p]. Zero points as is.
@@ -156,9 +158,19 @@ class Int4Checkpoint:
                 for suffix, shape in checkpoint_shapes(self.fmt, part.in_features, part.columns.stop
                                                        - part.columns.start).items()}
 
+    def optional_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Tensors a checkpoint may hold or not: the all-zero `bias` that GPTQ exporters save for
+        projections of architectures without one."""
+        return {f"{hf_name}.bias": (part.columns.stop - part.columns.start,)
+                for hf_name, part in self.parts.items() if self.model.get_submodule(part.module).bias is None}
+
     def add(self, key: str, tensor: torch.Tensor) -> None:
         """Take one packed tensor; repack and place its projection once it is complete."""
         hf_name, _, suffix = key.rpartition(".")
+        if suffix == "bias":  # one of optional_shapes
+            if tensor.count_nonzero():
+                raise ValueError(f"{key} is not zero, but {type(self.model).__name__} has no bias there")
+            return
         tensors = self._pending.setdefault(hf_name, {})
         tensors[suffix] = tensor
         part = self.parts[hf_name]
