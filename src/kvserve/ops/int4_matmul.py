@@ -7,8 +7,9 @@ The packed layout (one for every source: GPTQ, AWQ, round-to-nearest at load):
   zero point is an integer 0..15 kept unpacked, so out may be any size;
 - W[k, o] = (q[k, o] - zeros[k // group, o]) * scales[k // group, o].
 
-Up to FUSED_MAX_ROWS rows the kernel dequantizes each [group, BLOCK_N] tile in registers
-and multiplies it in place (decode is bound by reading the weights: 4 bits instead of 16).
+Up to FUSED_MAX_ROWS rows the kernel unpacks each [group, BLOCK_N] tile of codes in
+registers and multiplies them in place, applying the group's zero point and scale to the
+partial sums (decode is bound by reading the weights: 4 bits instead of 16).
 The rows are bucketed into BLOCK_M 16 or 64 and the row count is not a specialisation key,
 so one compile serves every batch size of a bucket. At small row counts there are too few
 column tiles to fill the GPU, so the input is also split (SPLIT_K programs per tile, adding
@@ -112,27 +113,30 @@ DEQUANT_BLOCK_N = 128
 
 
 @triton.jit
-def _dequantized_tile(qweight_ptr, scales_ptr, zeros_ptr, g, offs_n, mask_n, out,
-                      GROUP: tl.constexpr, BLOCK_N: tl.constexpr, UNPACK_WORDS: tl.constexpr):
-    """W[g * GROUP : (g + 1) * GROUP, offs_n] in float32 (masked columns: 0)."""
-    offs_k = g * GROUP + tl.arange(0, GROUP)
+def _codes(qweight_ptr, g, offs_n, mask_n, out, GROUP: tl.constexpr, BLOCK_N: tl.constexpr,
+           UNPACK_WORDS: tl.constexpr):
+    """q[g * GROUP : (g + 1) * GROUP, offs_n], int32 values 0..15 (masked columns: 0)."""
     if UNPACK_WORDS:  # [GROUP / 8, BLOCK_N] words, each value to its own row
         offs_w = g * (GROUP // 8) + tl.arange(0, GROUP // 8)
         words = tl.load(qweight_ptr + offs_w[:, None] * out + offs_n[None, :], mask=mask_n[None, :], other=0)
-        q = tl.reshape((words[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF, (GROUP, BLOCK_N))
-    else:  # each row loads its word (eight rows read the same one, from the cache)
-        packed = tl.load(qweight_ptr + (offs_k // 8)[:, None] * out + offs_n[None, :], mask=mask_n[None, :], other=0)
-        q = (packed >> ((offs_k % 8) * 4)[:, None]) & 0xF
-    scale = tl.load(scales_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-    zero = tl.load(zeros_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-    return (q.to(tl.float32) - zero[None, :]) * scale[None, :]
+        return tl.reshape((words[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF, (GROUP, BLOCK_N))
+    # else each row loads its word (eight rows read the same one, from the cache)
+    offs_k = g * GROUP + tl.arange(0, GROUP)
+    packed = tl.load(qweight_ptr + (offs_k // 8)[:, None] * out + offs_n[None, :], mask=mask_n[None, :], other=0)
+    return (packed >> ((offs_k % 8) * 4)[:, None]) & 0xF
 
 
 @triton.jit(do_not_specialize=["rows", "groups_per_split"])
 def _int4_matmul_kernel(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, y_ptr, rows, out, num_groups, groups_per_split,
                         GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC: tl.constexpr,
                         UNPACK_WORDS: tl.constexpr):
-    """One [BLOCK_M, BLOCK_N] tile of y over groups [split * groups_per_split, next split)."""
+    """One [BLOCK_M, BLOCK_N] tile of y over groups [split * groups_per_split, next split).
+
+    Scale and zero point are constant within a group, so x @ W over a group is
+    (x @ q - sum(x) * zero) * scale: the inner product runs on the 4-bit codes themselves
+    (exact in any float type) and the group's parameters touch only the [BLOCK_M, BLOCK_N]
+    partial sums, not every weight: at batch 1 unpacking is then the kernel's only
+    per-weight arithmetic."""
     offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m, mask_n = offs_m < rows, offs_n < out
@@ -143,8 +147,12 @@ def _int4_matmul_kernel(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, y_ptr, rows, 
     for g in range(first, last):
         k = g * GROUP + tl.arange(0, GROUP)
         a = tl.load(x_ptr + offs_m[:, None] * in_features + k[None, :], mask=mask_m[:, None], other=0.0)
-        w = _dequantized_tile(qweight_ptr, scales_ptr, zeros_ptr, g, offs_n, mask_n, out, GROUP, BLOCK_N, UNPACK_WORDS)
-        acc += tl.dot(a, w.to(a.dtype))
+        q = _codes(qweight_ptr, g, offs_n, mask_n, out, GROUP, BLOCK_N, UNPACK_WORDS)
+        scale = tl.load(scales_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        zero = tl.load(zeros_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+        x_sum = tl.sum(a.to(tl.float32), axis=1)
+        codes = q.to(tl.float32).to(a.dtype)  # (int to bfloat16 in two steps: the interpreter has no direct cast)
+        acc += (tl.dot(a, codes) - x_sum[:, None] * zero[None, :]) * scale[None, :]
     y_ptrs = y_ptr + offs_m[:, None] * out + offs_n[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
     if ATOMIC:
@@ -155,10 +163,14 @@ def _int4_matmul_kernel(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, y_ptr, rows, 
 
 @triton.jit
 def _dequantize_kernel(qweight_ptr, scales_ptr, zeros_ptr, w_ptr, out, GROUP: tl.constexpr, BLOCK_N: tl.constexpr):
-    """One group of rows and BLOCK_N columns of the dequantized weight."""
+    """One group of rows and BLOCK_N columns of the dequantized weight, (q - zero) * scale
+    rounded once to w's dtype."""
     g = tl.program_id(0)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_n = offs_n < out
-    w = _dequantized_tile(qweight_ptr, scales_ptr, zeros_ptr, g, offs_n, mask_n, out, GROUP, BLOCK_N, False)
+    q = _codes(qweight_ptr, g, offs_n, mask_n, out, GROUP, BLOCK_N, False)
+    scale = tl.load(scales_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    zero = tl.load(zeros_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+    w = (q.to(tl.float32) - zero[None, :]) * scale[None, :]
     offs_k = g * GROUP + tl.arange(0, GROUP)
     tl.store(w_ptr + offs_k[:, None] * out + offs_n[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[None, :])
