@@ -40,9 +40,10 @@ class Int4GroupLinear(QuantizedLinear):
         self.in_features, self.out_features = in_features, out
         if output_sizes is not None:
             self.output_sizes = tuple(output_sizes)
-        self.register_buffer("qweight", qweight)
-        self.register_buffer("scales", scales)
-        self.register_buffer("zeros", zeros)
+        # the kernels index all three as dense row-major arrays
+        self.register_buffer("qweight", qweight.contiguous())
+        self.register_buffer("scales", scales.contiguous())
+        self.register_buffer("zeros", zeros.contiguous())
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None,
