@@ -1,8 +1,8 @@
 """Weight-only quantization, as a transform of a loaded model (the model code stays plain).
 
 `quantize(model, method)` replaces every projection (`nn.Linear`: qkv, o, gate|up, down,
-and the LM head, tied or not; with int4 the head gets int8) with a module that keeps its
-weight in fewer bits:
+and the LM head, tied or not; with int4 the head gets int8 on the CPU and stays as it is
+on a GPU) with a module that keeps its weight in fewer bits:
 
 - `int8`: one scale per output channel (symmetric, -127..127), `aten._weight_int8pack_mm`;
 - `int4` on the CPU: groups of 32 input features (the block of GGUF's Q4_1), each with a
