@@ -11,7 +11,7 @@ export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 PYTHONUNB
 export OUT=${OUT:-bench-results}; mkdir -p "$OUT"
 ARCH=${ARCH:-llama3-8b} WORKLOAD=${WORKLOAD:-batch1}
 nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv,noheader
-timeout 110 python3 -m pytest -q -s -m gpu tests/gpu/test_int4_gpu.py -p no:cacheprovider 2>&1 \
+timeout 130 python3 -m pytest -q -s -m gpu tests/gpu/test_int4_gpu.py -p no:cacheprovider 2>&1 \
   | grep -E "passed|failed|skipped|error|Error|assert|int4 kernel|int4 tiling" | tail -n 40
 run() {  # name, timeout, extra flags
   local name=$1 limit=$2; shift 2
@@ -19,8 +19,8 @@ run() {  # name, timeout, extra flags
   timeout "$limit" python3 -m kvserve.cli.main bench offline --arch "$ARCH" --workload "$WORKLOAD" \
     --max-model-len 4096 --max-num-seqs 8 --no-progress --output-json "$OUT/int4-$name.json" "$@" 2>&1 | grep -v "it/s]" | tail -n 4
 }
-run bf16 90
-run int4 90 --quantization int4
+run bf16 80
+run int4 80 --quantization int4
 python3 - "$OUT" "$ARCH" "$WORKLOAD" <<'PY'
 import json, pathlib, sys
 print(f"== {sys.argv[2]} {sys.argv[3]} (issue 18 target: int4 >= 600 tok/s)")

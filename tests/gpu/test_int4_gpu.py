@@ -22,6 +22,7 @@ from torch import nn
 from kvserve import LLM, SamplingParams
 from kvserve.models.quantization_int4 import Int4GroupLinear
 from kvserve.ops.int4_matmul import FUSED_MAX_ROWS, Int4Tiles, dequantize_int4, int4_matmul_triton, tile_config
+from tests.models.test_quantization_formats import PROMPTS, checkpoints  # noqa: F401  (a fixture)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -52,15 +53,30 @@ def test_kernel_matches_the_dequantized_weight(in_features, out):
         assert ((y.float() - ref).norm() / ref.norm()).item() < 5e-3, rows
 
 
+SMALL = dict(gpu_memory_utilization=0.2, max_model_len=512, max_num_seqs=8)  # few graphs to capture
+
+
+@pytest.mark.parametrize("variant", ["gptq-asym", "awq"])
+def test_checkpoints_on_the_kernel_are_their_dequantized_twin(checkpoints, variant):
+    # float32 (the tiny checkpoints' dtype): the kernel's dot in IEEE float32, cuBLAS's without TF32
+    packed, ref = checkpoints[variant]
+    greedy = SamplingParams(temperature=0, max_tokens=12)
+    with LLM(model=str(packed), dtype="float32", **SMALL) as quant:
+        got = [o.outputs[0].token_ids for o in quant.generate(PROMPTS, greedy)]
+    with LLM(model=str(ref), dtype="float32", **SMALL) as plain:
+        want = [o.outputs[0].token_ids for o in plain.generate(PROMPTS, greedy)]
+    assert got == want
+
+
 def test_int4_model_is_the_model_with_its_dequantized_weights(tiny_llama):
-    prompts = ["The capital of France is", "Hello world! How are you", "def add(a, b):"]
+    prompts = PROMPTS
     greedy = SamplingParams(temperature=0, max_tokens=16)
-    with LLM(model=str(tiny_llama), dtype="bfloat16", quantization="int4", gpu_memory_utilization=0.3) as quant:
+    with LLM(model=str(tiny_llama), dtype="bfloat16", quantization="int4", **SMALL) as quant:
         model = quant.engine.core.runner.model
         assert sum(isinstance(m, Int4GroupLinear) for m in model.modules()) == 2 * 4
         assert isinstance(model.lm_head, nn.Linear)  # kept in bfloat16 on a GPU
         got = [o.outputs[0].token_ids for o in quant.generate(prompts, greedy)]  # decode through CUDA graphs
-    with LLM(model=str(tiny_llama), dtype="bfloat16", gpu_memory_utilization=0.3, enforce_eager=True) as plain:
+    with LLM(model=str(tiny_llama), dtype="bfloat16", enforce_eager=True, **SMALL) as plain:
         with torch.no_grad():
             for name, module in plain.engine.core.runner.model.named_modules():
                 if isinstance(module, nn.Linear) and name != "lm_head":

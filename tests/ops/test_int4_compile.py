@@ -22,13 +22,15 @@ def compile(fn, signature, constexprs):
     source = ASTSource(fn=fn, signature={**signature, **{k: "constexpr" for k in constexprs}}, constexprs=constexprs)
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 3})
 
-for block_m, atomic, unpack in ((16, True, True), (64, False, True), (16, True, False)):
-    ptrs = {"x_ptr": "*bf16", "qweight_ptr": "*i32", "scales_ptr": "*bf16", "zeros_ptr": "*bf16",
-            "y_ptr": "*fp32" if atomic else "*bf16", "rows": "i32", "out": "i32", "num_groups": "i32",
+for block_m, atomic, unpack, dtype in ((16, True, True, "bf16"), (64, False, True, "bf16"),
+                                      (16, True, False, "bf16"), (16, False, True, "fp32")):
+    ptrs = {"x_ptr": f"*{dtype}", "qweight_ptr": "*i32", "scales_ptr": f"*{dtype}", "zeros_ptr": f"*{dtype}",
+            "y_ptr": "*fp32" if atomic else f"*{dtype}", "rows": "i32", "out": "i32", "num_groups": "i32",
             "groups_per_split": "i32"}
     kernel = compile(m._int4_matmul_kernel, ptrs, {"GROUP": 128, "BLOCK_M": block_m, "BLOCK_N": 64,
-                                                    "ATOMIC": atomic, "UNPACK_WORDS": unpack})
-    assert "mma" in kernel.asm["ptx"]  # tl.dot on tensor cores
+                                                    "ATOMIC": atomic, "UNPACK_WORDS": unpack,
+                                                    "IEEE": dtype == "fp32"})
+    assert ("mma" in kernel.asm["ptx"]) == (dtype == "bf16")  # tensor cores, but not for IEEE float32
 compile(m._dequantize_kernel, {"qweight_ptr": "*i32", "scales_ptr": "*bf16", "zeros_ptr": "*bf16", "w_ptr": "*bf16",
                                "out": "i32"}, {"GROUP": 128, "BLOCK_N": m.DEQUANT_BLOCK_N})
 print("ok")

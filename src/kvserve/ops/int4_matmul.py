@@ -96,7 +96,8 @@ def int4_matmul_triton(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     grid = (_cdiv(out, tiles.block_n), splits, _cdiv(rows, tiles.block_m))
     _int4_matmul_kernel[grid](x, qweight, scales, zeros, y, rows, out, num_groups, tiles.groups_per_split,
                               GROUP=group, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, ATOMIC=splits > 1,
-                              UNPACK_WORDS=tiles.unpack_words, num_warps=4, num_stages=3)
+                              UNPACK_WORDS=tiles.unpack_words, IEEE=x.dtype == torch.float32, num_warps=4,
+                              num_stages=3)
     return y.to(x.dtype)
 
 
@@ -134,7 +135,7 @@ def _codes(qweight_ptr, g, offs_n, mask_n, out, GROUP: tl.constexpr, BLOCK_N: tl
 @triton.jit(do_not_specialize=["rows", "groups_per_split"])
 def _int4_matmul_kernel(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, y_ptr, rows, out, num_groups, groups_per_split,
                         GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ATOMIC: tl.constexpr,
-                        UNPACK_WORDS: tl.constexpr):
+                        UNPACK_WORDS: tl.constexpr, IEEE: tl.constexpr):
     """One [BLOCK_M, BLOCK_N] tile of y over groups [split * groups_per_split, next split).
 
     Scale and zero point are constant within a group, so x @ W over a group is
@@ -157,7 +158,11 @@ def _int4_matmul_kernel(x_ptr, qweight_ptr, scales_ptr, zeros_ptr, y_ptr, rows, 
         zero = tl.load(zeros_ptr + g * out + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         x_sum = tl.sum(a.to(tl.float32), axis=1)
         codes = q.to(tl.float32).to(a.dtype)  # (int to bfloat16 in two steps: the interpreter has no direct cast)
-        acc += (tl.dot(a, codes) - x_sum[:, None] * zero[None, :]) * scale[None, :]
+        if IEEE:  # float32 activations: no TF32 rounding, like torch's default float32 matmul
+            part = tl.dot(a, codes, input_precision="ieee")
+        else:
+            part = tl.dot(a, codes)
+        acc += (part - x_sum[:, None] * zero[None, :]) * scale[None, :]
     y_ptrs = y_ptr + offs_m[:, None] * out + offs_n[None, :]
     mask = mask_m[:, None] & mask_n[None, :]
     if ATOMIC:
