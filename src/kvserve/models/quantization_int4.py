@@ -23,7 +23,7 @@ class Int4GroupLinear(QuantizedLinear):
     """y = x @ W + bias with W[k, o] = (q[k, o] - zeros[k // group, o]) * scales[k // group, o].
 
     qweight int32 [in / 8, out] (nibble j of word [i, o] is q[8i + j, o]); scales and zeros
-    [in / group, out] in the activations' dtype (zeros hold integers 0..15). `output_sizes`
+    [in / group, out] in the activations' dtype (zeros hold small integers, 0..16). `output_sizes`
     is kept from a merged projection (qkv, gate|up): its blocks are column blocks here.
     """
 

@@ -4,7 +4,8 @@ The packed layout (one for every source: GPTQ, AWQ, round-to-nearest at load):
 - qweight int32 [in / 8, out]: nibble j (bits 4j..4j+3, low nibble first) of word [i, o]
   is q[8i + j, o], a value in 0..15 (GPTQ's own qweight layout);
 - scales [in / group, out] and zeros [in / group, out], in the activations' dtype: the
-  zero point is an integer 0..15 kept unpacked, so out may be any size;
+  zero point is a small integer (0..16: GPTQ stores it minus one) kept unpacked, so out
+  may be any size;
 - W[k, o] = (q[k, o] - zeros[k // group, o]) * scales[k // group, o].
 
 Up to FUSED_MAX_ROWS rows the kernel unpacks each [group, BLOCK_N] tile of codes in
@@ -12,8 +13,8 @@ registers and multiplies them in place, applying the group's zero point and scal
 partial sums (decode is bound by reading the weights: 4 bits instead of 16).
 The rows are bucketed into BLOCK_M 16 or 64 and the row count is not a specialisation key,
 so one compile serves every batch size of a bucket. At small row counts there are too few
-column tiles to fill the GPU, so the input is also split (SPLIT_K programs per tile, adding
-into a float32 output). Above FUSED_MAX_ROWS (prefill) the weight is dequantized once per
+column tiles to fill the GPU, so the input is also split (several programs per tile,
+adding into a float32 output). Above FUSED_MAX_ROWS (prefill) the weight is dequantized once per
 call (one Triton pass, 2.5 bytes a weight) and the matmul is cuBLAS's: there the GEMM is
 compute-bound and the extra pass over the weight is small next to it.
 """
@@ -33,7 +34,7 @@ GROUP_SIZES = (32, 64, 128)  # the kernel reads one group per step: a power of t
 
 def dequantize_int4(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
     """The weight [in, out] in scales' dtype (q - zero is exact in any float dtype, so the
-    one rounding is the product's, as in the kernel)."""
+    one rounding is the product's, as in dequantize_int4_triton)."""
     groups, out = scales.shape
     shifts = torch.arange(0, 32, 4, dtype=torch.int32, device=qweight.device)
     q = (qweight[:, None, :] >> shifts[None, :, None]) & 0xF  # [in / 8, 8, out]
