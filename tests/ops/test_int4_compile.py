@@ -34,6 +34,7 @@ for block_m, atomic, unpack, dtype in ((16, True, True, "bf16"), (64, False, Tru
     assert ("mma" in kernel.asm["ptx"]) == (dtype == "bf16")  # tensor cores, but not for IEEE float32
 compile(m._dequantize_kernel, {"qweight_ptr": "*i32", "scales_ptr": "*bf16", "zeros_ptr": "*bf16", "w_ptr": "*bf16",
                                "out": "i32"}, {"GROUP": 128, "BLOCK_N": m.DEQUANT_BLOCK_N})
+compile(m._take_sums_kernel, {"sums_ptr": "*fp32", "y_ptr": "*bf16", "n": "i32"}, {"BLOCK": m.TAKE_BLOCK})
 print("ok")
 """
 

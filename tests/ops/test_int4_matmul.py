@@ -59,6 +59,19 @@ def test_every_tiling_the_gpu_tuning_tries_gives_the_same_product(tiles):
     assert ((y.double() - ref).norm() / ref.norm()) < 1e-5
 
 
+def test_split_calls_leave_their_workspace_zeroed():
+    # the same call twice, and a call of other rows between: what one leaves behind the next does not add
+    qweight, scales, zeros, weight = (t.to(DEVICE) for t in _random_int4(256, 96, 64))
+    x = torch.randn(9, 256, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    tiles = tile_config(9, 96, 256, 64, 4)
+    assert -(-4 // tiles.groups_per_split) > 1  # split: the workspace is used
+    first = int4_matmul_triton(x, qweight, scales, zeros)
+    int4_matmul_triton(x[:3] * 7, qweight, scales, zeros)
+    second = int4_matmul_triton(x, qweight, scales, zeros)
+    assert torch.equal(first, second)
+    assert ((first.double().cpu() - x.double().cpu() @ weight.double().cpu()).abs().max()) < 1e-4
+
+
 def test_bfloat16_activations_are_within_the_outputs_rounding():
     qweight, scales, zeros, weight = _random_int4(256, 80, 128, dtype=torch.bfloat16)
     x = torch.randn(3, 256, generator=torch.Generator().manual_seed(2)).bfloat16()

@@ -14,7 +14,8 @@ partial sums (decode is bound by reading the weights: 4 bits instead of 16).
 The rows are bucketed into BLOCK_M 16 or 64 and the row count is not a specialisation key,
 so one compile serves every batch size of a bucket. At small row counts there are too few
 column tiles to fill the GPU, so the input is also split (several programs per tile,
-adding into a float32 output). Above FUSED_MAX_ROWS (prefill) the weight is dequantized once per
+adding into a float32 workspace that one more pass turns into the output and zeroes again:
+two kernels a call, no memset). Above FUSED_MAX_ROWS (prefill) the weight is dequantized once per
 call (one Triton pass, 2.5 bytes a weight) and the matmul is cuBLAS's: there the GEMM is
 compute-bound and the extra pass over the weight is small next to it.
 """
@@ -92,14 +93,31 @@ def int4_matmul_triton(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Ten
     x = x.contiguous()
     tiles = tiles or tile_config(rows, out, in_features, group, _num_sms(x.device))
     splits = _cdiv(num_groups, tiles.groups_per_split)
-    # [rows, out]: float32 that the splits add into, else written once in x's dtype
-    y = torch.zeros(rows, out, dtype=torch.float32, device=x.device) if splits > 1 else x.new_empty(rows, out)
+    y = x.new_empty(rows, out)
+    # the splits add into a float32 workspace that is all zeros between calls
+    sums = _workspace(x.device, rows, out) if splits > 1 else y
     grid = (_cdiv(out, tiles.block_n), splits, _cdiv(rows, tiles.block_m))
-    _int4_matmul_kernel[grid](x, qweight, scales, zeros, y, rows, out, num_groups, tiles.groups_per_split,
+    _int4_matmul_kernel[grid](x, qweight, scales, zeros, sums, rows, out, num_groups, tiles.groups_per_split,
                               GROUP=group, BLOCK_M=tiles.block_m, BLOCK_N=tiles.block_n, ATOMIC=splits > 1,
                               UNPACK_WORDS=tiles.unpack_words, IEEE=x.dtype == torch.float32, num_warps=4,
                               num_stages=3)
-    return y.to(x.dtype)
+    if splits > 1:  # one pass: the sums to y in x's dtype, and the workspace back to zeros
+        _take_sums_kernel[(_cdiv(rows * out, TAKE_BLOCK),)](sums, y, rows * out, BLOCK=TAKE_BLOCK)
+    return y
+
+
+TAKE_BLOCK = 1024
+_WORKSPACES: dict[tuple[torch.device, int], torch.Tensor] = {}
+
+
+def _workspace(device: torch.device, rows: int, out: int) -> torch.Tensor:
+    """A float32 [rows, out] view of the zeroed workspace for `out` columns on `device` (one per
+    width: calls on a device run one after another, each leaving it zeroed). Made on the first
+    call, which is an eager warm-up before any CUDA graph capture."""
+    key = (device, out)
+    if key not in _WORKSPACES or _WORKSPACES[key].shape[0] < rows:  # more rows: tuning calls only
+        _WORKSPACES[key] = torch.zeros(max(rows, FUSED_MAX_ROWS), out, dtype=torch.float32, device=device)
+    return _WORKSPACES[key][:rows]
 
 
 def dequantize_int4_triton(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
@@ -185,3 +203,13 @@ def _dequantize_kernel(qweight_ptr, scales_ptr, zeros_ptr, w_ptr, out, GROUP: tl
     w = (q.to(tl.float32) - zero[None, :]) * scale[None, :]
     offs_k = g * GROUP + tl.arange(0, GROUP)
     tl.store(w_ptr + offs_k[:, None] * out + offs_n[None, :], w.to(w_ptr.dtype.element_ty), mask=mask_n[None, :])
+
+
+@triton.jit
+def _take_sums_kernel(sums_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    """y = sums in y's dtype, and sums = 0 for the next call."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    total = tl.load(sums_ptr + offs, mask=mask, other=0.0)
+    tl.store(y_ptr + offs, total.to(y_ptr.dtype.element_ty), mask=mask)
+    tl.store(sums_ptr + offs, tl.zeros_like(total), mask=mask)
