@@ -152,7 +152,7 @@ def _tiling_sweep() -> list[dict]:
         for rows in (1, 16):
             x = torch.randn(rows, in_features, device="cuda").bfloat16()
             for block_n in (64, 128):
-                for per_sm in (2, 4):
+                for per_sm in (0, 2, 4):  # 0: no split
                     for unpack in (False, True):
                         tiles = tile_config(rows, out, in_features, 128, sms, per_sm, block_n, unpack)
                         try:

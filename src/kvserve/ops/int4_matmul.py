@@ -73,7 +73,8 @@ class Int4Tiles:
 
 def tile_config(rows: int, out: int, in_features: int, group: int, num_sms: int,
                 programs_per_sm: int = 2, block_n: int = 64, unpack_words: bool = True) -> Int4Tiles:
-    """The tiles for a call: the input split until there are about `programs_per_sm` programs per SM."""
+    """The tiles for a call: the input split until there are about `programs_per_sm` programs per SM
+    (0: never split)."""
     block_m = 16 if rows <= 16 else 64
     tiles = _cdiv(out, block_n) * _cdiv(rows, block_m)
     num_groups = in_features // group
