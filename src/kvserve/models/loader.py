@@ -6,6 +6,8 @@ place of its parameter, so that peak memory is the weights plus one tensor. Chec
 tensors of projections that we merge (q/k/v, gate/up) fill blocks of rows of the merged
 parameter instead: STACKED_PARAMETERS says which, and `checkpoint_layout` turns it into
 the HF name -> slot map that the name check, the loading and `hf_state_dict` share.
+A GPTQ or AWQ checkpoint (`quantization_config` in config.json) has its projections
+swapped for int4 modules first, filled from the packed tensors by quantization_formats.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def load_model(
     files = safetensors_files(model_dir)
     with torch.device("meta"):
         model = arch(hf_config, attn_backend)
-    packed = _int4_checkpoint(model, hf_config, dtype, model_dir)
+    packed = int4_checkpoint(model, hf_config, dtype, model_dir)
     layout = checkpoint_layout(model)
     expected = {name: slot.shape for name, slot in layout.items()} | (packed.expected_shapes() if packed else {})
     _check_names_and_shapes(model, expected, files, packed.optional_shapes() if packed else {})
@@ -144,9 +146,9 @@ def load_model(
     return model.to(device).eval()
 
 
-def _int4_checkpoint(model: nn.Module, hf_config: Any, dtype: torch.dtype, model_dir: Path) -> Int4Checkpoint | None:
-    """For a GPTQ/AWQ checkpoint, its projections become int4 modules (still on meta) that
-    the returned loader fills; None for a float checkpoint."""
+def int4_checkpoint(model: nn.Module, hf_config: Any, dtype: torch.dtype, model_dir: Path) -> Int4Checkpoint | None:
+    """For a GPTQ/AWQ checkpoint, the (meta) model's projections become int4 modules that the
+    returned loader fills; None for a float checkpoint."""
     try:
         fmt = int4_format(hf_config)
     except ValueError as exc:
