@@ -122,7 +122,7 @@ def test_time_per_call_against_bf16_and_the_hbm_limit():
         bf16 = [torch.randn(in_features, out, device="cuda").bfloat16()
                 for _ in range(math.ceil(SPILL_BYTES / (2 * in_features * out)))]
         int4_bytes = sum(t.numel() * t.element_size() for t in int4_copies[0])
-        fused = Int4Tiles(block_m=64, block_n=64, groups_per_split=in_features // 128, unpack_words=False)
+        fused = Int4Tiles(block_m=64, block_n=64, groups_per_split=in_features // 128, unpack_words=True)
         for rows in ROWS + LARGE_ROWS:
             x = torch.randn(rows, in_features, device="cuda").bfloat16()
             records.append({
