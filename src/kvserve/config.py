@@ -42,7 +42,7 @@ class ModelConfig:
     served_model_name: str | None = None  # name the API answers to; default: model or arch as given
     load_format: str = "auto"  # auto = the checkpoint's safetensors; dummy = random weights of its shape
     arch: str | None = None  # instead of model: random weights of a named shape (qwen3-0.6b, ...) or config.json
-    quantization: str | None = None  # int8 / int4 weight-only (CPU, with bfloat16), fp8 weights and activations (GPU)
+    quantization: str | None = None  # int8 / int4 weight-only (CPU with bfloat16; int4 also GPU), fp8 weights and activations (GPU)
     generation_config: str = "auto"  # auto = requests without temperature etc. get the model's recommended values; none = temperature 1
 
     def __post_init__(self) -> None:

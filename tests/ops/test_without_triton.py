@@ -15,6 +15,8 @@ x = torch.randn(2, 8)
 out, _ = ops.rms_norm(x, torch.ones(8), 1e-6)
 assert ops.silu_and_mul(x).shape == (2, 4)
 assert get_backend("auto", "cuda").name == "torch"
+from kvserve.models.quantization_int4 import Int4GroupLinear
+assert Int4GroupLinear.from_float(torch.randn(4, 64), None)(x.repeat(1, 8)).shape == (2, 4)
 print("ok")
 """
 

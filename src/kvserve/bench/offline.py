@@ -325,7 +325,7 @@ def register(bench_subparsers) -> None:
                                                    "instructions, else float32; the checkpoint's on a GPU), "
                                                    "float32, bfloat16, float16")
     p.add_argument("--quantization", default=None, choices=["int8", "int4", "fp8"],
-                   help="int8 / int4 weights (CPU), fp8 weights and activations (GPU)")
+                   help="int8 / int4 weights (CPU; int4 also GPU), fp8 weights and activations (GPU)")
     p.add_argument("--kv-cache-dtype", default="auto", choices=["auto", "fp8", "fp8_e4m3"],
                    help="KV cache storage: auto = the model's dtype; fp8 = E4M3, twice the tokens (default: auto)")
     p.add_argument("--threads", type=int, default=None,

@@ -24,6 +24,7 @@ from kvserve.engine.speculator import Speculator
 from kvserve.models import ARCHITECTURES
 from kvserve.models.dummy import load_dummy_model
 from kvserve.models.loader import architecture_of, load_hf_config, load_model, model_info, resolve_dtype
+from kvserve.models.loader import int4_checkpoint
 from kvserve.models.quantization import DEVICES as QUANTIZATION_DEVICES
 from kvserve.models.quantization import quantize
 from kvserve.worker.draft_model import load_draft_model
@@ -98,6 +99,7 @@ class EngineCore:
         if device.type == "cuda":
             with torch.device("meta"):
                 shape_only = ARCHITECTURES[architecture_of(hf_config, self.model_dir)](hf_config, backend)
+            int4_checkpoint(shape_only, hf_config, dtype, self.model_dir)  # GPTQ/AWQ: their packed size
             check_gpu_memory(self.config, device, tensor_bytes(shape_only.to(dtype)))
 
     def shutdown(self) -> None:

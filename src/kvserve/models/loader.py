@@ -6,6 +6,8 @@ place of its parameter, so that peak memory is the weights plus one tensor. Chec
 tensors of projections that we merge (q/k/v, gate/up) fill blocks of rows of the merged
 parameter instead: STACKED_PARAMETERS says which, and `checkpoint_layout` turns it into
 the HF name -> slot map that the name check, the loading and `hf_state_dict` share.
+A GPTQ or AWQ checkpoint (`quantization_config` in config.json) has its projections
+swapped for int4 modules first, filled from the packed tensors by quantization_formats.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 from kvserve.attention.backend import AttentionBackend
 from kvserve.models import ARCHITECTURES
 from kvserve.models.llama import head_dim_of
+from kvserve.models.quantization_formats import Int4Checkpoint, int4_format
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INDEX_FILE = "model.safetensors.index.json"
@@ -126,16 +129,38 @@ def load_model(
     files = safetensors_files(model_dir)
     with torch.device("meta"):
         model = arch(hf_config, attn_backend)
+    packed = int4_checkpoint(model, hf_config, dtype, model_dir)
     layout = checkpoint_layout(model)
-    _check_names_and_shapes(model, layout, files)
-    with _progress(len(layout), f"loading weights ({dtype_name(dtype)})") as bar:
+    expected = {name: slot.shape for name, slot in layout.items()} | (packed.expected_shapes() if packed else {})
+    _check_names_and_shapes(model, expected, files, packed.optional_shapes() if packed else {})
+    with _progress(len(expected), f"loading weights ({dtype_name(dtype)})") as bar:
         for file in files:
             with safe_open(file, framework="pt", device=str(device)) as f:
                 for key in _wanted_keys(model, f.keys()):
-                    _fill_slot(model, layout[key], f.get_tensor(key).to(dtype))
+                    if key in layout:
+                        _fill_slot(model, layout[key], f.get_tensor(key).to(dtype))
+                    else:  # a packed int4 tensor, kept as stored until its projection is complete
+                        _add_packed(packed, key, f.get_tensor(key), model_dir)
                     bar.update(1)
     # Buffers (the rotary table) were built on the CPU and follow the weights here.
     return model.to(device).eval()
+
+
+def int4_checkpoint(model: nn.Module, hf_config: Any, dtype: torch.dtype, model_dir: Path) -> Int4Checkpoint | None:
+    """For a GPTQ/AWQ checkpoint, the (meta) model's projections become int4 modules that the
+    returned loader fills; None for a float checkpoint."""
+    try:
+        fmt = int4_format(hf_config)
+    except ValueError as exc:
+        raise ModelLoadError(f"{model_dir}/config.json: {exc}") from None
+    return Int4Checkpoint(model, fmt, dtype, STACKED_PARAMETERS) if fmt else None
+
+
+def _add_packed(packed: Int4Checkpoint, key: str, tensor: torch.Tensor, model_dir: Path) -> None:
+    try:
+        packed.add(key, tensor)
+    except ValueError as exc:
+        raise ModelLoadError(f"{model_dir}: {exc}") from None
 
 
 def _progress(total: int, desc: str):
@@ -248,14 +273,16 @@ def _wanted_keys(model: nn.Module, keys) -> list[str]:
     ]
 
 
-def _check_names_and_shapes(model: nn.Module, layout: dict[str, WeightSlot], files: list[Path]) -> None:
-    """Compare the checkpoint's names and shapes with the model's before reading any data."""
-    expected = {name: slot.shape for name, slot in layout.items()}
+def _check_names_and_shapes(model: nn.Module, expected: dict[str, tuple[int, ...]], files: list[Path],
+                            optional: dict[str, tuple[int, ...]]) -> None:
+    """Compare the checkpoint's names and shapes with the model's before reading any data
+    (names in `optional` may be absent)."""
     found: dict[str, tuple[int, ...]] = {}
     for file in files:
         with safe_open(file, framework="pt") as f:
             for key in _wanted_keys(model, f.keys()):
                 found[key] = tuple(f.get_slice(key).get_shape())
+    expected = expected | {name: shape for name, shape in optional.items() if name in found}
     unexpected = sorted(set(found) - set(expected))
     missing = sorted(set(expected) - set(found))
     if missing or unexpected:

@@ -1,12 +1,14 @@
 """Weight-only quantization, as a transform of a loaded model (the model code stays plain).
 
 `quantize(model, method)` replaces every projection (`nn.Linear`: qkv, o, gate|up, down,
-and the LM head, tied or not; with int4 the head gets int8) with a module that keeps its
-weight in fewer bits:
+and the LM head, tied or not; with int4 the head gets int8 on the CPU and stays as it is
+on a GPU) with a module that keeps its weight in fewer bits:
 
 - `int8`: one scale per output channel (symmetric, -127..127), `aten._weight_int8pack_mm`;
-- `int4`: groups of 32 input features (the block of GGUF's Q4_1), each with a scale and
-  a minimum (w = q * scale + min, q in 0..15), `aten._weight_int4pack_mm_for_cpu`;
+- `int4` on the CPU: groups of 32 input features (the block of GGUF's Q4_1), each with a
+  scale and a minimum (w = q * scale + min, q in 0..15), `aten._weight_int4pack_mm_for_cpu`;
+  on a GPU: groups of 128 with integer zero points, the layout GPTQ and AWQ checkpoints
+  load into, and a Triton kernel (kvserve.models.quantization_int4);
 - `fp8` (for Hopper GPUs): E4M3 weights with one scale per output channel, activations
   quantized per token on the fly, one `torch._scaled_mm` (row-wise scales, bfloat16 out).
   On the CPU the same arithmetic is emulated (the reference the GPU path is tested on).
@@ -23,24 +25,10 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from kvserve.models.quantization_base import QuantizedLinear
+from kvserve.models.quantization_int4 import Int4GroupLinear
+
 INT4_GROUP = 32
-
-
-class QuantizedLinear(nn.Module):
-    """What every quantized projection shares: the bias, and packing the leading axes of x
-    into rows for a 2-D kernel. Subclasses store the weight and implement `matmul`."""
-
-    def __init__(self, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
-
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:  # [rows, in] -> [rows, out], x's dtype
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.matmul(x.reshape(-1, x.shape[-1]))
-        y = y if self.bias is None else y + self.bias
-        return y.view(*x.shape[:-1], -1)
 
 
 class Int8Linear(QuantizedLinear):
@@ -115,30 +103,46 @@ class Fp8Linear(QuantizedLinear):
         return ((qx.float() * x_scale) @ (self.qweight.float() * self.weight_scale.t()).t()).to(x.dtype)
 
 
+def int4_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """int4 on the device's kernel: groups of 32 for aten's CPU kernel, groups of 128
+    (the GPTQ/AWQ layout, kvserve.models.quantization_int4) for the Triton kernel on a GPU."""
+    return Int4GroupLinear.from_float(weight, bias) if weight.is_cuda else Int4Linear(weight, bias)
+
+
 QUANTIZERS: dict[str, Callable[[torch.Tensor, torch.Tensor | None], nn.Module]] = {
     "int8": Int8Linear,
-    "int4": Int4Linear,
+    "int4": int4_linear,
     "fp8": Fp8Linear,
 }
-DEVICES = {"int8": ("cpu",), "int4": ("cpu",), "fp8": ("cuda", "cpu")}  # fp8 on the CPU: emulated, for tests
+DEVICES = {"int8": ("cpu",), "int4": ("cpu", "cuda"), "fp8": ("cuda", "cpu")}  # fp8 on the CPU: emulated, for tests
 
 
 # The LM head reads every hidden feature into every logit: at 4 bits it costs the embedded
 # model 9.5% perplexity, at 8 bits 0.6% (the body at 4 bits: 0.2%); llama.cpp likewise
 # keeps its output layer at higher precision.
 HEAD_METHOD = {"int4": "int8"}
+# On a GPU int4 keeps the head in the model dtype, as GPTQ and AWQ checkpoints do (aten's
+# int8 kernel is a CPU one).
+FLOAT_HEAD_ON_GPU = ("int4",)
 
 
 def quantize(model: nn.Module, method: str) -> nn.Module:
     """Replace the model's linear layers in place; a tied LM head gets a quantized copy of
     the embedding (the embedding lookup itself stays in the model dtype)."""
-    make, make_head = QUANTIZERS[method], QUANTIZERS[HEAD_METHOD.get(method, method)]
+    make, make_head = QUANTIZERS[method], _head_quantizer(method, model.model.embed_tokens.weight.device)
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear):
+        if isinstance(module, nn.Linear) and not (name == "lm_head" and make_head is None):
             parent, _, leaf = name.rpartition(".")
             build = make_head if name == "lm_head" else make
             setattr(model.get_submodule(parent), leaf, build(module.weight, module.bias))
-    if getattr(model, "tie_word_embeddings", False):
+    if getattr(model, "tie_word_embeddings", False) and make_head is not None:
         model.lm_head = make_head(model.model.embed_tokens.weight, None)
         model.tie_word_embeddings = False
     return model
+
+
+def _head_quantizer(method: str, device: torch.device) -> Callable[..., nn.Module] | None:
+    """The LM head's quantizer; None keeps the head as it is."""
+    if device.type == "cuda" and method in FLOAT_HEAD_ON_GPU:
+        return None
+    return QUANTIZERS[HEAD_METHOD.get(method, method)]
