@@ -12,8 +12,11 @@ its answer is cached too), and every tenth one a plain request with an Idempoten
 (its answer is kept). At most `--max-in-flight` requests are open; an arrival waits for a
 slot, so the achieved rate is printed. Every `--sample-s` it records the gateway's RSS
 (/proc) and the store's charged bytes (its /metrics), prints a line and, with `--json`,
-writes every sample and the summary: RSS after warm-up (`--warmup-s`), its min and max,
-and the spread (max - min) / min.
+writes every sample and the summary: the rate achieved (and whether it held 98% of
+`--rate`), RSS after warm-up (`--warmup-s`), its min and max, the spread (max - min) / min,
+the half-range about the midpoint in percent (the issue's "flat within ±5%"), the RSS's
+least-squares slope in MiB/min, and the gateway's CPU time per request after warm-up
+(user + system, /proc).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import subprocess
 import sys
@@ -41,6 +45,12 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used (/proc/PID/stat utime and stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def store_bytes(port: int) -> float:
@@ -127,19 +137,35 @@ class Load:
 async def sample(load: Load, gw_pid: int, args: argparse.Namespace, started: float, out: list[dict]) -> None:
     while True:
         await asyncio.sleep(args.sample_s)
-        row = {"t": round(time.perf_counter() - started, 1), "rss": rss_bytes(gw_pid),
+        row = {"t": round(time.perf_counter() - started, 1), "rss": rss_bytes(gw_pid), "cpu": cpu_seconds(gw_pid),
                "store": await asyncio.to_thread(store_bytes, load.port), "done": load.done}
         out.append(row)
         print(f"t={row['t']:7.1f}s rss {row['rss'] / MB:7.1f} MB  store {row['store'] / MB:7.1f} MB  "
               f"done {row['done']:8d}  errors {sum(load.errors.values())}", flush=True)
 
 
+def slope(points: list[tuple[float, float]]) -> float:
+    """The least-squares slope of (x, y) points (0 with fewer than two)."""
+    if len(points) < 2:
+        return 0.0
+    mx, my = sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
+
+
 def summary(samples: list[dict], baseline: int, load: Load, args: argparse.Namespace, seconds: float) -> dict:
-    after = [s["rss"] for s in samples if s["t"] >= args.warmup_s] or [samples[-1]["rss"]]
-    return {"rate": args.rate, "achieved_rate": round(load.done / seconds, 1), "requests": load.done,
-            "errors": load.errors, "budget_bytes": int(args.budget_mb * MB), "baseline_rss": baseline,
-            "rss_min_after_warmup": min(after), "rss_max_after_warmup": max(after),
-            "spread_after_warmup": round((max(after) - min(after)) / min(after), 4),
+    settled = [s for s in samples if s["t"] >= args.warmup_s] or samples[-1:]
+    low, high = min(s["rss"] for s in settled), max(s["rss"] for s in settled)
+    served = settled[-1]["done"] - settled[0]["done"]
+    cpu = (settled[-1]["cpu"] - settled[0]["cpu"]) / served * 1e6 if served else None
+    achieved = load.done / seconds
+    return {"rate": args.rate, "achieved_rate": round(achieved, 1), "rate_held": achieved >= 0.98 * args.rate,
+            "requests": load.done, "errors": load.errors, "budget_bytes": int(args.budget_mb * MB),
+            "baseline_rss": baseline, "rss_min_after_warmup": low, "rss_max_after_warmup": high,
+            "spread_after_warmup": round((high - low) / low, 4),
+            "within_pct_of_midpoint": round(100 * (high - low) / (high + low), 2),  # the issue's "flat within ±5%"
+            "rss_slope_mib_per_min": round(slope([(s["t"] / 60, s["rss"] / MB) for s in settled]), 3),
+            "cpu_us_per_request_after_warmup": None if cpu is None else round(cpu, 1),
             "store_max": max(s["store"] for s in samples), "samples": samples}
 
 
@@ -151,8 +177,8 @@ async def soak(args: argparse.Namespace, gw_port: int, gw_pid: int) -> dict:
     await load.run(args.seconds)
     seconds = time.perf_counter() - started
     sampler.cancel()
-    samples.append({"t": round(seconds, 1), "rss": rss_bytes(gw_pid), "store": store_bytes(gw_port),
-                    "done": load.done})
+    samples.append({"t": round(seconds, 1), "rss": rss_bytes(gw_pid), "cpu": cpu_seconds(gw_pid),
+                    "store": store_bytes(gw_port), "done": load.done})
     return summary(samples, baseline, load, args, seconds)
 
 
