@@ -1,6 +1,6 @@
 """Gateway memory soak: does the gateway's RSS level off under a steady load, whatever the rate?
 
-    python scripts/gateway_soak.py --seconds 1800 --rate 500 --budget-mb 256
+    python scripts/gateway_soak.py --pin    # the issue's row: 30 min at 500 req/s, 256 MiB, 300 s warm-up
 
 It starts a fake upstream (`python -m kvserve.bench.fake_upstream`) and a gateway
 (`kvserve gateway`) with the in-memory store, resumable streams, the exact cache and
@@ -169,6 +169,14 @@ def summary(samples: list[dict], baseline: int, load: Load, args: argparse.Names
             "store_max": max(s["store"] for s in samples), "samples": samples}
 
 
+def verdict(r: dict) -> str:
+    """The issue's figures in one line: the rate held, and RSS after warm-up."""
+    return (f"rate {'held' if r['rate_held'] else 'NOT held'}: {r['achieved_rate']} of {r['rate']:g} req/s; "
+            f"RSS after warm-up {r['rss_min_after_warmup'] / MB:.1f}-{r['rss_max_after_warmup'] / MB:.1f} MiB, "
+            f"within ±{r['within_pct_of_midpoint']}% of its midpoint (spread {100 * r['spread_after_warmup']:.1f}%), "
+            f"slope {r['rss_slope_mib_per_min']} MiB/min; gateway CPU {r['cpu_us_per_request_after_warmup']} us/request")
+
+
 async def soak(args: argparse.Namespace, gw_port: int, gw_pid: int) -> dict:
     baseline = rss_bytes(gw_pid)
     load, samples = Load(gw_port, args), []
@@ -190,8 +198,9 @@ def main() -> None:
     p.add_argument("--tokens-per-second", type=float, default=0.0, help="the fake upstream's pace (0: at once)")
     p.add_argument("--budget-mb", type=float, default=256.0, help="the gateway's memory.max_bytes, in MiB")
     p.add_argument("--max-in-flight", type=int, default=64, help="open requests at most")
-    p.add_argument("--sample-s", type=float, default=10.0, help="seconds between RSS samples")
-    p.add_argument("--warmup-s", type=float, default=120.0, help="samples before this are left out of the spread")
+    p.add_argument("--sample-s", type=float, default=30.0, help="seconds between RSS samples")
+    p.add_argument("--warmup-s", type=float, default=300.0,
+                   help="samples before this are left out of the summary (the store fills, then turns over once)")
     p.add_argument("--pin", action="store_true", help="the gateway alone on core 0 (taskset)")
     p.add_argument("--json", type=Path, help="write the samples and the summary here")
     args = p.parse_args()
@@ -204,6 +213,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(10)
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
+    print(verdict(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
 
