@@ -1,6 +1,6 @@
 """Gateway memory soak: does the gateway's RSS level off under a steady load, whatever the rate?
 
-    python scripts/gateway_soak.py --seconds 1800 --rate 500 --budget-mb 256
+    python scripts/gateway_soak.py --pin    # the issue's row: 30 min at 500 req/s, 256 MiB, 300 s warm-up
 
 It starts a fake upstream (`python -m kvserve.bench.fake_upstream`) and a gateway
 (`kvserve gateway`) with the in-memory store, resumable streams, the exact cache and
@@ -12,8 +12,11 @@ its answer is cached too), and every tenth one a plain request with an Idempoten
 (its answer is kept). At most `--max-in-flight` requests are open; an arrival waits for a
 slot, so the achieved rate is printed. Every `--sample-s` it records the gateway's RSS
 (/proc) and the store's charged bytes (its /metrics), prints a line and, with `--json`,
-writes every sample and the summary: RSS after warm-up (`--warmup-s`), its min and max,
-and the spread (max - min) / min.
+writes every sample and the summary: the rate achieved (and whether it held 98% of
+`--rate`), RSS after warm-up (`--warmup-s`), its min and max, the spread (max - min) / min,
+the half-range about the midpoint in percent (the issue's "flat within ±5%"), the RSS's
+least-squares slope in MiB/min, and the gateway's CPU time per request after warm-up
+(user + system, /proc).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import random
 import subprocess
 import sys
@@ -41,6 +45,12 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used (/proc/PID/stat utime and stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def store_bytes(port: int) -> float:
@@ -127,20 +137,44 @@ class Load:
 async def sample(load: Load, gw_pid: int, args: argparse.Namespace, started: float, out: list[dict]) -> None:
     while True:
         await asyncio.sleep(args.sample_s)
-        row = {"t": round(time.perf_counter() - started, 1), "rss": rss_bytes(gw_pid),
+        row = {"t": round(time.perf_counter() - started, 1), "rss": rss_bytes(gw_pid), "cpu": cpu_seconds(gw_pid),
                "store": await asyncio.to_thread(store_bytes, load.port), "done": load.done}
         out.append(row)
         print(f"t={row['t']:7.1f}s rss {row['rss'] / MB:7.1f} MB  store {row['store'] / MB:7.1f} MB  "
               f"done {row['done']:8d}  errors {sum(load.errors.values())}", flush=True)
 
 
+def slope(points: list[tuple[float, float]]) -> float:
+    """The least-squares slope of (x, y) points (0 with fewer than two)."""
+    if len(points) < 2:
+        return 0.0
+    mx, my = sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
+    var = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / var if var else 0.0
+
+
 def summary(samples: list[dict], baseline: int, load: Load, args: argparse.Namespace, seconds: float) -> dict:
-    after = [s["rss"] for s in samples if s["t"] >= args.warmup_s] or [samples[-1]["rss"]]
-    return {"rate": args.rate, "achieved_rate": round(load.done / seconds, 1), "requests": load.done,
-            "errors": load.errors, "budget_bytes": int(args.budget_mb * MB), "baseline_rss": baseline,
-            "rss_min_after_warmup": min(after), "rss_max_after_warmup": max(after),
-            "spread_after_warmup": round((max(after) - min(after)) / min(after), 4),
+    settled = [s for s in samples if s["t"] >= args.warmup_s] or samples[-1:]
+    low, high = min(s["rss"] for s in settled), max(s["rss"] for s in settled)
+    served = settled[-1]["done"] - settled[0]["done"]
+    cpu = (settled[-1]["cpu"] - settled[0]["cpu"]) / served * 1e6 if served else None
+    achieved = load.done / seconds
+    return {"rate": args.rate, "achieved_rate": round(achieved, 1), "rate_held": achieved >= 0.98 * args.rate,
+            "requests": load.done, "errors": load.errors, "budget_bytes": int(args.budget_mb * MB),
+            "baseline_rss": baseline, "rss_min_after_warmup": low, "rss_max_after_warmup": high,
+            "spread_after_warmup": round((high - low) / low, 4),
+            "within_pct_of_midpoint": round(100 * (high - low) / (high + low), 2),  # the issue's "flat within ±5%"
+            "rss_slope_mib_per_min": round(slope([(s["t"] / 60, s["rss"] / MB) for s in settled]), 3),
+            "cpu_us_per_request_after_warmup": None if cpu is None else round(cpu, 1),
             "store_max": max(s["store"] for s in samples), "samples": samples}
+
+
+def verdict(r: dict) -> str:
+    """The issue's figures in one line: the rate held, and RSS after warm-up."""
+    return (f"rate {'held' if r['rate_held'] else 'NOT held'}: {r['achieved_rate']} of {r['rate']:g} req/s; "
+            f"RSS after warm-up {r['rss_min_after_warmup'] / MB:.1f}-{r['rss_max_after_warmup'] / MB:.1f} MiB, "
+            f"within ±{r['within_pct_of_midpoint']}% of its midpoint (spread {100 * r['spread_after_warmup']:.1f}%), "
+            f"slope {r['rss_slope_mib_per_min']} MiB/min; gateway CPU {r['cpu_us_per_request_after_warmup']} us/request")
 
 
 async def soak(args: argparse.Namespace, gw_port: int, gw_pid: int) -> dict:
@@ -151,8 +185,8 @@ async def soak(args: argparse.Namespace, gw_port: int, gw_pid: int) -> dict:
     await load.run(args.seconds)
     seconds = time.perf_counter() - started
     sampler.cancel()
-    samples.append({"t": round(seconds, 1), "rss": rss_bytes(gw_pid), "store": store_bytes(gw_port),
-                    "done": load.done})
+    samples.append({"t": round(seconds, 1), "rss": rss_bytes(gw_pid), "cpu": cpu_seconds(gw_pid),
+                    "store": store_bytes(gw_port), "done": load.done})
     return summary(samples, baseline, load, args, seconds)
 
 
@@ -164,8 +198,9 @@ def main() -> None:
     p.add_argument("--tokens-per-second", type=float, default=0.0, help="the fake upstream's pace (0: at once)")
     p.add_argument("--budget-mb", type=float, default=256.0, help="the gateway's memory.max_bytes, in MiB")
     p.add_argument("--max-in-flight", type=int, default=64, help="open requests at most")
-    p.add_argument("--sample-s", type=float, default=10.0, help="seconds between RSS samples")
-    p.add_argument("--warmup-s", type=float, default=120.0, help="samples before this are left out of the spread")
+    p.add_argument("--sample-s", type=float, default=30.0, help="seconds between RSS samples")
+    p.add_argument("--warmup-s", type=float, default=300.0,
+                   help="samples before this are left out of the summary (the store fills, then turns over once)")
     p.add_argument("--pin", action="store_true", help="the gateway alone on core 0 (taskset)")
     p.add_argument("--json", type=Path, help="write the samples and the summary here")
     args = p.parse_args()
@@ -178,6 +213,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(10)
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=1))
+    print(verdict(result))
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=1))
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import tracemalloc
 
 import pytest
 
-from kvserve.gateway.store.memory_store import EVENT_OVERHEAD, STREAM_OVERHEAD, MemoryStore, value_size
+from kvserve.gateway.store.event_log import COMPACT_EVENT_OVERHEAD, EVENT_OVERHEAD
+from kvserve.gateway.store.memory_store import STREAM_OVERHEAD, MemoryStore, value_size
 from kvserve.gateway.store.streams import StreamRecorder
 
 KB = 1024
@@ -28,8 +31,10 @@ def store(max_bytes: int, clock: Clock | None = None, max_entries: int = 1_000_0
     return MemoryStore(max_entries, clock or Clock(), max_bytes=max_bytes)
 
 
-def stream_bytes(key: str, events: list[bytes]) -> int:
-    return len(key) + STREAM_OVERHEAD + sum(len(e) + EVENT_OVERHEAD for e in events)
+def stream_bytes(key: str, events: list[bytes], finished: bool = False) -> int:
+    """What a stream is charged: a finished one's events are compacted (an offset each, no object)."""
+    per_event = COMPACT_EVENT_OVERHEAD if finished else EVENT_OVERHEAD
+    return len(key) + STREAM_OVERHEAD + sum(len(e) + per_event for e in events)
 
 
 def test_values_past_the_budget_go_least_recently_used_first():
@@ -85,7 +90,7 @@ def test_a_finished_stream_is_kept_only_its_short_ttl_and_the_charges_return_to_
         await s.append("stream:t:done", [b"data: [DONE]"], True, 5)
         await s.append("stream:t:live", [b"data: 1"], False, 300)
         await s.set("cache:k", b"v", 60)
-        assert s.usage.bytes["stream"] == stream_bytes("stream:t:done", [b"data: 1", b"data: [DONE]"]) + \
+        assert s.usage.bytes["stream"] == stream_bytes("stream:t:done", [b"data: 1", b"data: [DONE]"], True) + \
             stream_bytes("stream:t:live", [b"data: 1"])
         clock.now += 6
         assert await s.read("stream:t:done", 0) is None and await s.read("stream:t:live", 0) is not None
@@ -140,3 +145,27 @@ def test_many_writes_keep_the_charged_total_equal_to_what_is_held(count):
     assert s.usage.total == held <= 64 * KB
     assert s.usage.evictions["stream", "budget"] > 0 and s.usage.evictions["cache", "budget"] > 0
     assert s.usage.evictions["stream", "budget"] > 0 and s.usage.evictions["cache", "budget"] > 0
+
+
+@pytest.mark.parametrize("kind,events", [("finished", 8), ("finished", 120), ("running", 8), ("running", 120),
+                                         ("values", 0)])
+def test_the_charged_bytes_are_within_a_tenth_of_what_python_allocates_for_them(kind, events):
+    """The budget is a memory bound only if the charges follow the objects really held."""
+    s = store(1 << 40)
+
+    async def fill() -> None:
+        for i in range(500):
+            if kind == "values":
+                await s.set(f"cache:{i:064x}", b'{"content":"%d%s"}' % (i, b"w" * 200), 300)
+                continue
+            batch = [b'id: %d\ndata: {"choices":[{"delta":{"content":"w%d"}}]}\n\n' % (j, i) for j in range(events)]
+            await s.append(f"stream:anonymous:{i:032x}", batch[:events // 2], False, 300)
+            await s.append(f"stream:anonymous:{i:032x}", batch[events // 2:], kind == "finished", 300)
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    run(fill())
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert 0.9 * held <= s.usage.total <= 1.1 * held
