@@ -8,9 +8,9 @@ the runner applies the step's results, schedules and launches the next forward. 
 `token_mask` takes the job's rows as they are for the rows it followed, and builds the
 rest (new requests, a request back from preemption) on the spot, after the ids they need
 are on the host. A verification step is masked and followed the same way: a constrained
-request takes no drafts (engine.speculator), so its one row there is a plain next token. On the CPU the job runs at once, on the
-runner's thread: there the forward's threads use every core, and a thread beside them
-only slows them down.
+request takes no drafts (engine.speculator), so its one row there is a plain next token.
+On the CPU the job runs at once, on the runner's thread: there the forward's threads use
+every core, and a thread beside them only slows them down.
 """
 
 from __future__ import annotations
