@@ -152,8 +152,9 @@ class BatchRunner:
                 self.running -= 1
 
     async def _room(self) -> None:
-        """Wait while clients' requests are being answered and busy_concurrency lines already run."""
-        while self.traffic.in_flight and self.running >= self.settings.busy_concurrency:
+        """Wait while clients' requests are being answered (or were a moment ago: traffic.HOLD_S)
+        and busy_concurrency lines already run."""
+        while self.traffic.busy() and self.running >= self.settings.busy_concurrency:
             await asyncio.sleep(ROOM_POLL_S)
 
     async def _answer(self, batch: BatchRecord, line: Line) -> bool:
