@@ -64,15 +64,13 @@ DEVICE_PHASES = {
 class StepPhases:
     """Per-phase host seconds over the steps run inside `with phases.timing(model):`."""
 
-    def __init__(self, phases: dict[str, list[str]] | None = None,
-                 device_phases: dict[str, list[str]] | None = None) -> None:
+    def __init__(self, phases: dict[str, list[str]] | None = None) -> None:
         self.phases = PHASES if phases is None else phases
-        self.device_phases = DEVICE_PHASES if device_phases is None else device_phases
         self.seconds: dict[str, float] = defaultdict(float)
-        self._events: list[tuple[str, object, object]] = []  # (label, start, end) CUDA events, read at the end
         self.steps = 0
         self._local = threading.local()
         self._main = threading.main_thread()
+        self._events: list[tuple[str, object, object]] = []  # (label, start, end) CUDA events, read at the end
 
     def timing(self, model) -> "_Installed":
         return _Installed(self, model)
@@ -156,15 +154,15 @@ class _Installed:
     def __enter__(self) -> StepPhases:
         owner, name = _resolve(STEP)
         self._patch(owner, name, self.phases.wrap_step(getattr(owner, name)))
-        if _on_cuda(self.model):  # first, so innermost: the events time the call, not the host timer
-            for label, targets in self.phases.device_phases.items():
-                for target in targets:
-                    owner, name = _resolve(target)
-                    self._patch(owner, name, self.phases.wrap_device(label, getattr(owner, name)))
         for label, targets in self.phases.phases.items():
             for target in targets:
                 owner, name = (self.model, target[6:]) if target.startswith("model:") else _resolve(target)
                 self._patch(owner, name, self.phases.wrap(label, getattr(owner, name)))
+        if _on_cuda(self.model):  # around the host timers: two event records cost next to nothing
+            for label, targets in DEVICE_PHASES.items():
+                for target in targets:
+                    owner, name = _resolve(target)
+                    self._patch(owner, name, self.phases.wrap_device(label, getattr(owner, name)))
         return self.phases
 
     def __exit__(self, *exc_info) -> None:
