@@ -10,8 +10,10 @@ Prints one JSON line:
     python scripts/structured_overhead.py [--model DIR] [--batch 64] [--max-tokens 64] [--rounds 3] [--profile]
 
 With `--profile`, one more round of each side runs with the step's phases timed (host ms per
-step: schedule, prepare inputs, forward, masks, sample, process outputs, ...; see
-kvserve.bench.step_phases), printed as a table after the JSON line.
+step: schedule, prepare inputs, forward, masks (advance, fill, wait for the job, upload),
+apply mask, sample, process outputs, ...; on a GPU also the device's ms of the mask upload,
+the mask's apply and the sampling, `[gpu]` rows; see kvserve.bench.step_phases), printed as
+a table after the JSON line.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def profiled(llm: LLM, params: SamplingParams, batch: int) -> dict[str, float]:
 def phase_table(sides: dict[str, dict[str, float]]) -> str:
     labels = list(dict.fromkeys(label for side in sides.values() for label in side))
     rows = [f"{'ms per step':<28}" + "".join(f"{name:>16}" for name in sides)]
-    for label in sorted(labels, key=lambda k: (k == "step", k == "other", k.startswith("[bg]"))):
+    for label in sorted(labels, key=lambda k: (k.startswith("[gpu]"), k == "step", k == "other", k.startswith("[bg]"))):
         rows.append(f"{label:<28}" + "".join(f"{side.get(label, 0.0):16.3f}" for side in sides.values()))
     return "\n".join(rows)
 

@@ -248,7 +248,10 @@ def test_higher_priority_arrival_preempts_a_running_lower_priority_request():
     s.add_request(make_request("vip", max_tokens=3, priority=0, arrival=2.0))
     out, _ = step(s)  # no free slot: the lowest priority gives its place, the other keeps running
     assert out.preempted_req_ids == {"batch"}
-    assert [r.req_id for r in out.scheduled_new_reqs] == ["vip"] and "normal" in out.num_scheduled_tokens
+    assert [r.req_id for r in out.scheduled_new_reqs] == ["vip"]
+    assert "normal" not in out.num_scheduled_tokens  # its decode waits out vip's prefill step
+    out, _ = step(s)
+    assert out.num_scheduled_tokens == {"vip": 1, "normal": 1}
     done = run_to_completion(s)
     assert set(done) == {"batch", "normal", "vip"}
     assert len(done["batch"].new_token_ids) == 1 and s.requests == {}
@@ -278,8 +281,10 @@ def test_priority_preemption_leaves_room_for_the_running_requests_next_tokens():
     s.add_request(make_request("vip", prompt_len=12, max_tokens=2, priority=0, arrival=9.0))
     out, outputs = step(s)
     assert out.preempted_req_ids == {"low2", "low1"} and [r.req_id for r in out.scheduled_new_reqs] == ["vip"]
-    assert "low0" in out.num_scheduled_tokens
-    finished = {o.request_id for o in outputs if o.finished} | set(run_to_completion(s))
+    assert "low0" not in out.num_scheduled_tokens  # it waits out vip's prefill step, still running
+    out, later = step(s)
+    assert out.num_scheduled_tokens["low0"] == 1  # in the block left for it
+    finished = {o.request_id for o in outputs + later if o.finished} | set(run_to_completion(s))
     assert finished == {"low0", "low1", "low2", "vip"}
 
 

@@ -11,6 +11,7 @@ import math
 import torch
 
 from kvserve.sampling_params import SamplingParams
+from kvserve.structured.masks import TokenMask
 from kvserve.worker.rejection_sampler import RejectionSampler, expand_states
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampling_batch import build_sampling_batch
@@ -99,3 +100,23 @@ def test_rows_of_a_request_count_its_drafts_for_penalties_and_min_tokens():
     batch = build_sampling_batch(rows, V, torch.device("cpu"))
     assert batch.output_counts[:, 2].tolist() == [0.0, 1.0, 1.0]  # draft 1 counted from row 1 on
     assert [row for row, _ in batch.banned] == [0]  # min_tokens=2 reached from row 1 (one output + draft)
+
+
+def test_a_masked_row_beside_drafts_follows_the_masked_distribution():
+    """A constrained request (one row, no drafts) between requests verifying drafts: its token
+    is drawn from p0 restricted to the mask's allowed ids, never outside them."""
+    n, allowed = 2000, [0, 4]
+    states = [state(str(i), temperature=1.0) for i in range(3 * n)]
+    drafts = [DRAFTS if i % 3 != 1 else [] for i in range(3 * n)]
+    logits = torch.cat([LOGITS if d else LOGITS[:1] for d in drafts])
+    starts = [i for i, d in enumerate(drafts) if not d]
+    rows = [sum(len(d) + 1 for d in drafts[:i]) for i in starts]
+    mask = TokenMask(torch.tensor(rows), torch.full((len(rows), 1), sum(1 << t for t in allowed), dtype=torch.int32))
+    ids = RejectionSampler(torch.Generator().manual_seed(3)).verify(logits, states, drafts, V, token_mask=mask).ids
+    emitted = torch.bincount(ids[starts, 0], minlength=V).float()
+    p = torch.full((V,), float("-inf"))
+    p[allowed] = LOGITS[0, allowed]
+    assert chi2(emitted, p.softmax(dim=-1)) < chi2_critical(len(allowed) - 1)
+    assert (ids[starts, 1:] == -1).all()  # one token each
+    unmasked = [i for i, d in enumerate(drafts) if d]
+    assert set(ids[unmasked, 0].tolist()) - set(allowed)  # the other rows are not masked

@@ -6,7 +6,10 @@ masks, sample, process outputs, ...).
 the time of other timed functions they call, so the phases of the main thread add up to
 the step. Time spent on another thread (a mask job) is kept apart: it overlaps the step.
 On a GPU the figures are host time: a launch costs its queueing, a wait for the device
-shows up where the host blocks (`ids to host`, or an upload that synchronises).
+shows up where the host blocks (`ids to host`, or an upload that synchronises). There the
+device's own time of the phases in DEVICE_PHASES is measured too, with CUDA events around
+each call, and reported with a `[gpu]` prefix (a call's whole time, nested calls included:
+`[gpu] sample` contains `[gpu] apply mask`); it overlaps the host phases.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+
+import torch
 
 STEP = "kvserve.engine.llm_engine:LLMEngine.step"
 CORE_STEP = "kvserve.engine.engine_core:EngineCore.step"  # what `bench offline` drives: no detokenizer
@@ -37,15 +42,23 @@ PHASES = {
                                 "llguidance.torch:consume_token_par"],
     "masks: fill": ["llguidance.torch:fill_next_token_bitmask_par"],
     "masks: wait for the job": ["kvserve.structured.guides:GuideTable.wait"],
+    "masks: upload": ["kvserve.structured.guides:GuideTable._to_device"],
     "masks: rest": ["kvserve.worker.model_runner:ModelRunner._token_mask",
                     "kvserve.structured.guides:GuideTable.token_mask",
                     "kvserve.structured.guides:GuideTable.start_job",
                     "kvserve.structured.guides:GuideTable._fill"],
-    "apply mask": ["kvserve.worker.sampler:apply_token_mask"],
-    "sample": ["kvserve.worker.sampler:Sampler.sample"],
+    "apply mask": ["kvserve.worker.sampler:apply_token_mask", "kvserve.worker.rejection_sampler:apply_token_mask"],
+    "sample": ["kvserve.worker.sampler:Sampler.sample", "kvserve.worker.rejection_sampler:RejectionSampler.verify"],
     "launch": ["kvserve.worker.step_handle:StepHandle.__init__"],
     "process outputs": ["kvserve.engine.scheduler:Scheduler.update_from_output"],
     "detokenize": ["kvserve.engine.output_processor:OutputProcessor.process"],
+}
+
+# label -> targets as in PHASES, whose device time is measured as well (CUDA only)
+DEVICE_PHASES = {
+    "masks: upload": ["kvserve.structured.guides:GuideTable._to_device"],
+    "apply mask": ["kvserve.worker.sampler:apply_token_mask", "kvserve.worker.rejection_sampler:apply_token_mask"],
+    "sample": ["kvserve.worker.sampler:Sampler.sample", "kvserve.worker.rejection_sampler:RejectionSampler.verify"],
 }
 
 
@@ -61,6 +74,7 @@ class StepPhases:
         self.steps = 0
         self._local = threading.local()
         self._main = threading.main_thread()
+        self._events: list[tuple[str, object, object]] = []  # (label, start, end) CUDA events, read at the end
 
     def timing(self, model) -> "_Installed":
         return _Installed(self, model)
@@ -68,9 +82,10 @@ class StepPhases:
     def per_step_ms(self) -> dict[str, float]:
         """ms per step of each phase; `other` is the rest of the step on the main thread and
         phases timed on other threads carry a `[bg]` prefix."""
+        self._read_events()
         steps = max(self.steps, 1)
         out = {label: 1e3 * s / steps for label, s in self.seconds.items() if label != "step"}
-        main = sum(v for k, v in out.items() if not k.startswith("[bg]"))
+        main = sum(v for k, v in out.items() if not k.startswith(("[bg]", "[gpu]")))
         out["other"] = 1e3 * self.seconds["step"] / steps - main
         out["step"] = 1e3 * self.seconds["step"] / steps
         return out
@@ -90,6 +105,28 @@ class StepPhases:
                 if stack:
                     stack[-1] += elapsed
         return timed
+
+    def wrap_device(self, label: str, fn: Callable) -> Callable:
+        """`fn` with CUDA events recorded on the current stream before and after each call."""
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                end.record()
+                self._events.append((label, start, end))
+        return timed
+
+    def _read_events(self) -> None:
+        """Add the recorded device time to `[gpu] LABEL` (waits for the device's work)."""
+        if not self._events:
+            return
+        self._events[-1][2].synchronize()
+        for label, start, end in self._events:
+            self.seconds[f"[gpu] {label}"] += start.elapsed_time(end) / 1e3
+        self._events.clear()
 
     def wrap_step(self, fn: Callable) -> Callable:
         @functools.wraps(fn)
@@ -125,6 +162,11 @@ class _Installed:
             for target in targets:
                 owner, name = (self.model, target[6:]) if target.startswith("model:") else _resolve(target)
                 self._patch(owner, name, self.phases.wrap(label, getattr(owner, name)))
+        if _on_cuda(self.model):  # around the host timers: two event records cost next to nothing
+            for label, targets in DEVICE_PHASES.items():
+                for target in targets:
+                    owner, name = _resolve(target)
+                    self._patch(owner, name, self.phases.wrap_device(label, getattr(owner, name)))
         return self.phases
 
     def __exit__(self, *exc_info) -> None:
@@ -137,6 +179,11 @@ class _Installed:
         original = vars(owner).get(name)
         setattr(owner, name, value)
         self._undo.append(lambda: setattr(owner, name, original) if had_own else delattr(owner, name))
+
+
+def _on_cuda(model) -> bool:
+    parameter = next(model.parameters(), None)
+    return parameter is not None and parameter.device.type == "cuda"
 
 
 def _resolve(target: str):

@@ -8,10 +8,10 @@ arrival) is preempted: its blocks are freed and it is recomputed later. Under th
 priority policy a waiting request also preempts running requests of a lower priority
 when there is no room for it (no sequence slot, or not enough blocks for its prompt's
 first chunk), and it is admitted before the running requests it outranks get their tokens;
-a step that prefills a request prefills nothing of a lower priority (decodes go on).
-Low-priority work (batch lines) thus fills the room interactive requests leave, gives it
-back first, never takes the budget of the step an interactive request could start in, and
-adds only its decodes to the step that computes that request's first token. Plain Python.
+a step that prefills a request computes nothing of a lower priority (its decodes wait a
+step too). Low-priority work (batch lines) thus fills the room interactive requests leave,
+gives it back first, never takes the budget of the step an interactive request could start
+in, and adds nothing to the steps that compute that request's first token. Plain Python.
 
 Scheduling may run one step ahead of the results (the engine schedules and launches
 step N+1 before it reads step N's sampled ids): a request's computed count advances
@@ -176,8 +176,9 @@ class Scheduler:
 
     def _prefill_priority(self, out: SchedulerOutput) -> int | None:
         """Under the priority policy, the best priority among the requests that prefill in this
-        step: no prefill of a lower priority shares the step (decodes do), so that its first
-        token comes about as fast as it would without them. None when no request prefills
+        step: nothing of a lower priority shares the step, not even a decode row (eight batch
+        lines' decodes made an interactive prefill step a fifth longer on the CPU), so that its
+        first token comes as fast as it would without them. None when no request prefills
         (or under fcfs)."""
         if self.config.policy != "priority":
             return None
@@ -211,8 +212,8 @@ class Scheduler:
 
     def _schedule_running(self, reqs: list[Request], budget: list[int], out: SchedulerOutput,
                           prefill_cap: int | None = None) -> bool:
-        """Schedule `reqs` (running, in key order), those of a priority value above `prefill_cap`
-        only if they decode; True if a request was preempted for room."""
+        """Schedule `reqs` (running, in key order), none of a priority value above `prefill_cap`;
+        True if a request was preempted for room."""
         preempted_any = False
         for req in list(reqs):
             if budget[0] <= 0:
@@ -222,8 +223,8 @@ class Scheduler:
             if req.num_output_tokens + req.num_inflight_tokens >= req.max_tokens:
                 continue  # its last token is in flight: nothing more to compute
             num_new = min(req.num_tokens + req.num_inflight_tokens - req.num_computed_tokens, budget[0])
-            if num_new > 1 and prefill_cap is not None and req.priority > prefill_cap:
-                continue  # its prefill waits for a step without a better one's
+            if prefill_cap is not None and req.priority > prefill_cap:
+                continue  # it waits for a step without a better one's prefill
             drafts = self._drafts(req, num_new, budget[0])
             new_ids = self.kv_cache.allocate_slots(req, num_new + len(drafts))
             if new_ids is None and drafts:  # room for the next token alone is worth more than a preemption

@@ -6,10 +6,11 @@ advances every matcher by its row's id (one batched call) and fills the next ste
 (one batched call); both calls release the GIL and run on llguidance's threads. Meanwhile
 the runner applies the step's results, schedules and launches the next forward. The next
 `token_mask` takes the job's rows as they are for the rows it followed, and builds the
-rest (new requests, a request back from preemption, a step after a verification) on the
-spot, after the ids they need are on the host. On the CPU the job runs at once, on the
-runner's thread: there the forward's threads use every core, and a thread beside them
-only slows them down.
+rest (new requests, a request back from preemption) on the spot, after the ids they need
+are on the host. A verification step is masked and followed the same way: a constrained
+request takes no drafts (engine.speculator), so its one row there is a plain next token.
+On the CPU the job runs at once, on the runner's thread: there the forward's threads use
+every core, and a thread beside them only slows them down.
 """
 
 from __future__ import annotations
@@ -95,11 +96,13 @@ class GuideTable:
         if job is not None:
             self._job_rows = job.result()
 
-    def token_mask(self, rows: Sequence[GuidedRow], wait_for_ids: Callable[[], object] = lambda: None
-                   ) -> TokenMask | None:
+    def token_mask(self, rows: Sequence[GuidedRow], wait_for_ids: Callable[[], object] = lambda: None,
+                   layout: tuple[Sequence[int], int] | None = None) -> TokenMask | None:
         """The allowed tokens of every constrained row whose grammar has started; None if none.
         `wait_for_ids` brings the ids of the step in flight to the rows' token lists; it is
-        called only if a row the mask job did not follow has one pending."""
+        called only if a row the mask job did not follow has one pending. `layout`: (each
+        row's logits row, logits rows in all), where rows are not one logits row each (a
+        verification step: a request's next token is its first of several rows)."""
         self.wait()
         self._serial += 1
         masked, behind = [], []  # (row index, host row), (row index, row)
@@ -116,6 +119,9 @@ class GuideTable:
             masked += self._build_now(behind, wait_for_ids, used if serial == self._serial else 0)
         if not masked:
             return None
+        if layout is not None:
+            logit_rows, num_rows = layout
+            return self._to_device([(logit_rows[i], k) for i, k in masked], num_rows)
         return self._to_device(masked, len(rows))
 
     def start_job(self, rows: Sequence[GuidedRow], ids: Callable[[], list[int]]) -> None:

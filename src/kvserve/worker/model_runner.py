@@ -28,7 +28,7 @@ from kvserve.worker.draft_model import DraftModel
 from kvserve.worker.input_buffers import InputBuffers
 from kvserve.worker.kv_calibration import calibrate_kv_scales
 from kvserve.worker.kv_cache_budget import allocate_kv_caches, num_kv_blocks, tensor_bytes
-from kvserve.worker.rejection_sampler import RejectionSampler
+from kvserve.worker.rejection_sampler import RejectionSampler, first_rows
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import SampledTokens, Sampler, SamplingBatch
 from kvserve.worker.sampling_batch import PendingIds, build_sampling_batch, needs_history, to_device
@@ -200,13 +200,18 @@ class ModelRunner:
 
     def _verify(self, logits: torch.Tensor, states: list[RequestState], drafts: list[list[int]]) -> StepHandle:
         """Accept or reject each request's drafts (no step is in flight: the scheduler proposes
-        only when every id is on the host, so no row reads a pending id)."""
+        only when every id is on the host, so no row reads a pending id). Constrained requests
+        take no drafts: each samples its one row under its mask, as in a plain step."""
+        mask = self._token_mask(states, (first_rows(drafts), logits.shape[0]))
         verified = self.rejection_sampler.verify(logits, states, drafts, self.info.vocab_size,
-                                                 self._upload_sampling_table)
+                                                 self._upload_sampling_table, token_mask=mask)
         host_ids = None
         if self.device.type == "cuda":
             host_ids = self.buffers.host["verified_ids"][: verified.ids.numel()].view(verified.ids.shape)
-        return StepHandle(states, verified, host_ids)
+        handle = StepHandle(states, verified, host_ids)
+        # constrained rows' next masks, built meanwhile: their one token is the first of their ids
+        self.guides.start_job(states, lambda: [ids[0] for ids in handle.host_token_ids()])
+        return handle
 
     def _pending_ids(self, inputs: StepInputs) -> PendingIds | None:
         """Penalties count every generated id, including one the step in flight sampled: the
@@ -215,15 +220,16 @@ class ModelRunner:
             return None
         return PendingIds(to_device(torch.tensor(inputs.inflight_rows), self.device), inputs.inflight_ids)
 
-    def _token_mask(self, states: list[RequestState]) -> TokenMask | None:
+    def _token_mask(self, states: list[RequestState], layout: tuple[list[int], int] | None = None
+                    ) -> TokenMask | None:
         """Constrained rows' allowed tokens, mostly built by the mask job while the host
         prepared this step and the device ran its forward (see structured.guides). A mask
         the job did not build depends on every earlier token: the step in flight is then
-        brought to the host first."""
+        brought to the host first. `layout`: GuideTable.token_mask's, in a verification step."""
         self.guides.wait()  # the job reads the ids of its step from host buffers reused two steps on
         if not any(s.params.structured is not None for s in states):
             return None
-        return self.guides.token_mask(states, lambda: self._launched[-1].result())
+        return self.guides.token_mask(states, lambda: self._launched[-1].result(), layout)
 
     def _launch(self, handle: StepHandle) -> StepHandle:
         self._launched.append(handle)

@@ -14,7 +14,9 @@ the drafts before it, min_tokens, temperature, top-k/top-p/min-p), then:
   more token is drawn from p_k (the bonus).
 
 The output of each position is then distributed exactly as p_j, which is what makes
-speculation invisible in the results. Everything stays on the device until the one
+speculation invisible in the results. A constrained request's row (it has no drafts: see
+engine.speculator) is masked to its grammar's allowed tokens first, as the plain sampler
+masks it. Everything stays on the device until the one
 copy of the [N, k+1] id matrix to the host.
 """
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from kvserve.engine.scheduler_output import TokenLogprobs
+from kvserve.structured.masks import TokenMask, apply_token_mask
 from kvserve.worker.request_state import RequestState
 from kvserve.worker.sampler import LogprobTensors, SamplingBatch, apply_penalties, draw, filter_logits, logprob_tensors
 from kvserve.worker.sampling_batch import build_sampling_batch, to_device
@@ -71,6 +74,14 @@ def expand_states(states: list[RequestState], drafts: list[list[int]]) -> list[R
     return rows
 
 
+def first_rows(drafts: list[list[int]]) -> list[int]:
+    """Each request's first expanded row (its next token's), requests having k + 1 rows each."""
+    starts = [0]
+    for draft in drafts[:-1]:
+        starts.append(starts[-1] + len(draft) + 1)
+    return starts
+
+
 class RejectionSampler:
     def __init__(self, generator: torch.Generator | None = None) -> None:
         self.generator = generator  # the engine-wide one: unseeded rows draw from it
@@ -83,6 +94,7 @@ class RejectionSampler:
         vocab_size: int,
         upload_table: Callable[[list[list[float]]], torch.Tensor] | None = None,
         draft_probs: torch.Tensor | None = None,  # [R, V] q per row; None = deterministic proposals
+        token_mask: TokenMask | None = None,  # allowed ids of constrained rows (expanded row numbers)
     ) -> VerifiedTokens:
         device = logits.device
         rows = expand_states(states, drafts)
@@ -90,6 +102,8 @@ class RejectionSampler:
         logits = logits.float()
         raw = logits.log_softmax(dim=-1) if any(n is not None for n in batch.num_logprobs) else None
         logits = apply_penalties(logits, batch)
+        if token_mask is not None:
+            logits = apply_token_mask(logits, token_mask)
         layout = _Layout(drafts, device)
         accept, recovered = self._accept_and_recover(logits, batch, layout.row_drafts, draft_probs)
         ids, chosen = layout.assemble(accept, recovered)
@@ -134,9 +148,7 @@ class _Layout:
 
     def __init__(self, drafts: list[list[int]], device: torch.device) -> None:
         counts = [len(d) for d in drafts]
-        self.row_start = [0]
-        for k in counts[:-1]:
-            self.row_start.append(self.row_start[-1] + k + 1)
+        self.row_start = first_rows(drafts)
         width = max(counts) + 1
         flat_drafts, req_of_row, pos_of_row, index = [], [], [], []
         for req, (start, draft) in enumerate(zip(self.row_start, drafts)):

@@ -4,8 +4,8 @@
     cancelling → cancelled,   in_progress past expires_at → expired
 
 Jobs run one after another, oldest first; a job's lines run `concurrency` at a time
-(`busy_concurrency` while clients' requests are being answered: each line's decode shares
-every step with theirs), each submitted at BATCH_PRIORITY: the engine's priority scheduler runs them in the room
+(`busy_concurrency` while clients' requests are being answered, and traffic.HOLD_S after:
+each line's decode shares their decode steps), each submitted at BATCH_PRIORITY: the engine's priority scheduler runs them in the room
 interactive requests leave (slots, KV blocks, token budget), admits an interactive request
 before they get their tokens and preempts them first when it needs room, so a job makes
 progress under a steady interactive load without delaying its admission. A line's answer
@@ -152,8 +152,9 @@ class BatchRunner:
                 self.running -= 1
 
     async def _room(self) -> None:
-        """Wait while clients' requests are being answered and busy_concurrency lines already run."""
-        while self.traffic.in_flight and self.running >= self.settings.busy_concurrency:
+        """Wait while clients' requests are being answered (or were a moment ago: traffic.HOLD_S)
+        and busy_concurrency lines already run."""
+        while self.traffic.busy() and self.running >= self.settings.busy_concurrency:
             await asyncio.sleep(ROOM_POLL_S)
 
     async def _answer(self, batch: BatchRecord, line: Line) -> bool:

@@ -18,7 +18,7 @@ class BatchSettings:
     data_dir: Path | None = None  # uploaded files, output files (and the SQLite state); None: default_data_dir()
     max_file_bytes: int = 200 * 1024 * 1024  # an upload larger than this is refused with 413
     concurrency: int = 8  # batch lines in the engine at once; 0 turns the batch API off
-    busy_concurrency: int = 2  # ... while clients' completion requests are being answered
+    busy_concurrency: int = 2  # ... while clients' completion requests are being answered (and traffic.HOLD_S after)
     max_lines: int = 50_000  # lines of one input file at most (OpenAI's limit)
     store: str | None = None  # where job state lives: None (SQLite in data_dir) or a URL (stores.py)
 
