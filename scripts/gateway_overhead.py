@@ -10,12 +10,14 @@ redis-server it starts on a free loopback port) and the response cache on, for 3
 
 It starts a fake upstream (`python -m kvserve.bench.fake_upstream`) and a gateway
 (`kvserve gateway`, request log on, as by default) as subprocesses, pinned with
-`taskset`: the gateway alone on core 0, the upstream on core 1, this client on core 2
-(on a 2-core machine the client shares core 1 with the upstream). It then sends the same open-loop Poisson load of
+`taskset`: the gateway alone on core 0, this client on core 1, the upstream's
+`--upstream-workers` processes on the cores after those (on a 2-core machine the
+upstream shares core 1 with the client). It then sends the same open-loop Poisson load of
 streaming chat requests alternately direct and through the gateway (phases A B A B ...,
 so drift hits both), with a lean client (asyncio protocol + httptools parser) that
 costs far less CPU per request than the servers under test. It prints TTFT p50/p90/p99
-per target and the difference, plus the gateway's CPU use.
+per target and the difference, the gateway's CPU use, and this client's, with a warning
+when the client itself nears a full core (then it, not the gateway, sets the figures).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ import httptools
 import uvloop
 
 from kvserve.gateway.access.keys import FileKeyStore, KeyLimits, new_key
+
+
+CLIENT_BUSY = 0.8  # the client's share of its core above which its figures are suspect
 
 
 def free_port() -> int:
@@ -163,9 +168,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def wait_ready(port: int, timeout: float = 20.0) -> None:
@@ -181,18 +188,31 @@ def wait_ready(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"port {port} did not get ready")
 
 
-def pinned(core: int | None, cmd: list[str]) -> list[str]:
+def pinned(core: str | None, cmd: list[str]) -> list[str]:
     if core is None or shutil.which("taskset") is None:
         return cmd
     return ["taskset", "-c", str(core), *cmd]
 
 
-def cores() -> tuple[int | None, int | None, int | None]:
-    """(gateway, upstream, client) cores: the gateway alone on core 0."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if n >= 3:
-        return 0, 1, 2
-    return (0, 1, 1) if n == 2 else (None, None, None)
+def core_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def cores(upstream_workers: int) -> tuple[str | None, str | None, int | None]:
+    """(gateway, upstream, client) cores as taskset lists: the gateway alone on core 0, the
+    client on core 1, the upstream's workers on the next ones (wrapping onto core 1)."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    if len(allowed) < 2:
+        return None, None, None
+    rest = allowed[2:] or allowed[1:2]
+    upstream = rest[:upstream_workers]
+    return str(allowed[0]), ",".join(map(str, upstream)), allowed[1]
+
+
+def default_upstream_workers() -> int:
+    """One per core left after the gateway and the client, up to 8 (enough for 256-token
+    answers at 500 req/s on a 16-core host)."""
+    return max(1, min(8, core_count() - 2))
 
 
 def access_yaml(args: argparse.Namespace, workdir: Path) -> str:
@@ -213,7 +233,8 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subproc
     gw_core, up_core, _ = args.cores
     upstream = subprocess.Popen(pinned(up_core, [sys.executable, "-m", "kvserve.bench.fake_upstream",
                                                  "--port", str(up_port), "--num-tokens", str(args.num_tokens_now),
-                                                 "--tokens-per-second", str(args.tokens_per_second)]))
+                                                 "--tokens-per-second", str(args.tokens_per_second),
+                                                 "--workers", str(args.upstream_workers)]))
     config = workdir / "gateway.yaml"
     config.write_text(
         f"server: {{port: {gw_port}, log_requests: {str(not args.no_log_requests).lower()}}}\n"
@@ -237,21 +258,31 @@ async def measure(args: argparse.Namespace, up_port: int, gw_port: int, gateway_
     for name, (client, raw) in targets.items():  # warm-up: connections, caches
         await phase(client, raw, args.rate, 2.0, rng)
     results: dict[str, list[float]] = {name: [] for name in targets}
-    gw_cpu = 0.0
+    gw_user = gw_sys = 0.0
+    client_cpu: dict[str, float] = {name: 0.0 for name in targets}
     for _ in range(args.rounds):
         for name, (client, raw) in targets.items():
             before = cpu_seconds(gateway_pid)
+            own = time.process_time()
             results[name] += await phase(client, raw, args.rate, args.seconds / args.rounds, rng)
+            client_cpu[name] += time.process_time() - own
             if name == "gateway":
-                gw_cpu += cpu_seconds(gateway_pid) - before
+                after = cpu_seconds(gateway_pid)
+                gw_user += after[0] - before[0]
+                gw_sys += after[1] - before[1]
     for name, values in results.items():
         print(f"{name:8s} n={len(values):6d} ttft ms p50 {pct(values, .5):7.3f}  p90 {pct(values, .9):7.3f}  "
               f"p99 {pct(values, .99):7.3f}  mean {statistics.mean(values) * 1000:7.3f}")
     d, g = results["direct"], results["gateway"]
     print(f"added    ttft ms p50 {pct(g, .5) - pct(d, .5):7.3f}  p90 {pct(g, .9) - pct(d, .9):7.3f}  "
           f"p99 {pct(g, .99) - pct(d, .99):7.3f}")
+    gw_cpu, n = gw_user + gw_sys, max(1, len(g))
     print(f"gateway CPU: {gw_cpu / args.seconds * 100:.0f}% of one core at {args.rate:.0f} req/s "
-          f"({gw_cpu / max(1, len(g)) * 1e6:.0f} us per request)")
+          f"({gw_cpu / n * 1e6:.0f} us per request: user {gw_user / n * 1e6:.0f}, system {gw_sys / n * 1e6:.0f})")
+    shares = {name: used / args.seconds for name, used in client_cpu.items()}
+    print("client CPU: " + ", ".join(f"{share * 100:.0f}% of one core ({name})" for name, share in shares.items()))
+    if max(shares.values()) > CLIENT_BUSY:
+        print("  warning: the client nears a full core: its own queueing is in these figures", file=sys.stderr)
 
 
 def main() -> None:
@@ -269,8 +300,12 @@ def main() -> None:
                    help="run the gateway from this source tree (a src/ directory), e.g. the code before a change")
     p.add_argument("--redis-url", default=None, help="limits and cache in this Redis (default: start a redis-server)")
     p.add_argument("--no-redis", action="store_true", help="limits and cache in the gateway's memory")
+    p.add_argument("--upstream-workers", type=int, default=default_upstream_workers(),
+                   help="fake upstream processes (default: one per core beyond two, up to 8)")
     args = p.parse_args()
-    args.cores = cores()  # before this process is pinned
+    if args.upstream_workers < 1:
+        p.error("--upstream-workers must be at least 1")
+    args.cores = cores(args.upstream_workers)  # before this process is pinned
     client_core = args.cores[2]
     if client_core is not None:
         os.sched_setaffinity(0, {client_core})
