@@ -416,6 +416,8 @@ def serve(args: argparse.Namespace, sock: socket.socket | None = None) -> None:
                                            log_level=args.log_level, lifespan="off", access_log=False,
                                            timeout_graceful_shutdown=1))
     server.run(sockets=None if sock is None else [sock])
+    if not server.started:  # e.g. the port is taken: fail as uvicorn.run does
+        raise SystemExit(3)
 
 
 def reuse_port_socket(host: str, port: int) -> socket.socket:
