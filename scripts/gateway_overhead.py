@@ -10,12 +10,16 @@ redis-server it starts on a free loopback port) and the response cache on, for 3
 
 It starts a fake upstream (`python -m kvserve.bench.fake_upstream`) and a gateway
 (`kvserve gateway`, request log on, as by default) as subprocesses, pinned with
-`taskset`: the gateway alone on core 0, the upstream on core 1, this client on core 2
-(on a 2-core machine the client shares core 1 with the upstream). It then sends the same open-loop Poisson load of
-streaming chat requests alternately direct and through the gateway (phases A B A B ...,
-so drift hits both), with a lean client (asyncio protocol + httptools parser) that
-costs far less CPU per request than the servers under test. It prints TTFT p50/p90/p99
-per target and the difference, plus the gateway's CPU use.
+`taskset`: the gateway alone on core 0, the `--client-procs` load generators on the
+next cores, the upstream's `--upstream-workers` processes on the cores after those (on
+a 2-core machine the upstream shares core 1 with the client). The client processes send
+the same open-loop Poisson load of streaming chat requests (each rate/N, in step)
+alternately direct and through the gateway (phases A B A B ..., so drift hits both),
+with a lean client (asyncio protocol + httptools parser) that costs far less CPU per
+request than the servers under test. It prints TTFT p50/p90/p99 per target and the
+difference, the gateway's CPU per request (user and system), and the busiest client
+process's share of its core, with a warning when that nears a full core (then the
+client, not the gateway, sets the figures).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -34,12 +39,15 @@ import itertools
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import httptools
 import uvloop
 
 from kvserve.gateway.access.keys import FileKeyStore, KeyLimits, new_key
+
+
+CLIENT_BUSY = 0.8  # a client process's share of its core above which its figures are suspect
 
 
 def free_port() -> int:
@@ -124,11 +132,12 @@ def raw_request(port: int, model: str, num_tokens: int, key: str | None = None, 
     return head.encode() + body
 
 
-def request_maker(port: int, num_tokens: int, key: str | None) -> Callable[[], bytes]:
+def request_maker(port: int, num_tokens: int, key: str | None, worker: int = 0,
+                  workers: int = 1) -> Callable[[], bytes]:
     if key is None:
         raw = raw_request(port, "fake", num_tokens)
         return lambda: raw
-    counter = itertools.count()
+    counter = itertools.count(worker, workers)  # nonces unique over the client processes
     return lambda: raw_request(port, "fake", num_tokens, key, next(counter))
 
 
@@ -163,9 +172,11 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def wait_ready(port: int, timeout: float = 20.0) -> None:
@@ -181,18 +192,38 @@ def wait_ready(port: int, timeout: float = 20.0) -> None:
     raise RuntimeError(f"port {port} did not get ready")
 
 
-def pinned(core: int | None, cmd: list[str]) -> list[str]:
+def pinned(core: str | None, cmd: list[str]) -> list[str]:
     if core is None or shutil.which("taskset") is None:
         return cmd
     return ["taskset", "-c", str(core), *cmd]
 
 
-def cores() -> tuple[int | None, int | None, int | None]:
-    """(gateway, upstream, client) cores: the gateway alone on core 0."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if n >= 3:
-        return 0, 1, 2
-    return (0, 1, 1) if n == 2 else (None, None, None)
+def core_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def cores(client_procs: int, upstream_workers: int) -> tuple[str | None, str | None, list[int]]:
+    """(gateway, upstream) cores as taskset lists and the client processes' cores: the gateway
+    alone on the first core, the clients on the next ones, the upstream's workers after those
+    (on a machine too small for that, they share the clients' cores)."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    if len(allowed) < 2:
+        return None, None, []
+    clients = allowed[1:1 + client_procs]
+    upstream = allowed[1 + client_procs:1 + client_procs + upstream_workers] or clients
+    return str(allowed[0]), ",".join(map(str, upstream)), clients
+
+
+def default_client_procs() -> int:
+    """Two client processes on a host with 8 cores or more (one drives 256-token answers at
+    500 req/s near the limit of its core), else one."""
+    return 2 if core_count() >= 8 else 1
+
+
+def default_upstream_workers(client_procs: int) -> int:
+    """One per core left after the gateway's and the clients', up to 8 (enough for 256-token
+    answers at 500 req/s on a 16-core host)."""
+    return max(1, min(8, core_count() - 1 - client_procs))
 
 
 def access_yaml(args: argparse.Namespace, workdir: Path) -> str:
@@ -213,7 +244,8 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subproc
     gw_core, up_core, _ = args.cores
     upstream = subprocess.Popen(pinned(up_core, [sys.executable, "-m", "kvserve.bench.fake_upstream",
                                                  "--port", str(up_port), "--num-tokens", str(args.num_tokens_now),
-                                                 "--tokens-per-second", str(args.tokens_per_second)]))
+                                                 "--tokens-per-second", str(args.tokens_per_second),
+                                                 "--workers", str(args.upstream_workers)]))
     config = workdir / "gateway.yaml"
     config.write_text(
         f"server: {{port: {gw_port}, log_requests: {str(not args.no_log_requests).lower()}}}\n"
@@ -230,28 +262,82 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[list[subproc
     return [upstream, gateway], up_port, gw_port
 
 
-async def measure(args: argparse.Namespace, up_port: int, gw_port: int, gateway_pid: int) -> None:
-    rng = random.Random(0)
-    targets = {"direct": (Client(up_port), request_maker(up_port, args.num_tokens_now, None)),
-               "gateway": (Client(gw_port), request_maker(gw_port, args.num_tokens_now, args.key))}
-    for name, (client, raw) in targets.items():  # warm-up: connections, caches
-        await phase(client, raw, args.rate, 2.0, rng)
+def schedule(args: argparse.Namespace) -> list[tuple[str, float, bool]]:
+    """The phases every client process runs in step: (target, seconds, measured)."""
+    warm_up = [("direct", 2.0, False), ("gateway", 2.0, False)]  # connections, caches
+    per_phase = args.seconds / args.rounds
+    return warm_up + [(name, per_phase, True) for _ in range(args.rounds) for name in ("direct", "gateway")]
+
+
+async def drive(args: argparse.Namespace, up_port: int, gw_port: int, worker: int,
+                sync: Callable[[], object]) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """One client process's share of the load: rate / client_procs, its own request nonces;
+    `sync` (a barrier) before and after each phase keeps the processes in step."""
+    rng = random.Random(worker)
+    procs = args.client_procs
+    targets = {"direct": (Client(up_port), request_maker(up_port, args.num_tokens_now, None, worker, procs)),
+               "gateway": (Client(gw_port), request_maker(gw_port, args.num_tokens_now, args.key, worker, procs))}
     results: dict[str, list[float]] = {name: [] for name in targets}
-    gw_cpu = 0.0
-    for _ in range(args.rounds):
-        for name, (client, raw) in targets.items():
-            before = cpu_seconds(gateway_pid)
-            results[name] += await phase(client, raw, args.rate, args.seconds / args.rounds, rng)
-            if name == "gateway":
-                gw_cpu += cpu_seconds(gateway_pid) - before
+    client_cpu = {name: 0.0 for name in targets}
+    for name, seconds, measured in schedule(args):
+        client, make = targets[name]
+        sync()
+        own = time.process_time()
+        ttfts = await phase(client, make, args.rate / procs, seconds, rng)
+        if measured:
+            results[name] += ttfts
+            client_cpu[name] += time.process_time() - own
+        sync()
+    return results, client_cpu
+
+
+def client_process(args: argparse.Namespace, up_port: int, gw_port: int, worker: int,
+                   barrier: Any, out: Any) -> None:
+    if args.client_cores:
+        os.sched_setaffinity(0, {args.client_cores[worker % len(args.client_cores)]})
+    out.put(uvloop.run(drive(args, up_port, gw_port, worker, barrier.wait)))
+
+
+def measure(args: argparse.Namespace, up_port: int, gw_port: int, gateway_pid: int) -> None:
+    """Run the client processes and time the gateway's CPU over its measured phases."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, out = ctx.Barrier(args.client_procs + 1), ctx.Queue()
+    workers = [ctx.Process(target=client_process, args=(args, up_port, gw_port, i, barrier, out), daemon=True)
+               for i in range(args.client_procs)]
+    for worker in workers:
+        worker.start()
+    gw_user = gw_sys = 0.0
+    for name, _, measured in schedule(args):
+        barrier.wait(timeout=120)
+        before = cpu_seconds(gateway_pid)
+        barrier.wait(timeout=600)
+        if measured and name == "gateway":
+            after = cpu_seconds(gateway_pid)
+            gw_user, gw_sys = gw_user + after[0] - before[0], gw_sys + after[1] - before[1]
+    parts = [out.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=10)
+    results = {name: [v for values, _ in parts for v in values[name]] for name in ("direct", "gateway")}
+    shares = {name: max(cpu[name] for _, cpu in parts) / args.seconds for name in results}
+    report(args, results, gw_user, gw_sys, shares)
+
+
+def report(args: argparse.Namespace, results: dict[str, list[float]], gw_user: float, gw_sys: float,
+           shares: dict[str, float]) -> None:
     for name, values in results.items():
         print(f"{name:8s} n={len(values):6d} ttft ms p50 {pct(values, .5):7.3f}  p90 {pct(values, .9):7.3f}  "
               f"p99 {pct(values, .99):7.3f}  mean {statistics.mean(values) * 1000:7.3f}")
     d, g = results["direct"], results["gateway"]
     print(f"added    ttft ms p50 {pct(g, .5) - pct(d, .5):7.3f}  p90 {pct(g, .9) - pct(d, .9):7.3f}  "
           f"p99 {pct(g, .99) - pct(d, .99):7.3f}")
+    gw_cpu, n = gw_user + gw_sys, max(1, len(g))
     print(f"gateway CPU: {gw_cpu / args.seconds * 100:.0f}% of one core at {args.rate:.0f} req/s "
-          f"({gw_cpu / max(1, len(g)) * 1e6:.0f} us per request)")
+          f"({gw_cpu / n * 1e6:.0f} us per request: user {gw_user / n * 1e6:.0f}, system {gw_sys / n * 1e6:.0f})")
+    print(f"client CPU ({args.client_procs} process{'es' if args.client_procs > 1 else ''}, the busiest): "
+          + ", ".join(f"{share * 100:.0f}% of one core ({name})" for name, share in shares.items()))
+    if max(shares.values()) > CLIENT_BUSY:
+        print("  warning: a client process nears a full core: its own queueing is in these figures "
+              "(more --client-procs)", file=sys.stderr)
 
 
 def main() -> None:
@@ -269,11 +355,19 @@ def main() -> None:
                    help="run the gateway from this source tree (a src/ directory), e.g. the code before a change")
     p.add_argument("--redis-url", default=None, help="limits and cache in this Redis (default: start a redis-server)")
     p.add_argument("--no-redis", action="store_true", help="limits and cache in the gateway's memory")
+    p.add_argument("--client-procs", type=int, default=default_client_procs(),
+                   help="load-generating processes, each sending rate/N (default: 2 with 8 cores or more, else 1)")
+    p.add_argument("--upstream-workers", type=int, default=None,
+                   help="fake upstream processes (default: one per core left, up to 8)")
     args = p.parse_args()
-    args.cores = cores()  # before this process is pinned
-    client_core = args.cores[2]
-    if client_core is not None:
-        os.sched_setaffinity(0, {client_core})
+    if args.upstream_workers is None:
+        args.upstream_workers = default_upstream_workers(args.client_procs)
+    if args.upstream_workers < 1 or args.client_procs < 1:
+        p.error("--upstream-workers and --client-procs must be at least 1")
+    args.cores = cores(args.client_procs, args.upstream_workers)  # before this process is pinned
+    args.client_cores = args.cores[2]
+    if args.client_cores:  # this process only coordinates the clients
+        os.sched_setaffinity(0, {args.client_cores[0]})
     with tempfile.TemporaryDirectory() as tmp:
         redis = start_redis(args, Path(tmp))
         try:
@@ -311,7 +405,7 @@ def run_one(args: argparse.Namespace, num_tokens: int, workdir: Path) -> None:
     args.key = None
     procs, up_port, gw_port = start_servers(args, workdir)
     try:
-        uvloop.run(measure(args, up_port, gw_port, procs[1].pid))
+        measure(args, up_port, gw_port, procs[1].pid)
     finally:
         for proc in procs:
             proc.terminate()

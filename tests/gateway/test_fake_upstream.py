@@ -98,3 +98,24 @@ def test_simulated_prefix_cache_makes_repeated_prefixes_faster():
         assert cold > 0.3 and warm < cold / 2
         text = httpx.get(server.url + "/metrics").text
         assert "vllm:prefix_cache_hits_total" in text
+
+
+def test_workers_share_one_port_and_stop_together(processes):
+    import os
+    from pathlib import Path
+
+    server = processes.upstream("--workers", "3", "--num-tokens", "4", "--tokens-per-second", "0")
+    pid = server.proc.pid
+    children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    assert len(children) == 3
+    for _ in range(13):  # a fresh connection each, spread by the kernel; 13: no even split over 3
+        answer = httpx.post(server.url + "/v1/chat/completions", json=chat(), timeout=10).json()
+        assert answer["choices"][0]["message"]["content"] == "tok0 tok1 tok2 tok3 "
+    served = set()
+    for _ in range(30):  # each worker counts its own answers: two counts seen, two workers answered
+        stats = httpx.get(server.url + "/metrics", timeout=10).text
+        served.add(next(line for line in stats.splitlines() if line.startswith("vllm:request_success_total")))
+    assert len(served) > 1
+    server.stop()
+    assert server.proc.returncode == 0
+    assert not [c for c in children if os.path.exists(f"/proc/{c}")]

@@ -8,6 +8,11 @@ runtime through `POST /admin/config` (a JSON object of `FakeUpstreamConfig` fiel
 
     python -m kvserve.bench.fake_upstream --port 8001 --tokens-per-second 100 --num-tokens 32
 
+`--workers N` serves from N forked processes on one port (SO_REUSEPORT: the kernel
+spreads connections), so a benchmark can drive more streamed chunks than one core
+makes; each worker keeps its own counters and runtime config, so /metrics and
+`/admin/config` then speak for one worker only.
+
 A simulated prefix cache (chained hashes of 64-character chunks) makes time to first
 token depend on how much of the prompt it has seen before, when
 `--prefill-chars-per-second` is set; hits are exported as vLLM's prefix-cache counters.
@@ -21,7 +26,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import random
+import signal
+import socket
 import time
 import uuid
 from collections import OrderedDict
@@ -34,6 +42,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+TEXT_MARK = "\x00text\x00"  # stands for a token's text in the cached chunk frame
 CHUNK_CHARS = 64  # granularity of the simulated prefix cache
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
@@ -132,6 +141,7 @@ class Completion:
         self.usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n_tokens,
                       "total_tokens": prompt_tokens + n_tokens}
         self.finish = "length"
+        self._frame: tuple[bytes, ...] | None = None  # a token chunk's bytes around its text
 
     def token(self, i: int) -> str:
         return self.tokens[i % len(self.tokens)] if self.tokens else f"tok{i} "
@@ -153,7 +163,13 @@ class Completion:
         return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
     def token_chunk(self, i: int) -> bytes:
-        return self._chunk([self._choice(self.token(i), None, first=i == 0)])
+        if i == 0:
+            return self._chunk([self._choice(self.token(i), None, first=True)])
+        if self._frame is None:  # later chunks differ only in their text: dump the rest once
+            self._frame = tuple(self._chunk([self._choice(TEXT_MARK, None)]).split(json.dumps(TEXT_MARK).encode()))
+        if len(self._frame) != 2:  # the mark occurs in the id or model too
+            return self._chunk([self._choice(self.token(i), None)])
+        return self._frame[0] + json.dumps(self.token(i)).encode() + self._frame[1]
 
     def final_chunks(self, include_usage: bool) -> bytes:
         out = self._chunk([self._choice(None if self.chat else "", self.finish)])
@@ -383,20 +399,72 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-running", type=int, default=0, help="concurrent requests; the rest wait (0 = unlimited)")
     p.add_argument("--prefill-chars-per-second", type=float, default=0.0)
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes serving the port (SO_REUSEPORT); each keeps its own counters and config")
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def serve(args: argparse.Namespace, sock: socket.socket | None = None) -> None:
     import uvicorn
 
-    args = build_parser().parse_args(argv)
     config = FakeUpstreamConfig(
         model=args.model, name=args.name, tokens_per_second=args.tokens_per_second, num_tokens=args.num_tokens,
         ttft=args.ttft, fail_rate=args.fail_rate, status_code=args.status_code, hang=args.hang,
         max_running=args.max_running, prefill_chars_per_second=args.prefill_chars_per_second,
     )
-    uvicorn.run(FakeUpstream(config), host=args.host, port=args.port, log_level=args.log_level, lifespan="off",
-                access_log=False, timeout_graceful_shutdown=1)
+    server = uvicorn.Server(uvicorn.Config(FakeUpstream(config), host=args.host, port=args.port,
+                                           log_level=args.log_level, lifespan="off", access_log=False,
+                                           timeout_graceful_shutdown=1))
+    server.run(sockets=None if sock is None else [sock])
+    if not server.started:  # e.g. the port is taken: fail as uvicorn.run does
+        raise SystemExit(3)
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that other processes may bind to the same port too."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+def serve_workers(args: argparse.Namespace) -> None:
+    """Fork `args.workers` servers on one port; a SIGTERM or SIGINT here stops them all."""
+    children: list[int] = []
+    for _ in range(args.workers):
+        sock = reuse_port_socket(args.host, args.port)  # bound before the fork: the port is taken at once
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                serve(args, sock)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        sock.close()
+        children.append(pid)
+
+    def stop(signum: int, frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        os.waitpid(child, 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.workers < 1:
+        raise SystemExit("--workers must be at least 1")
+    if args.workers == 1:
+        serve(args)
+    else:
+        serve_workers(args)
 
 
 if __name__ == "__main__":

@@ -179,3 +179,27 @@ class AccessMetrics:
                                   registry=r)
         self.resumed = Counter("kvserve:gateway_streams_resumed", "Streams resumed after Last-Event-ID",
                                registry=r)
+        # the children each request counts into, by label values (labels() costs more than inc())
+        self._usage: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
+        self._cache_results: dict[tuple[str, str], Counter] = {}
+
+    def usage_counted(self, tenant: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """One request answered for `tenant`, with the tokens it used."""
+        key = (tenant, model)
+        children = self._usage.get(key)
+        if children is None:
+            children = self._usage[key] = (self.tenant_requests.labels(tenant, model),
+                                           self.tokens.labels(tenant, model, "prompt"),
+                                           self.tokens.labels(tenant, model, "completion"))
+        requests, prompt, completion = children
+        requests.inc()
+        prompt.inc(prompt_tokens)
+        completion.inc(completion_tokens)
+
+    def cache_result(self, model: str, result: str) -> None:
+        """One exact-cache lookup: hit, miss or bypass."""
+        key = (model, result)
+        child = self._cache_results.get(key)
+        if child is None:
+            child = self._cache_results[key] = self.cache.labels(model, result)
+        child.inc()

@@ -57,18 +57,32 @@ DETECTORS: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
 
 
 DIGIT = re.compile(r"\d")
+CARD_DIGITS = 13  # the fewest digits CARD matches
+PHONE_DIGITS = 7  # the fewest digits the phone check accepts
 SECRET_MARKS = ("sk-", "AKIA", "_", "xox", "AIza", "eyJ", "-----BEGIN")  # what each token form starts with
 SECRET_WORD = re.compile(r"(?i:api|secret|passw|token)")  # the named-secret form, with the same flags
 
 
+def digit_count(text: str, at_least: int) -> int:
+    """How many digits (any script's, as `\\d`) `text` has, counting no further than `at_least`."""
+    found = 0
+    for _ in DIGIT.finditer(text):
+        found += 1
+        if found >= at_least:
+            break
+    return found
+
+
 def detectors_for(text: str) -> list[tuple[str, re.Pattern[str], Callable[[str], bool]]]:
     """The detectors that could match `text`: each pattern needs something the text may lack
-    (an @, a digit, two colons, a secret's prefix or name), so skipping the others misses
-    nothing, and most prompts need few of the scans."""
-    digit = DIGIT.search(text) is not None
+    (an @, enough digits, dots, two colons, a secret's prefix or name), so skipping the others
+    misses nothing, and most prompts need few of the scans. A card number has 13 digits or
+    more, a phone number 7 (its check counts them), an IPv4 address 4 digits and 3 dots."""
+    digits = digit_count(text, CARD_DIGITS)
     secret = any(mark in text for mark in SECRET_MARKS) or (
         ("=" in text or ":" in text) and SECRET_WORD.search(text) is not None)
-    possible = {"secret": secret, "email": "@" in text, "card": digit, "ip": digit, "phone": digit,
+    possible = {"secret": secret, "email": "@" in text, "card": digits >= CARD_DIGITS,
+                "ip": digits >= 4 and text.count(".") >= 3, "phone": digits >= PHONE_DIGITS,
                 "ipv6": text.count(":") >= 2}
     return [(name, pattern, check) for name, (pattern, check) in DETECTORS.items() if possible[name]]
 

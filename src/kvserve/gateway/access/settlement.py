@@ -92,9 +92,7 @@ class Accounts:
 
     def count(self, ctx: RequestContext, model: str, usage: Usage) -> None:
         tenant, m = ctx.identity.tenant, self.metrics
-        m.tenant_requests.labels(tenant, model).inc()
-        m.tokens.labels(tenant, model, "prompt").inc(usage.prompt_tokens)
-        m.tokens.labels(tenant, model, "completion").inc(usage.completion_tokens)
+        m.usage_counted(tenant, model, usage.prompt_tokens, usage.completion_tokens)
         lookup = ctx.lookup
         if lookup is not None and lookup.hit is not None:
             saved = m.semantic_saved if lookup.semantic_hit else m.cache_saved

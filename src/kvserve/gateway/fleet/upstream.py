@@ -128,9 +128,12 @@ class Response:
     def _on_body(self, data: bytes) -> None:
         self._chunks.append(data)
         self._buffered += len(data)
+        waiter = self._waiter
         if self._buffered > MAX_BUFFER:
             self.conn.pause()
             self._wake()
+        elif waiter is None or waiter.done():
+            return  # no reader waits (or it is woken already): its next read() takes this chunk too
         elif self._flush is None:
             due = self._last_read + self.conn.pool.pacer.interval_s
             if due > self.conn.loop.time():  # paced: this chunk leaves with the ones that follow it

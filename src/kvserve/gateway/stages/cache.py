@@ -51,7 +51,7 @@ class Cache:
         assert request is not None and version is not None and lookup is not None
         if not (self.cache.enabled and self.models[request.model].cache and storable):
             if self.cache.enabled:
-                self.metrics.cache.labels(version.model, "bypass").inc()
+                self.metrics.cache_result(version.model, "bypass")
             return False  # the PII scan runs before storing, off the answer's path
         lookup.key = cache_key(ctx.identity.tenant, version.model, version.name, request.path, request.payload)
         lookup.prompt = request.route.prompt
@@ -59,7 +59,7 @@ class Cache:
             raw = await self.store.get(lookup.key)
         except RedisUnavailable:
             raw = None
-        self.metrics.cache.labels(version.model, "hit" if raw is not None else "miss").inc()
+        self.metrics.cache_result(version.model, "hit" if raw is not None else "miss")
         if raw is None:
             return False
         lookup.hit = Entry.loads(raw)

@@ -4,7 +4,7 @@ fail closed). Without limits, keys or Redis: a null stage."""
 
 from __future__ import annotations
 
-import uuid
+import random
 
 from kvserve.gateway.access.ratelimit import REASONS, Charge, Decision, Limiter, limit_headers, refusal
 from kvserve.gateway.access_config import LimitsConfig, RedisConfig, TenantLimits
@@ -25,11 +25,12 @@ class Limit:
         self.tenants = tenants
         self.fail_closed = redis.on_failure == "closed"
         self.metrics = metrics
+        self.slots = random.Random()  # slot ids need to be unique, not secret: no syscall per id
 
     async def run(self, ctx: RequestContext) -> None:
         request, version, identity = ctx.request, ctx.version, ctx.identity
         assert request is not None and version is not None
-        charge = Charge(identity.key_id, identity.tenant, version.model, uuid.uuid4().hex,
+        charge = Charge(identity.key_id, identity.tenant, version.model, f"{self.slots.getrandbits(128):032x}",
                         request.route.est_prompt_tokens + self.max_tokens(request), identity.limits,
                         self.tenants.get(identity.tenant) or NO_TENANT_LIMITS)
         if not charge.limited:
