@@ -27,10 +27,11 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 
 from kvserve.config import EngineConfig
 from kvserve.parallel.group import SINGLE, RankGroup, join_group
-from kvserve.parallel.shard import check_devices, check_shardable
+from kvserve.parallel.shard import check_devices, check_shardable, check_supported
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class Followers:
             conn.send(sched)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Tell the ranks to stop and wait for them; past `timeout`, kill them."""
+        """Tell the ranks to stop and wait for them (past `timeout`, kill them), then leave
+        the group: this process may start another engine."""
         self.closing = True
         for conn in self.conns:
             try:
@@ -93,6 +95,8 @@ class Followers:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
     def _watch(self, rank: int, process: subprocess.Popen) -> None:
         code = process.wait()
@@ -130,6 +134,7 @@ def start_ranks(config: EngineConfig, hf_config: Any, on_lost: Callable[[], None
     if n == 1:
         return SINGLE, NO_FOLLOWERS
     device_type = torch.device(config.device.resolved_device()).type
+    check_supported(config)
     check_shardable(hf_config, n)
     check_devices(n, device_type)
     store_path = os.path.join(tempfile.mkdtemp(prefix="kvserve-tp-"), "store")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kvserve.config import ConfigError
+from kvserve.config import ConfigError, EngineConfig
 from kvserve.models.layers import GatedMLP
 from kvserve.models.llama import LlamaAttention
 from kvserve.parallel.group import RankGroup
@@ -35,6 +35,17 @@ def check_shardable(hf_config: Any, n: int) -> None:
     if kv_heads % n and n % kv_heads:
         raise ConfigError(f"tensor_parallel_size={n} neither divides the model's {kv_heads} KV heads nor is a "
                           f"multiple of them (a KV head is then copied to each rank that reads it)")
+
+
+def check_supported(config: EngineConfig) -> None:
+    """The features that do not split yet: their transforms expect a whole model."""
+    n = config.device.tensor_parallel_size
+    if config.model.quantization:
+        raise ConfigError(f"quantization={config.model.quantization} does not run with tensor_parallel_size={n} "
+                          "yet: use one or the other")
+    if config.speculative is not None and config.speculative.method == "draft_model":
+        raise ConfigError(f"a draft model does not run with tensor_parallel_size={n} yet "
+                          '(the ngram method does: {"method": "ngram"})')
 
 
 def check_devices(n: int, device_type: str) -> None:
