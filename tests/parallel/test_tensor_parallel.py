@@ -11,12 +11,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import openai
 import pytest
 
 from kvserve import LLM, SamplingParams
 from kvserve.config import ConfigError
+from kvserve.parallel.shard import check_shardable
 from tests.conftest import build_model
 from tests.helpers import ServeProcess, wait_until
 
@@ -133,6 +135,13 @@ def test_killing_rank_1_mid_request_stops_the_server_with_an_error(tp_server, ti
     assert "rank 1 exited" in tp_server.logs()
     thread.join(10)
     assert errors  # the request in flight failed, it did not hang
+
+
+def test_kv_heads_that_neither_split_nor_repeat_are_refused():
+    shape = SimpleNamespace(num_attention_heads=12, num_key_value_heads=3, intermediate_size=96)
+    with pytest.raises(ConfigError, match=r"neither divides the model's 3 KV heads.*use one of \[1, 3, 6, 12\]"):
+        check_shardable(shape, 2)
+    check_shardable(shape, 6)  # two ranks read each KV head: it is copied to both
 
 
 def test_quantization_is_refused_with_several_ranks(tiny_llama):

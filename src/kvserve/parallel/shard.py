@@ -28,13 +28,18 @@ def check_shardable(hf_config: Any, n: int) -> None:
     heads = hf_config.num_attention_heads
     kv_heads = getattr(hf_config, "num_key_value_heads", None) or heads
     sizes = {"attention heads": heads, "MLP rows (intermediate_size)": hf_config.intermediate_size}
+    fits = f"use one of {_sizes_that_split(heads, kv_heads, hf_config.intermediate_size)}"
     for what, count in sizes.items():
         if count % n:
-            raise ConfigError(f"tensor_parallel_size={n} does not divide the model's {count} {what}: "
-                              f"use one of {_divisors(heads, hf_config.intermediate_size)}")
+            raise ConfigError(f"tensor_parallel_size={n} does not divide the model's {count} {what}: {fits}")
     if kv_heads % n and n % kv_heads:
         raise ConfigError(f"tensor_parallel_size={n} neither divides the model's {kv_heads} KV heads nor is a "
-                          f"multiple of them (a KV head is then copied to each rank that reads it)")
+                          f"multiple of them (a KV head is then copied to each rank that reads it): {fits}")
+
+
+def _sizes_that_split(heads: int, kv_heads: int, intermediate: int) -> list[int]:
+    return [d for d in range(1, heads + 1)
+            if heads % d == 0 and intermediate % d == 0 and (kv_heads % d == 0 or d % kv_heads == 0)]
 
 
 def check_supported(config: EngineConfig) -> None:
@@ -55,10 +60,6 @@ def check_devices(n: int, device_type: str) -> None:
     have = torch.cuda.device_count()
     if n > have:
         raise ConfigError(f"tensor_parallel_size={n} needs {n} GPUs, one per rank; this machine has {have}")
-
-
-def _divisors(*counts: int) -> list[int]:
-    return [d for d in range(1, min(counts) + 1) if all(c % d == 0 for c in counts)]
 
 
 def local_info(info, hf_config: Any, n: int):
