@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -50,9 +51,10 @@ class RankStart:
 class Followers:
     """The ranks 1..N-1 of an engine, as processes and the pipes that carry its steps."""
 
-    def __init__(self, processes: list[subprocess.Popen], conns: list[Connection],
+    def __init__(self, processes: list[subprocess.Popen], conns: list[Connection], store_path: str,
                  on_lost: Callable[[], None]) -> None:
         self.processes = processes
+        self.store_path = store_path
         self.conns = conns
         self.on_lost = on_lost  # a rank exited while the engine runs
         self.closing = False
@@ -72,7 +74,7 @@ class Followers:
             conn = Connection(ours.detach())
             conn.send(RankStart(config, rank, world_size, store_path, logging.getLogger().level))
             conns.append(conn)
-        return cls(processes, conns, on_lost)
+        return cls(processes, conns, store_path, on_lost)
 
     def send(self, sched: Any) -> None:
         """Hand the step about to run to every other rank (before rank 0 runs it)."""
@@ -97,6 +99,10 @@ class Followers:
                 process.wait()
         if dist.is_initialized():
             dist.destroy_process_group()
+        self._remove_store()
+
+    def _remove_store(self) -> None:
+        remove_store(self.store_path)
 
     def _watch(self, rank: int, process: subprocess.Popen) -> None:
         code = process.wait()
@@ -106,6 +112,7 @@ class Followers:
         for other in self.processes:
             if other.poll() is None:
                 other.kill()
+        self._remove_store()
         self.on_lost()
 
 
@@ -120,6 +127,12 @@ class NoFollowers:
 
 
 NO_FOLLOWERS = NoFollowers()
+
+
+def remove_store(store_path: str) -> None:
+    """Delete the group's rendezvous directory: whichever rank stops first, rank 0 on a
+    clean close or the followers when rank 0 has exited without one (os._exit)."""
+    shutil.rmtree(os.path.dirname(store_path), ignore_errors=True)
 
 
 def _exit_now() -> None:

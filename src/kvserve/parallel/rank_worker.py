@@ -30,6 +30,7 @@ def main(fd: int) -> None:
     import torch
 
     from kvserve.engine.engine_core import EngineCore
+    from kvserve.parallel.followers import remove_store
     from kvserve.parallel.group import join_group
 
     group = join_group(start.rank, start.world_size, torch.device(start.config.device.resolved_device()).type,
@@ -39,6 +40,7 @@ def main(fd: int) -> None:
         while (sched := conn.recv()) is not None:
             runner.execute(sched)
     except EOFError:  # rank 0 is gone
+        remove_store(start.store_path)
         os._exit(1)
     runner.shutdown()
     os._exit(0)  # skip interpreter teardown (torch's takes seconds)
