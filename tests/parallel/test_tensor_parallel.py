@@ -55,10 +55,11 @@ def one_kv_head_model(tmp_path_factory) -> Path:
     return build_model("llama", out, num_key_value_heads=1, tie_word_embeddings=True, vocab_size=vocab + 1)
 
 
-def test_tp2_copies_a_lone_kv_head_and_pads_an_odd_vocabulary(one_kv_head_model):
-    prompts = PROMPTS[:2]
-    expected, _ = generate(one_kv_head_model, 1, prompts)
-    got, _ = generate(one_kv_head_model, 2, prompts)
+def test_tp2_copies_a_lone_kv_head_and_pads_an_odd_vocabulary_with_ngram_speculation(one_kv_head_model):
+    prompts, ngram = PROMPTS[:2], {"method": "ngram", "num_speculative_tokens": 3}
+    expected, _ = generate(one_kv_head_model, 1, prompts, speculative_config=ngram)
+    got, stats = generate(one_kv_head_model, 2, prompts, speculative_config=ngram)
+    assert stats.spec_decode.num_accepted_tokens > 0  # verification steps ran on both ranks
     assert got == expected
 
 

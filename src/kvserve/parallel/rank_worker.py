@@ -38,12 +38,24 @@ def main(fd: int) -> None:
     runner = EngineCore(start.config, group).runner
     try:
         while (sched := conn.recv()) is not None:
-            runner.execute(sched)
+            follow(runner, sched)
     except EOFError:  # rank 0 is gone
         remove_store(start.store_path)
         os._exit(1)
     runner.shutdown()
     os._exit(0)  # skip interpreter teardown (torch's takes seconds)
+
+
+def follow(runner, sched) -> None:
+    """Run rank 0's step. A verification step runs with no step in flight, before or after,
+    as on rank 0 (EngineCore.step): its inputs read every id from the host, and the next
+    step reads none of its (two-dimensional) ids from the device."""
+    verifies = bool(sched.scheduled_spec_decode_tokens)
+    if verifies:
+        runner.wait_for_all()
+    runner.execute(sched)
+    if verifies:
+        runner.wait_for_all()
 
 
 def _die_with_parent() -> None:

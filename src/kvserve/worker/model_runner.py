@@ -210,6 +210,11 @@ class ModelRunner:
         self._launched.append(handle)
         return handle
 
+    def wait_for_all(self) -> None:
+        """Bring every launched step's ids to the host (a follower rank before a verification
+        step: rank 0 has applied them, and the step's inputs read them from the host)."""
+        self._wait_for_all()
+
     def _wait_for_all(self) -> None:
         for handle in self._launched:
             handle.result()
