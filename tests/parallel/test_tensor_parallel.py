@@ -38,6 +38,11 @@ def generate(model: Path, tp: int, prompts=PROMPTS, **settings) -> tuple[list[li
 
 
 def test_tp2_matches_tp1_through_prefix_hits_chunked_prefill_and_preemption(tiny_qwen2):
+    # first an engine that every rank refuses after they all started: the error reaches the
+    # caller, and the ranks and their group are gone (the next engine starts a new one)
+    with pytest.raises(ConfigError, match="the KV cache holds 64 tokens"):
+        LLM(str(tiny_qwen2), tensor_parallel_size=2, **{**TIGHT, "num_gpu_blocks_override": 4})
+    assert not _rank_workers_of(os.getpid())
     expected, _ = generate(tiny_qwen2, 1)
     got, stats = generate(tiny_qwen2, 2)
     assert stats.num_preemptions > 0 and stats.prefix_cache_hits > 0  # the paths under test were taken

@@ -55,7 +55,14 @@ class EngineCore:
         self.model_dir = resolve_model_dir(config)
         hf_config = load_hf_config(self.model_dir)
         self.group, self.followers = (group, NO_FOLLOWERS) if group else start_ranks(config, hf_config)
-        self.config = config = rank_config(config, self.group)
+        try:
+            self._start(rank_config(config, self.group), hf_config)
+        except BaseException:
+            self.followers.close(timeout=1.0)  # they would wait in a collective for this rank
+            raise
+
+    def _start(self, config: EngineConfig, hf_config) -> None:
+        self.config = config
         self.tokenizer_path = Path(config.model.tokenizer or self.model_dir)
         device = torch.device(config.device.resolved_device())
         torch.set_num_threads(config.device.resolved_threads())

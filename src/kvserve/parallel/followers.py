@@ -36,6 +36,8 @@ from kvserve.parallel.shard import check_devices, check_shardable, check_support
 
 logger = logging.getLogger(__name__)
 
+START_GRACE_S = 5.0  # how long a rank's exit during start-up waits for rank 0 to fail too
+
 
 @dataclass(frozen=True)
 class RankStart:
@@ -57,7 +59,8 @@ class Followers:
         self.store_path = store_path
         self.conns = conns
         self.on_lost = on_lost  # a rank exited while the engine runs
-        self.closing = False
+        self.closed = threading.Event()  # close() was called: exits from now on are expected
+        self.running = False  # the first step was sent: start-up is over
         for rank, process in enumerate(processes, start=1):
             threading.Thread(target=self._watch, args=(rank, process), daemon=True,
                              name=f"kvserve-rank-{rank}-watch").start()
@@ -78,13 +81,14 @@ class Followers:
 
     def send(self, sched: Any) -> None:
         """Hand the step about to run to every other rank (before rank 0 runs it)."""
+        self.running = True
         for conn in self.conns:
             conn.send(sched)
 
     def close(self, timeout: float = 10.0) -> None:
         """Tell the ranks to stop and wait for them (past `timeout`, kill them), then leave
         the group: this process may start another engine."""
-        self.closing = True
+        self.closed.set()
         for conn in self.conns:
             try:
                 conn.send(None)
@@ -106,7 +110,9 @@ class Followers:
 
     def _watch(self, rank: int, process: subprocess.Popen) -> None:
         code = process.wait()
-        if self.closing:
+        # at start-up every rank may fail the same check at once (a KV pool too small): rank 0
+        # then closes within moments and reports its own error, which is the clearer one
+        if self.closed.wait(0 if self.running else START_GRACE_S):
             return
         logger.error("tensor-parallel rank %d exited (exit code %s): stopping the engine", rank, code)
         for other in self.processes:
