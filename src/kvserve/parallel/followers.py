@@ -158,7 +158,11 @@ def start_ranks(config: EngineConfig, hf_config: Any, on_lost: Callable[[], None
     check_devices(n, device_type)
     store_path = os.path.join(tempfile.mkdtemp(prefix="kvserve-tp-"), "store")
     followers = Followers.spawn(config, n, store_path, on_lost)
-    return join_group(0, n, device_type, store_path), followers
+    try:
+        return join_group(0, n, device_type, store_path), followers
+    except BaseException:
+        followers.close(timeout=1.0)
+        raise
 
 
 def rank_config(config: EngineConfig, group: RankGroup) -> EngineConfig:
