@@ -81,7 +81,8 @@ class Followers:
 
     def send(self, sched: Any) -> None:
         """Hand the step about to run to every other rank (before rank 0 runs it)."""
-        self.running = True
+        if not self.running:
+            self._started()
         for conn in self.conns:
             conn.send(sched)
 
@@ -104,6 +105,14 @@ class Followers:
         if dist.is_initialized():
             dist.destroy_process_group()
         self._remove_store()
+
+    def _started(self) -> None:
+        """The first step: every rank is past start-up and its collectives. gloo connected
+        its ranks when they joined and reads the store no more, so its directory goes now
+        (NCCL's error handling may still write to the store: it goes at close)."""
+        self.running = True
+        if dist.get_backend() == "gloo":
+            self._remove_store()
 
     def _remove_store(self) -> None:
         remove_store(self.store_path)

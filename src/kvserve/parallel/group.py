@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +60,8 @@ def join_group(rank: int, world_size: int, device_type: str, store_path: str) ->
     is a file that none of the ranks has created yet (the rendezvous needs no port)."""
     if device_type == "cuda":
         torch.cuda.set_device(rank)
+    else:  # every rank is on this host: gloo listens on loopback, not on the host's address
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group(BACKENDS[device_type], init_method=f"file://{store_path}", rank=rank,
                             world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
     return RankGroup(rank, world_size)
