@@ -19,6 +19,8 @@ import pytest
 from kvserve import LLM, SamplingParams
 from kvserve.config import ConfigError
 from kvserve.parallel.shard import check_shardable
+from kvserve.structured import grammars
+from kvserve.structured.spec import StructuredOutputs
 from tests.conftest import build_model
 from tests.helpers import ServeProcess, wait_until
 
@@ -29,22 +31,30 @@ TIGHT = dict(dtype="float32", device="cpu", block_size=16, num_gpu_blocks_overri
 PREFIX = [(7 * i) % 300 + 10 for i in range(32)]
 PROMPTS = [{"prompt_token_ids": PREFIX + [100 + j] * 8} for j in range(6)]
 GREEDY = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+# then a batch of constrained requests: each rank's grammar state follows the same ids
+CONSTRAINED = [SamplingParams(temperature=0, max_tokens=16, structured=StructuredOutputs(grammar))
+               for grammar in (grammars.choice(["Paris", "Rome", "Roma"]), grammars.regex(r"[a-z]{3,12}"))]
+WITH_GRAMMARS = [PROMPTS, [{"prompt_token_ids": [5, 9, 14, 3]}, {"prompt_token_ids": [20, 21]}]]
 
 
-def generate(model: Path, tp: int, prompts=PROMPTS, **settings) -> tuple[list[list[int]], object]:
+def generate(model: Path, tp: int, prompts=PROMPTS, params=GREEDY, **settings) -> tuple[list[list[int]], object]:
+    """Token ids of each prompt's output (one batch after the other, for a list of batches)
+    and the engine's stats after the last."""
+    batches = prompts if isinstance(prompts[0], list) else [prompts]
+    all_params = params if isinstance(params, list) else [params] * len(batches)
     with LLM(str(model), tensor_parallel_size=tp, **{**TIGHT, **settings}) as llm:
-        outputs = llm.generate(prompts, GREEDY, use_tqdm=False)
+        outputs = [o for batch, ps in zip(batches, all_params) for o in llm.generate(batch, ps, use_tqdm=False)]
         return [list(o.outputs[0].token_ids) for o in outputs], llm.engine.core.stats()
 
 
-def test_tp2_matches_tp1_through_prefix_hits_chunked_prefill_and_preemption(tiny_qwen2):
+def test_tp2_matches_tp1_through_prefix_hits_chunked_prefill_preemption_and_grammars(tiny_qwen2):
     # first an engine that every rank refuses after they all started: the error reaches the
     # caller, and the ranks and their group are gone (the next engine starts a new one)
     with pytest.raises(ConfigError, match="the KV cache holds 64 tokens"):
         LLM(str(tiny_qwen2), tensor_parallel_size=2, **{**TIGHT, "num_gpu_blocks_override": 4})
     assert not _rank_workers_of(os.getpid())
-    expected, _ = generate(tiny_qwen2, 1)
-    got, stats = generate(tiny_qwen2, 2)
+    expected, _ = generate(tiny_qwen2, 1, WITH_GRAMMARS, [GREEDY, CONSTRAINED])
+    got, stats = generate(tiny_qwen2, 2, WITH_GRAMMARS, [GREEDY, CONSTRAINED])
     assert stats.num_preemptions > 0 and stats.prefix_cache_hits > 0  # the paths under test were taken
     assert got == expected
 
