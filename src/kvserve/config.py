@@ -114,11 +114,14 @@ class DeviceConfig:
     attention_backend: str = "auto"  # attention kernels: torch, triton, or auto (triton on GPU, torch on CPU)
     enforce_eager: bool = False  # no CUDA graphs
     threads: int | None = None  # CPU threads for the model's math; default: the cores this process may use, minus one for the HTTP server
+    tensor_parallel_size: int = 1  # ranks (one process, one GPU each) that split every layer of the model; on the CPU, they share the threads
 
     def __post_init__(self) -> None:
         _require(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
                  f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         _require(self.threads is None or self.threads >= 1, f"threads must be at least 1, got {self.threads}")
+        _require(self.tensor_parallel_size >= 1,
+                 f"tensor_parallel_size must be at least 1, got {self.tensor_parallel_size}")
 
     def resolved_device(self) -> str:
         """The device to run on; DeviceUnavailableError when it is not on this machine."""

@@ -177,7 +177,8 @@ def build_engine(args: argparse.Namespace):
 
     settings = dict(model=args.model, arch=args.arch, dtype=args.dtype, quantization=args.quantization,
                     kv_cache_dtype=args.kv_cache_dtype,
-                    max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, threads=args.threads)
+                    max_model_len=args.max_model_len, enforce_eager=args.enforce_eager, threads=args.threads,
+                    tensor_parallel_size=getattr(args, "tensor_parallel_size", 1))  # scripts build args too
     if args.max_num_seqs:
         settings["max_num_seqs"] = args.max_num_seqs
     if args.max_num_batched_tokens:
@@ -336,6 +337,7 @@ def register(bench_subparsers) -> None:
                    help="tokens (prefill + decode) in one step at most (default: 8192)")
     p.add_argument("--kv-cache-gib", type=float, default=None, help="CPU KV pool size")
     p.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs")
+    p.add_argument("--tensor-parallel-size", type=int, default=1, help="ranks (GPUs) that split the model")
     p.add_argument("--no-async-scheduling", dest="async_scheduling", action="store_false",
                    help="apply each step's results before scheduling the next (no CPU/GPU overlap)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",

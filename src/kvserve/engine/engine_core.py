@@ -27,6 +27,9 @@ from kvserve.models.loader import architecture_of, load_hf_config, load_model, m
 from kvserve.models.loader import int4_checkpoint
 from kvserve.models.quantization import DEVICES as QUANTIZATION_DEVICES
 from kvserve.models.quantization import quantize
+from kvserve.parallel.followers import NO_FOLLOWERS, rank_config, start_ranks
+from kvserve.parallel.group import RankGroup
+from kvserve.parallel.shard import local_info, shard_model
 from kvserve.worker.draft_model import load_draft_model
 from kvserve.worker.kv_cache_budget import check_fits, check_gpu_memory, tensor_bytes
 from kvserve.worker.model_runner import ModelRunner
@@ -47,26 +50,37 @@ def resolve_model_dir(config: EngineConfig) -> Path:
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig) -> None:
-        self.config = config
+    def __init__(self, config: EngineConfig, group: RankGroup | None = None) -> None:
+        """`group`: this process is a follower rank of a tensor-parallel engine (rank_worker);
+        without it, this is rank 0, which starts the other ranks if the config asks for them."""
         self.model_dir = resolve_model_dir(config)
+        hf_config = load_hf_config(self.model_dir)
+        self.group, self.followers = (group, NO_FOLLOWERS) if group else start_ranks(config, hf_config)
+        try:
+            self._start(rank_config(config, self.group), hf_config)
+        except BaseException:
+            self.followers.close(timeout=1.0)  # they would wait in a collective for this rank
+            raise
+
+    def _start(self, config: EngineConfig, hf_config) -> None:
+        self.config = config
         self.tokenizer_path = Path(config.model.tokenizer or self.model_dir)
         device = torch.device(config.device.resolved_device())
         torch.set_num_threads(config.device.resolved_threads())
-        hf_config = load_hf_config(self.model_dir)
-        self.info = model_info(hf_config, self.model_dir)
+        self.info = local_info(model_info(hf_config, self.model_dir), hf_config, self.group.world_size)
         self.max_model_len = self._max_model_len(config, self.info)
         dtype = resolve_dtype(config.model.dtype, hf_config, device)
         backend = get_backend(config.device.attention_backend, device.type)
         logger.info("loading %s onto %s (%s, %d CPU threads)", self.model_dir, device, dtype, torch.get_num_threads())
         self._check_fits_device(hf_config, backend, dtype, device)
-        model = MODEL_LOADERS[config.model.load_format](self.model_dir, backend, dtype, device)
+        model = shard_model(MODEL_LOADERS[config.model.load_format](self.model_dir, backend, dtype, device), self.group)
         if config.model.quantization:
             model = quantize(model, config.model.quantization)
         draft = load_draft_model(config.speculative, self.info, self.max_model_len, self.tokenizer_path,
                                  lambda path: MODEL_LOADERS[config.model.load_format](path, backend, dtype, device),
                                  backend, dtype, device)
-        self.runner = ModelRunner(config, model, self.info, device, dtype, str(self.tokenizer_path), draft)
+        self.runner = ModelRunner(config, model, self.info, device, dtype, str(self.tokenizer_path), draft,
+                                  self.group)
         logger.info("sizing the KV pool%s", " and warming up" if device.type == "cuda" else "")
         num_blocks = self.runner.init_kv_cache(self.max_model_len)
         check_fits(num_blocks, config.cache.block_size, self.max_model_len)
@@ -100,12 +114,13 @@ class EngineCore:
             with torch.device("meta"):
                 shape_only = ARCHITECTURES[architecture_of(hf_config, self.model_dir)](hf_config, backend)
             int4_checkpoint(shape_only, hf_config, dtype, self.model_dir)  # GPTQ/AWQ: their packed size
-            check_gpu_memory(self.config, device, tensor_bytes(shape_only.to(dtype)))
+            check_gpu_memory(self.config, device, tensor_bytes(shape_only.to(dtype)) // self.group.world_size)
 
     def shutdown(self) -> None:
         """Free the engine's device memory (KV pool, graphs, weights); it cannot step again."""
         self._pending = None
         self.runner.shutdown()
+        self.followers.close()
 
     @property
     def is_shut_down(self) -> bool:
@@ -163,6 +178,7 @@ class EngineCore:
         start = time.perf_counter()
         outputs = self._apply_pending() if self._wants_fresh_ids() else []
         sched = self.scheduler.schedule()
+        self.followers.send(sched)  # the other tensor-parallel ranks run the same step
         handle = self.runner.execute(sched)
         outputs += self._apply_pending()
         self._pending = handle

@@ -21,7 +21,7 @@ from kvserve.sampling_params import SamplingParams
 from kvserve.tokenizer import apply_chat_template
 
 # vLLM constructor arguments that have one meaningful value here
-_ACCEPTED_DEFAULTS = {"trust_remote_code": False, "tensor_parallel_size": 1, "tokenizer_mode": "auto"}
+_ACCEPTED_DEFAULTS = {"trust_remote_code": False, "tokenizer_mode": "auto"}
 
 
 class LLM:

@@ -21,6 +21,7 @@ from kvserve.attention import AttentionMetadata
 from kvserve.attention.kv_format import KVScales, kv_cache_dtype
 from kvserve.config import EngineConfig
 from kvserve.engine.scheduler_output import SchedulerOutput
+from kvserve.parallel.group import SINGLE, RankGroup
 from kvserve.structured.guides import GuideTable
 from kvserve.structured.masks import TokenMask
 from kvserve.worker.cuda_graphs import DecodeGraphs, DecodeOutputs
@@ -60,8 +61,10 @@ class StepInputs:
 
 class ModelRunner:
     def __init__(self, config: EngineConfig, model, model_info, device: torch.device, dtype: torch.dtype,
-                 tokenizer_path: str | None = None, draft: DraftModel | None = None) -> None:
+                 tokenizer_path: str | None = None, draft: DraftModel | None = None,
+                 group: RankGroup = SINGLE) -> None:
         self.config = config
+        self.group = group  # tensor-parallel ranks: every one must size the same KV pool
         self.model = model
         self.draft = draft  # speculative_config method draft_model: proposes the drafts, follows every step
         self.info = model_info
@@ -88,10 +91,10 @@ class ModelRunner:
         if self.kv_dtype == torch.float8_e4m3fn:  # first: the pool is not there yet to crowd the calibration run
             self.kv_scales = calibrate_kv_scales(self.model, self.prefill_forward, self.info.vocab_size, max_model_len)
         draft = self.draft
-        num_blocks = num_kv_blocks(self.config, self.info, self.kv_dtype, self.device,
+        num_blocks = self.group.min_int(num_kv_blocks(self.config, self.info, self.kv_dtype, self.device,
                                    lambda tokens: self._profile_run(tokens, max_model_len),
                                    tensor_bytes(self.model) + (draft.weight_bytes if draft else 0),
-                                   draft.bytes_per_block(self.block_size) if draft else 0)
+                                   draft.bytes_per_block(self.block_size) if draft else 0))
         self.kv_caches = allocate_kv_caches(num_blocks, self.block_size, self.info, self.kv_dtype, self.device)
         if draft is not None:
             draft.allocate(num_blocks, self.block_size)
@@ -234,6 +237,11 @@ class ModelRunner:
     def _launch(self, handle: StepHandle) -> StepHandle:
         self._launched.append(handle)
         return handle
+
+    def wait_for_all(self) -> None:
+        """Bring every launched step's ids to the host (a follower rank before a verification
+        step: rank 0 has applied them, and the step's inputs read them from the host)."""
+        self._wait_for_all()
 
     def _wait_for_all(self) -> None:
         for handle in self._launched:
