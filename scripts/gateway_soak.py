@@ -71,7 +71,7 @@ def gateway_yaml(up_port: int, gw_port: int, budget_mb: float) -> str:
 
 def start(args: argparse.Namespace, workdir: Path) -> tuple[list[subprocess.Popen], int]:
     up_port, gw_port = free_port(), free_port()
-    gw_core, up_core, _ = cores() if args.pin else (None, None, None)
+    gw_core, up_core, _ = cores(1, 1) if args.pin else (None, None, None)  # one client, one upstream worker
     upstream = subprocess.Popen(pinned(up_core, [sys.executable, "-m", "kvserve.bench.fake_upstream",
                                                  "--port", str(up_port), "--num-tokens", str(args.num_tokens),
                                                  "--tokens-per-second", str(args.tokens_per_second)]),
