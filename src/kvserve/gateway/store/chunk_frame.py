@@ -2,13 +2,14 @@
 
 The chunks of one stream are alike: after the first token, each `data:` line is the same
 bytes around one JSON string, the token's text (`"content"` of the delta, or `"text"`).
-`scan` learns that frame from a chunk it parsed and, for each following line that is the
+`scan` cuts that frame from a chunk it parsed and, for each following line that is the
 frame around one string token, keeps only the token's bytes; all kept tokens are decoded
 at the end in one `json.loads`. Other lines are parsed whole, in order. A frame is only
-taken from a chunk whose replay effect is its text alone (one choice of index 0, no
-finish reason, no usage), and only once parsing the frame around a sentinel string gives
-that chunk with the sentinel as its text, which proves the string sits where the text is.
-So a framed line reads as its frame's chunk with another text, as the full parse would.
+cut from a chunk whose replay effect is its text alone (one choice of index 0, no finish
+reason, no usage), and used only once parsing it around a sentinel string gives that
+chunk with the sentinel as its text (checked when a first line matches it), which proves
+the string sits where the text is. So a framed line reads as its frame's chunk with
+another text, as the full parse would.
 """
 
 from __future__ import annotations
@@ -22,15 +23,29 @@ TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # one JSON string, 
 SENTINEL = "\x00kvserve-frame\x00"  # no upstream sends NULs in its text; if one does, no frame
 SENTINEL_TOKEN = json.dumps(SENTINEL).encode()
 DONE = b"[DONE]"
-MAX_UNUSED_FRAMES = 3  # then stop learning: each try costs a parse (e.g. chunks with logprobs)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Frame:
     """A `data:` line's bytes before and after the text's string token."""
 
     head: bytes
     tail: bytes
+    chunk: Any  # the parsed chunk it was cut from
+    proven: bool = False
+
+    def holds_text(self, chat: bool) -> bool:
+        """Whether any string in the frame's place would be the chunk's text (parsed once)."""
+        if not self.proven:
+            holder = text_holder(self.chunk, chat)
+            key = "content" if chat else "text"
+            assert holder is not None  # `cut` took only such chunks
+            text, holder[key] = holder[key], SENTINEL
+            try:
+                self.proven = parse_one(data_payload(self.head + SENTINEL_TOKEN + self.tail) or b"") == self.chunk
+            finally:
+                holder[key] = text
+        return self.proven
 
     def token(self, line: bytes) -> bytes | None:
         """The string token if `line` is this frame around exactly one, else None."""
@@ -57,14 +72,14 @@ def scan(stream: bytes, chat: bool) -> Scan | None:
     tokens: list[bytes] = []
     chunks: list[tuple[int, Any]] = []
     frame: Frame | None = None
-    unused = 0  # frames learnt in a row that no line matched (chunks that differ beyond their text)
     for line in stream.split(b"\n"):
         if not line:
             continue  # between events
         if frame is not None and (token := frame.token(line)) is not None:
-            tokens.append(token)
-            unused = 0
-            continue
+            if frame.holds_text(chat):
+                tokens.append(token)
+                continue
+            frame = None
         payload = data_payload(line)
         if payload is None:
             continue
@@ -72,8 +87,7 @@ def scan(stream: bytes, chat: bool) -> Scan | None:
         if chunk is None:
             return None
         chunks.append((len(tokens), chunk))
-        if unused < MAX_UNUSED_FRAMES and (learnt := frame_of(line, chunk, chat)) is not None:
-            frame, unused = learnt, unused + 1
+        frame = cut(line, chunk, chat) or frame
     try:
         texts = json.loads(b"[" + b",".join(tokens) + b"]")
     except ValueError:
@@ -100,24 +114,16 @@ def parse_one(payload: bytes) -> Any:
     return values[0] if len(values) == 1 else None
 
 
-def frame_of(line: bytes, chunk: Any, chat: bool) -> Frame | None:
-    """The frame around `chunk`'s text, when its text is all a replay takes from it."""
+def cut(line: bytes, chunk: Any, chat: bool) -> Frame | None:
+    """The frame around `chunk`'s text, when its text is all a replay takes from it
+    (not yet proven: see `Frame.holds_text`)."""
     holder = text_holder(chunk, chat)
-    key = "content" if chat else "text"
-    if holder is None or holder[key] == SENTINEL:
+    if holder is None or holder["content" if chat else "text"] == SENTINEL:
         return None
     marker = b'"content":' if chat else b'"text":'
     start = line.find(marker)
     match = TOKEN.match(line, start + len(marker)) if start >= 0 else None
-    if match is None:
-        return None
-    frame = Frame(line[:start + len(marker)], line[match.end():])
-    text, holder[key] = holder[key], SENTINEL
-    try:
-        proven = parse_one(data_payload(frame.head + SENTINEL_TOKEN + frame.tail) or b"") == chunk
-    finally:
-        holder[key] = text
-    return frame if proven else None
+    return None if match is None else Frame(line[:start + len(marker)], line[match.end():], chunk)
 
 
 def text_holder(chunk: Any, chat: bool) -> dict[str, Any] | None:
