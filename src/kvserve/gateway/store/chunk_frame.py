@@ -23,6 +23,8 @@ TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # one JSON string, 
 SENTINEL = "\x00kvserve-frame\x00"  # no upstream sends NULs in its text; if one does, no frame
 SENTINEL_TOKEN = json.dumps(SENTINEL).encode()
 DONE = b"[DONE]"
+MAX_PARSED_AHEAD = 3  # more chunks parsed whole than framed: chunks differ beyond their text (logprobs,
+# usage in each): the slow path's one parse of all of them is cheaper than one parse each
 
 
 @dataclass
@@ -66,7 +68,8 @@ class Scan:
 
 def scan(stream: bytes, chat: bool) -> Scan | None:
     """The stream's chunks and framed texts, or None when a line is not plainly one JSON
-    value or the stream has carriage returns (the caller then parses it the slow way)."""
+    value, few lines fit a frame or the stream has carriage returns (the caller then
+    parses it the slow way)."""
     if b"\r" in stream:
         return None
     tokens: list[bytes] = []
@@ -87,6 +90,8 @@ def scan(stream: bytes, chat: bool) -> Scan | None:
         if chunk is None:
             return None
         chunks.append((len(tokens), chunk))
+        if len(chunks) > len(tokens) + MAX_PARSED_AHEAD:
+            return None
         frame = cut(line, chunk, chat) or frame
     try:
         texts = json.loads(b"[" + b",".join(tokens) + b"]")
