@@ -23,8 +23,9 @@ TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # one JSON string, 
 SENTINEL = "\x00kvserve-frame\x00"  # no upstream sends NULs in its text; if one does, no frame
 SENTINEL_TOKEN = json.dumps(SENTINEL).encode()
 DONE = b"[DONE]"
-MAX_PARSED_AHEAD = 3  # more chunks parsed whole than framed: chunks differ beyond their text (logprobs,
-# usage in each): the slow path's one parse of all of them is cheaper than one parse each
+# this many more chunks parsed whole than framed: the chunks differ beyond their text (logprobs or
+# usage in each), and the slow path's one parse of them all is cheaper than one parse each
+MAX_PARSED_AHEAD = 3
 
 
 @dataclass
