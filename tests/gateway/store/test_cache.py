@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -54,6 +56,19 @@ def test_a_cached_answer_is_replayed_as_sse_to_a_streaming_request(cached_gatewa
     data = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
     assert data[-1] == "[DONE]"
     assert first.json()["choices"][0]["message"]["content"] in data[0]
+
+
+def test_a_streamed_answer_is_stored_and_replayed_with_its_text(cached_gateway):
+    gw, keys = cached_gateway
+    streamed = ask(gw, keys["a"], seed=3, content="store my stream", stream=True,
+                   stream_options={"include_usage": True})
+    chunks = [json.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    wait_until(lambda: "x-cache" in ask(gw, keys["a"], seed=3, content="store my stream").headers, 5,
+               "the streamed answer was not stored")
+    hit = ask(gw, keys["a"], seed=3, content="store my stream").json()
+    assert text and hit["choices"][0]["message"]["content"] == text and hit["id"] == chunks[0]["id"]
+    assert hit["usage"] == chunks[-1]["usage"] and hit["choices"][0]["finish_reason"] == "length"
 
 
 @pytest.mark.parametrize("headers,body", [

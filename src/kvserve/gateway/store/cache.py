@@ -13,8 +13,10 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
+
+from kvserve.gateway.store.chunk_frame import scan
 
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user", "priority", "model"})
 
@@ -47,7 +49,10 @@ class Entry:
     seconds: float = 0.0  # how long the upstream took to answer (time a hit saves)
 
     def dumps(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        # the fields by hand: `asdict` deep-copies them first, 4x the time for the same bytes
+        return json.dumps({"chat": self.chat, "id": self.id, "model": self.model, "content": self.content,
+                           "finish_reason": self.finish_reason, "usage": self.usage,
+                           "seconds": self.seconds}).encode()
 
     @classmethod
     def loads(cls, raw: bytes) -> Entry:
@@ -114,8 +119,9 @@ MAX_STREAM_BYTES = 8 << 20  # a longer stream is relayed but not assembled
 
 class StreamAssembler:
     """Rebuilds an entry from a stream. `add` keeps the raw SSE bytes as they pass (one
-    append per chunk, nothing parsed on the answer's path); `entry` parses them all at
-    once, when the answer is stored."""
+    append per chunk, nothing parsed on the answer's path); `entry` reads them all at
+    once, when the answer is stored: most chunks by their frame (see `chunk_frame`), the
+    rest parsed whole, the same entry either way."""
 
     def __init__(self, chat: bool) -> None:
         self.chat = chat
@@ -155,16 +161,35 @@ class StreamAssembler:
 
     def entry(self) -> Entry | None:
         if self.raw:
-            chunks = parse_payloads(b"".join(self.raw))
+            stream = b"".join(self.raw)
             self.raw = []
-            if chunks is None:
-                self.replayable = False
-            for chunk in chunks or []:
-                if isinstance(chunk, dict):
-                    self.feed(chunk)
+            self.read(stream)
         if not self.replayable or self.finish_reason is None:
             return None
         return Entry(self.chat, self.id, self.model, "".join(self.parts), self.finish_reason, self.usage)
+
+    def read(self, stream: bytes) -> None:
+        """Feed a whole stream: framed texts in between the chunks parsed whole, in order."""
+        scanned = scan(stream, self.chat)
+        if scanned is None:
+            self.read_slowly(stream)
+            return
+        texts, done = scanned.texts, 0
+        for before, chunk in scanned.chunks:
+            self.parts += texts[done:before]
+            done = before
+            if isinstance(chunk, dict):
+                self.feed(chunk)
+        self.parts += texts[done:]
+
+    def read_slowly(self, stream: bytes) -> None:
+        """Every payload parsed (streams `scan` declines: carriage returns, odd payloads)."""
+        chunks = parse_payloads(stream)
+        if chunks is None:
+            self.replayable = False
+        for chunk in chunks or []:
+            if isinstance(chunk, dict):
+                self.feed(chunk)
 
 
 def parse_payloads(stream: bytes) -> list[Any] | None:
