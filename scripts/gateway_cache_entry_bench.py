@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from kvserve.bench.fake_upstream import Completion
+from kvserve.bench.fake_answers import Completion
 from kvserve.gateway.store.cache import StreamAssembler
 from kvserve.server import sse
 

@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer, PrefixCache
+from kvserve.bench.fake_answers import PrefixCache
+from kvserve.bench.fake_upstream import FakeUpstreamConfig, FakeUpstreamServer
 from kvserve.gateway.fleet.scrape import parse_metrics
 from tests.helpers import wait_until
 

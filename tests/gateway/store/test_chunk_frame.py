@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import pytest
 
-from kvserve.bench.fake_upstream import Completion
+from kvserve.bench.fake_answers import Completion
 from kvserve.gateway.store.cache import Entry, StreamAssembler
 from kvserve.gateway.store.chunk_frame import scan
 from kvserve.server import sse
