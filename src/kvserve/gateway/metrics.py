@@ -115,18 +115,10 @@ class GatewayMetrics:
 
     def upstream_called(self, model: str, version: str, seconds: float) -> None:
         """The first upstream call of a request starts `seconds` after its arrival."""
-        key = (model, version)
-        child = self._added.get(key)
-        if child is None:
-            child = self._added[key] = self.added.labels(*key)
-        child.observe(seconds)
+        child(self._added, self.added, model, version).observe(seconds)
 
     def route_decided(self, model: str, version: str, policy: str, endpoint: str) -> None:
-        key = (model, version, policy, endpoint)
-        child = self._routed.get(key)
-        if child is None:
-            child = self._routed[key] = self.routed.labels(*key)
-        child.inc()
+        child(self._routed, self.routed, model, version, policy, endpoint).inc()
 
     def breaker_changed(self, endpoint: str, state: str) -> None:
         self.breaker_changes.labels(endpoint, state).inc()
@@ -179,27 +171,26 @@ class AccessMetrics:
                                   registry=r)
         self.resumed = Counter("kvserve:gateway_streams_resumed", "Streams resumed after Last-Event-ID",
                                registry=r)
-        # the children each request counts into, by label values (labels() costs more than inc())
-        self._usage: dict[tuple[str, str], tuple[Counter, Counter, Counter]] = {}
-        self._cache_results: dict[tuple[str, str], Counter] = {}
+        # the children each request counts into, by label values (see `child`)
+        self._tenant_requests: dict[tuple[str, ...], Counter] = {}
+        self._tokens: dict[tuple[str, ...], Counter] = {}
+        self._cache_results: dict[tuple[str, ...], Counter] = {}
 
     def usage_counted(self, tenant: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         """One request answered for `tenant`, with the tokens it used."""
-        key = (tenant, model)
-        children = self._usage.get(key)
-        if children is None:
-            children = self._usage[key] = (self.tenant_requests.labels(tenant, model),
-                                           self.tokens.labels(tenant, model, "prompt"),
-                                           self.tokens.labels(tenant, model, "completion"))
-        requests, prompt, completion = children
-        requests.inc()
-        prompt.inc(prompt_tokens)
-        completion.inc(completion_tokens)
+        child(self._tenant_requests, self.tenant_requests, tenant, model).inc()
+        child(self._tokens, self.tokens, tenant, model, "prompt").inc(prompt_tokens)
+        child(self._tokens, self.tokens, tenant, model, "completion").inc(completion_tokens)
 
     def cache_result(self, model: str, result: str) -> None:
         """One exact-cache lookup: hit, miss or bypass."""
-        key = (model, result)
-        child = self._cache_results.get(key)
-        if child is None:
-            child = self._cache_results[key] = self.cache.labels(model, result)
-        child.inc()
+        child(self._cache_results, self.cache, model, result).inc()
+
+
+def child(children: dict, metric, *labels: str):
+    """`metric.labels(*labels)`, kept in `children`: labels() costs more than the inc() or
+    observe() a request makes on it."""
+    found = children.get(labels)
+    if found is None:
+        found = children[labels] = metric.labels(*labels)
+    return found

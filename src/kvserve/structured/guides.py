@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from operator import itemgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -174,7 +175,7 @@ class GuideTable:
             else:
                 running.append((guide.group, guide.matcher, k))
         if running:  # grouped, so that each of llguidance's threads takes rows of one compile
-            running.sort(key=_group_of)
+            running.sort(key=itemgetter(0))
             llguidance.torch.fill_next_token_bitmask_par(self._executor, [(m, k) for _, m, k in running],
                                                          torch.from_numpy(bits))
         self._allow_ends(bits, placed, first, ended)
@@ -213,10 +214,6 @@ def mask_threads() -> int:
     """llguidance's threads (and compile groups) when masks are built beside a device: its own
     default, 80% of the cores, at most 16 (more only adds contention at realistic batches)."""
     return max(1, min(16, int(0.8 * (os.cpu_count() or 1))))
-
-
-def _group_of(item: tuple[int, llguidance.LLMatcher, int]) -> int:
-    return item[0]
 
 
 def _num_output(row: GuidedRow) -> int:

@@ -120,7 +120,7 @@ class ModelRunner:
     def release_kv_cache(self) -> None:
         """Free the KV pool and the decode graphs that point into it (for a benchmark's second
         model on the same GPU); the runner cannot step again."""
-        self._wait_for_all()
+        self.wait_for_all()
         self.graphs = self.verify_graphs = None
         self.kv_caches = []
         if self.draft is not None:
@@ -132,7 +132,7 @@ class ModelRunner:
         host memory too), weights, request state. Idempotent; the runner cannot step again."""
         if self.model is None:
             return
-        self._wait_for_all()
+        self.wait_for_all()
         self.guides.close()
         self.graphs = self.verify_graphs = None
         self.kv_caches = []
@@ -239,11 +239,8 @@ class ModelRunner:
         return handle
 
     def wait_for_all(self) -> None:
-        """Bring every launched step's ids to the host (a follower rank before a verification
-        step: rank 0 has applied them, and the step's inputs read them from the host)."""
-        self._wait_for_all()
-
-    def _wait_for_all(self) -> None:
+        """Bring every launched step's ids to the host (also a follower rank's, before a
+        verification step: rank 0 has applied them, and the step's inputs read them from the host)."""
         for handle in self._launched:
             handle.result()
         self._launched = []
@@ -454,4 +451,4 @@ class ModelRunner:
         latency."""
         for sched in warm_up_steps(self.block_size):
             self.execute(sched)
-        self._wait_for_all()
+        self.wait_for_all()
